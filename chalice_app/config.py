@@ -1,0 +1,97 @@
+"""Configuration of every Supernoba process, read once from the environment (SPEC §8).
+
+One frozen `Settings` object is the single source of truth for stream, table and bucket
+names, cache URLs, ports and auth switches. AWS endpoints are *not* configured here:
+boto3 reads its standard `AWS_ENDPOINT_URL_KINESIS` / `AWS_ENDPOINT_URL_DYNAMODB` /
+`AWS_ENDPOINT_URL_S3` variables by itself, so clients are simply built with
+`boto3.client("kinesis", region_name=settings.aws_region)`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+TRUE_WORDS = {"1", "true", "yes", "on"}
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in TRUE_WORDS
+
+
+def _cache_url(env: Mapping[str, str], url_var: str, host_vars: tuple[str, ...], port_var: str | None) -> str:
+    """`*_URL` wins; otherwise `redis://HOST:PORT/0` from the first host variable that is set."""
+    url = env.get(url_var)
+    if url:
+        return url
+    host = next((env[v] for v in host_vars if env.get(v)), "127.0.0.1")
+    port = env.get(port_var, "6379") if port_var else "6379"
+    return f"redis://{host}:{port}/0"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of SPEC §8, with its documented default."""
+
+    orders_stream: str = "supernoba-orders"
+    fills_stream: str = "supernoba-fills"
+    status_stream: str = "supernoba-order-status"
+    trade_table: str = "trade_history"
+    candle_table: str = "candle_history"
+    backup_bucket: str = "supernoba-backup"
+    aws_region: str = "ap-northeast-2"
+    log_level: str = "INFO"
+    depth_cache_url: str = "redis://127.0.0.1:6379/0"
+    backup_cache_url: str = "redis://127.0.0.1:6379/0"
+    websocket_endpoint: str = ""
+    debug_mode: bool = False
+    engine_http_port: int = 9100
+    streamer_http_port: int = 9101
+    supabase_url: str = ""
+    supabase_jwt_secret: str = ""
+    allow_test_mode: bool = False
+    admin_api_key: str = ""
+    market_tz: str = "UTC"
+    stage: str = "local"
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        return cls(
+            orders_stream=env.get("KINESIS_ORDERS_STREAM", cls.orders_stream),
+            fills_stream=env.get("KINESIS_FILLS_STREAM", cls.fills_stream),
+            status_stream=env.get("KINESIS_STATUS_STREAM", cls.status_stream),
+            trade_table=env.get("DYNAMODB_TABLE", cls.trade_table),
+            candle_table=env.get("CANDLE_TABLE", cls.candle_table),
+            backup_bucket=env.get("BACKUP_BUCKET", cls.backup_bucket),
+            aws_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or cls.aws_region,
+            log_level=env.get("LOG_LEVEL", cls.log_level).upper(),
+            depth_cache_url=_cache_url(
+                env, "DEPTH_CACHE_URL", ("DEPTH_CACHE_HOST", "VALKEY_HOST"), "VALKEY_PORT"
+            ),
+            backup_cache_url=_cache_url(env, "BACKUP_CACHE_URL", ("REDIS_HOST",), None),
+            websocket_endpoint=env.get("WEBSOCKET_ENDPOINT", ""),
+            debug_mode=_flag(env, "DEBUG_MODE"),
+            engine_http_port=int(env.get("ENGINE_HTTP_PORT", cls.engine_http_port)),
+            streamer_http_port=int(env.get("STREAMER_HTTP_PORT", cls.streamer_http_port)),
+            supabase_url=env.get("SUPABASE_URL", "").rstrip("/"),
+            supabase_jwt_secret=env.get("SUPABASE_JWT_SECRET", ""),
+            allow_test_mode=_flag(env, "ALLOW_TEST_MODE"),
+            admin_api_key=env.get("ADMIN_API_KEY", ""),
+            market_tz=env.get("MARKET_TZ", cls.market_tz),
+            stage=env.get("SUPERNOBA_STAGE", cls.stage),
+            extra=dict(env),
+        )
+
+    @property
+    def jwks_url(self) -> str:
+        return f"{self.supabase_url}/auth/v1/.well-known/jwks.json" if self.supabase_url else ""
+
+    @property
+    def jwt_issuer(self) -> str:
+        return f"{self.supabase_url}/auth/v1" if self.supabase_url else ""

@@ -1,0 +1,89 @@
+"""Valkey key names of SPEC §4 — the one place that spells them.
+
+Every per-symbol key carries the symbol as a cluster hash tag, `{SYM}`, so that all of a
+symbol's keys share one slot and a single Lua script may touch them together on a
+cluster-mode ElastiCache. Symbols are validated against `SYMBOL_RE` before they are
+ever put into a key (a symbol like `X}:*` must never reach another key).
+"""
+
+from __future__ import annotations
+
+import re
+
+SYMBOL_RE = re.compile(r"[A-Z0-9][A-Z0-9._-]{0,15}")
+
+ACTIVE_SYMBOLS = "active:symbols"
+SUBSCRIBED_SYMBOLS = "subscribed:symbols"
+REALTIME_CONNECTIONS = "realtime:connections"
+#: Pub/sub channel on which the engine names the symbols each batch changed.
+DEPTH_CHANGED_CHANNEL = "depth:changed"
+
+CANDLE_INTERVALS = ("1m", "3m", "5m", "15m", "30m", "1h", "4h", "1d")
+#: Roll-ups kept hot in Valkey by the streamer (1m is written by the engine).
+ROLLUP_INTERVALS = ("3m", "5m", "15m", "30m", "1h")
+
+
+def is_valid_symbol(symbol: object) -> bool:
+    return isinstance(symbol, str) and SYMBOL_RE.fullmatch(symbol) is not None
+
+
+def _tag(symbol: str) -> str:
+    if not is_valid_symbol(symbol):
+        raise ValueError(f"invalid symbol {symbol!r}")
+    return "{" + symbol + "}"
+
+
+def depth(symbol: str) -> str:
+    return f"depth:{_tag(symbol)}"
+
+
+def ticker(symbol: str) -> str:
+    return f"ticker:{_tag(symbol)}"
+
+
+def candle(symbol: str, interval: str = "1m") -> str:
+    return f"candle:{interval}:{_tag(symbol)}"
+
+
+def candle_closed(symbol: str) -> str:
+    return f"candle:closed:1m:{_tag(symbol)}"
+
+
+def symbol_main(symbol: str) -> str:
+    return f"symbol:{_tag(symbol)}:main"
+
+
+def symbol_sub(symbol: str) -> str:
+    return f"symbol:{_tag(symbol)}:sub"
+
+
+def symbol_meta(symbol: str) -> str:
+    """Admin-set metadata of a tradable symbol (tick size, price band, display name)."""
+    return f"symbol:{_tag(symbol)}:meta"
+
+
+def conn_main(conn_id: str) -> str:
+    return f"conn:{conn_id}:main"
+
+
+def conn_subs(conn_id: str) -> str:
+    """The connection's `sub` symbols (needed to clean up on disconnect)."""
+    return f"conn:{conn_id}:sub"
+
+
+def ws_conn(conn_id: str) -> str:
+    return f"ws:{conn_id}"
+
+
+def user_connections(user_id: str) -> str:
+    return f"user:{user_id}:connections"
+
+
+# Backup cache
+def snapshot(symbol_or_shard: str) -> str:
+    """`snapshot:SYM`; the engine snapshots per shard, so it passes the shard id here."""
+    return f"snapshot:{{{symbol_or_shard}}}"
+
+
+def prev_day(symbol: str) -> str:
+    return f"prev:{_tag(symbol)}"

@@ -1,0 +1,81 @@
+"""Shared pytest fixtures: real backing services for every test that needs them.
+
+- `local_services` (session): valkey-server, kinesalite, dynalite and moto's S3 server on
+  free loopback ports (tools/services.py), provisioned once; stopped at the end.
+- `service_env` (session): their SPEC §8 environment, also applied to `os.environ`.
+- `settings` (function): a `Settings` whose Kinesis streams are fresh, uniquely named
+  copies (so tests never read each other's records) and whose caches were flushed.
+- `depth_cache` / `backup_cache` (function): redis clients on the two logical caches.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import boto3
+import pytest
+import redis
+
+from chalice_app.config import Settings
+from tools.provision import provision
+from tools.services import LocalServices
+
+
+@pytest.fixture(scope="session")
+def local_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServices]:
+    services = LocalServices(log_dir=tmp_path_factory.mktemp("service-logs"))
+    with services:
+        yield services
+
+
+@pytest.fixture(scope="session")
+def service_env(local_services: LocalServices) -> Iterator[dict[str, str]]:
+    env = local_services.env()
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    provision(Settings.from_env())
+    yield env
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def settings(service_env: dict[str, str]) -> Settings:
+    """Fresh streams (orders 4 shards, fills 2, status 2) and empty caches for one test."""
+    suffix = uuid.uuid4().hex[:8]
+    base = Settings.from_env()
+    fresh = Settings.from_env({
+        **os.environ,
+        "KINESIS_ORDERS_STREAM": f"{base.orders_stream}-{suffix}",
+        "KINESIS_FILLS_STREAM": f"{base.fills_stream}-{suffix}",
+        "KINESIS_STATUS_STREAM": f"{base.status_stream}-{suffix}",
+    })
+    provision(fresh)
+    for url in (fresh.depth_cache_url, fresh.backup_cache_url):
+        redis.Redis.from_url(url).flushdb()
+    return fresh
+
+
+@pytest.fixture
+def depth_cache(settings: Settings) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(settings.depth_cache_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def backup_cache(settings: Settings) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(settings.backup_cache_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def aws(service_env: dict[str, str]) -> boto3.Session:
+    """A boto3 session pointed (through AWS_ENDPOINT_URL_*) at the local emulators."""
+    return boto3.Session(region_name=service_env["AWS_REGION"])

@@ -1,0 +1,1 @@
+"""Supernoba's tools: the local stack, service launcher, provisioning, console, load and benchmarks."""

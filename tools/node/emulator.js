@@ -1,0 +1,24 @@
+// Starts kinesalite or dynalite bound to 127.0.0.1 (their CLIs bind every interface).
+// Usage: node emulator.js kinesis|dynamodb PORT [DATA_DIR]   (no DATA_DIR = in memory)
+'use strict';
+const [kind, portArg, dataDir] = process.argv.slice(2);
+if (!['kinesis', 'dynamodb'].includes(kind) || !portArg) {
+  console.error('usage: node emulator.js kinesis|dynamodb PORT [DATA_DIR]');
+  process.exit(2);
+}
+const opts = dataDir ? { path: dataDir } : {};
+let server;
+if (kind === 'kinesis') {
+  Object.assign(opts, { createStreamMs: 0, deleteStreamMs: 0, updateStreamMs: 0, shardLimit: 100 });
+  server = require('kinesalite')(opts);
+} else {
+  Object.assign(opts, { createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
+  server = require('dynalite')(opts);
+}
+server.listen(Number(portArg), '127.0.0.1', (err) => {
+  if (err) { console.error(err); process.exit(1); }
+  console.log(`${kind} emulator listening on 127.0.0.1:${portArg}`);
+});
+const stop = () => server.close(() => process.exit(0));
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);

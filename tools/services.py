@@ -1,0 +1,263 @@
+"""Starts and stops the real backing services on free loopback ports.
+
+The one launcher used by both the pytest fixtures and `make dev`:
+
+- `ValkeyService`  — `valkey-server`; logical DB 0 is the depth cache, DB 1 the backup cache
+- `KinesisService` — kinesalite (npm), through `tools/node/emulator.js` bound to 127.0.0.1
+- `DynamoService`  — dynalite (npm), same launcher
+- `S3Service`      — moto's server (`python -m moto.server`)
+
+Each `start()` waits until the service answers; each `stop()` ends exactly the process
+group it started. `data_dir=None` keeps emulator data in memory (tests); a folder keeps
+it across restarts (`make dev`).
+
+    ServiceError
+     └── ServiceStartError   the process died or never answered
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("supernoba.services")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NODE_DIR = REPO_ROOT / "tools"
+EMULATOR_JS = NODE_DIR / "node" / "emulator.js"
+LOCAL_REGION = "ap-northeast-2"
+
+
+class ServiceError(RuntimeError):
+    """A backing service could not be run."""
+
+
+class ServiceStartError(ServiceError):
+    """The process exited early or never answered on its port."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Service:
+    """One child process on one loopback port."""
+
+    name: str
+    port: int = 0
+    data_dir: Path | None = None
+    log_dir: Path | None = None
+    start_timeout: float = 30.0
+    proc: subprocess.Popen | None = field(default=None, repr=False)
+
+    def command(self) -> list[str]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        return port_open(self.port)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Service:
+        if self.port == 0:
+            self.port = free_port()
+        if self.data_dir is not None:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        out = subprocess.DEVNULL
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            out = open(self.log_dir / f"{self.name}.log", "ab")  # noqa: SIM115 - owned by the child
+        cmd = self.command()
+        log.info("service=%s event=starting port=%d cmd=%s", self.name, self.port, " ".join(cmd))
+        self.proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=str(NODE_DIR), start_new_session=True,
+        )
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServiceStartError(f"{self.name} exited with code {self.proc.returncode}: {' '.join(cmd)}")
+            if self.ready():
+                log.info("service=%s event=ready url=%s", self.name, self.url)
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise ServiceStartError(f"{self.name} did not answer on port {self.port} within {self.start_timeout}s")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=timeout)
+        except ProcessLookupError:
+            pass
+        log.info("service=%s event=stopped", self.name)
+
+    def kill(self) -> None:
+        """SIGKILL, for fault tests."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+    def __enter__(self) -> Service:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class ValkeyService(Service):
+    name: str = "valkey"
+    appendonly: bool = False
+    depth_db: int = 0
+    backup_db: int = 1
+
+    def command(self) -> list[str]:
+        binary = shutil.which("valkey-server") or "/usr/bin/valkey-server"
+        cmd = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+               "--protected-mode", "yes", "--databases", "16"]
+        if self.data_dir is not None:
+            cmd += ["--dir", str(self.data_dir), "--appendonly", "yes" if self.appendonly else "no"]
+        else:
+            cmd += ["--appendonly", "no"]
+        return cmd
+
+    def ready(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    @property
+    def depth_url(self) -> str:
+        return f"{self.url}/{self.depth_db}"
+
+    @property
+    def backup_url(self) -> str:
+        return f"{self.url}/{self.backup_db}"
+
+
+@dataclass
+class _NodeEmulator(Service):
+    kind: str = ""
+
+    def command(self) -> list[str]:
+        node = shutil.which("node") or "/usr/bin/node"
+        cmd = [node, str(EMULATOR_JS), self.kind, str(self.port)]
+        if self.data_dir is not None:
+            cmd.append(str(self.data_dir))
+        return cmd
+
+
+@dataclass
+class KinesisService(_NodeEmulator):
+    name: str = "kinesalite"
+    kind: str = "kinesis"
+
+
+@dataclass
+class DynamoService(_NodeEmulator):
+    name: str = "dynalite"
+    kind: str = "dynamodb"
+
+
+@dataclass
+class S3Service(Service):
+    name: str = "moto-s3"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+
+
+@dataclass
+class LocalServices:
+    """The four backing services together, plus the environment that points at them."""
+
+    data_dir: Path | None = None
+    log_dir: Path | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+    valkey: ValkeyService = field(init=False)
+    kinesis: KinesisService = field(init=False)
+    dynamodb: DynamoService = field(init=False)
+    s3: S3Service = field(init=False)
+
+    def __post_init__(self) -> None:
+        def sub(name: str) -> Path | None:
+            return None if self.data_dir is None else self.data_dir / name
+
+        self.valkey = ValkeyService(port=self.ports.get("valkey", 0), data_dir=sub("valkey"),
+                                    log_dir=self.log_dir, appendonly=self.data_dir is not None)
+        self.kinesis = KinesisService(port=self.ports.get("kinesis", 0), data_dir=sub("kinesis"), log_dir=self.log_dir)
+        self.dynamodb = DynamoService(port=self.ports.get("dynamodb", 0), data_dir=sub("dynamodb"), log_dir=self.log_dir)
+        self.s3 = S3Service(port=self.ports.get("s3", 0), log_dir=self.log_dir)
+
+    @property
+    def all(self) -> list[Service]:
+        return [self.valkey, self.kinesis, self.dynamodb, self.s3]
+
+    def start(self) -> LocalServices:
+        try:
+            for svc in self.all:
+                svc.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for svc in reversed(self.all):
+            svc.stop()
+
+    def env(self) -> dict[str, str]:
+        """Environment variables (SPEC §8) that point every Supernoba part at these services."""
+        return {
+            "AWS_ENDPOINT_URL_KINESIS": self.kinesis.url,
+            "AWS_ENDPOINT_URL_DYNAMODB": self.dynamodb.url,
+            "AWS_ENDPOINT_URL_S3": self.s3.url,
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_REGION": LOCAL_REGION,
+            "AWS_DEFAULT_REGION": LOCAL_REGION,
+            "DEPTH_CACHE_URL": self.valkey.depth_url,
+            "BACKUP_CACHE_URL": self.valkey.backup_url,
+        }
+
+    def __enter__(self) -> LocalServices:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
