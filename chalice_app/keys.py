@@ -15,6 +15,9 @@ SYMBOL_RE = re.compile(r"[A-Z0-9][A-Z0-9._-]{0,15}")
 ACTIVE_SYMBOLS = "active:symbols"
 SUBSCRIBED_SYMBOLS = "subscribed:symbols"
 REALTIME_CONNECTIONS = "realtime:connections"
+#: Every registered WebSocket connection id (anonymous ones too), so that cleanup can
+#: find connections whose `ws:CONNID` key has expired.
+ALL_CONNECTIONS = "connections:all"
 #: Pub/sub channel on which the engine names the symbols each batch changed.
 DEPTH_CHANGED_CHANNEL = "depth:changed"
 
@@ -69,6 +72,16 @@ def conn_main(conn_id: str) -> str:
 def conn_subs(conn_id: str) -> str:
     """The connection's `sub` symbols (needed to clean up on disconnect)."""
     return f"conn:{conn_id}:sub"
+
+
+def conn_user(conn_id: str) -> str:
+    """The connection's user id, kept without a TTL so cleanup finds `user:USERID:connections`."""
+    return f"conn:{conn_id}:user"
+
+
+def idempotency(user_id: str, client_order_id: str) -> str:
+    """`client_order_id` → order_id of the first request (the order router's retry guard)."""
+    return f"idem:{user_id}:{client_order_id}"
 
 
 def ws_conn(conn_id: str) -> str:

@@ -1,0 +1,299 @@
+"""The WebSocket connection registry on the depth cache (SPEC §4).
+
+One module owns every key a connection touches, so that the `$connect` / `$default` /
+`$disconnect` handlers, the stale-connection job, the Kinesis notify handlers and the
+streamer agree on them:
+
+    ws:CONNID                    {"userId","isLoggedIn","connectedAt"} with a TTL
+    conn:CONNID:user             the user id (no TTL: cleanup needs it after ws: expired)
+    conn:CONNID:main             the connection's main symbol
+    conn:CONNID:sub              set of its sub symbols
+    connections:all              every registered connection id
+    user:USERID:connections      a user's connection ids (all devices)
+    realtime:connections         logged-in connection ids (50 ms tier)
+    symbol:{SYM}:main / :sub     subscribers of a symbol
+    subscribed:symbols           symbols with at least one subscriber
+
+Every function takes a redis client (either `decode_responses` mode works). Only
+plain commands are used — no multi-key Lua — so the module also works on a
+cluster-mode ElastiCache, where one connection's keys and one symbol's keys live in
+different slots. `remove_connection` is THE cleanup: it is idempotent and safe to
+call for ids that were never registered.
+
+Errors::
+
+    ValueError          a symbol that fails SYMBOL_RE (raised by chalice_app.keys)
+    SubscriptionLimit   subscribing would exceed MAX_SUB_SYMBOLS
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import redis
+
+from chalice_app import keys
+
+log = logging.getLogger("supernoba.connections")
+
+#: API Gateway closes a WebSocket after 2 h at most; a little slack on top.
+CONNECTION_TTL_SECONDS = 2 * 3600 + 600
+#: Ticker-only (`sub`) symbols one connection may hold at once (the main symbol is extra).
+MAX_SUB_SYMBOLS = 20
+
+
+class SubscriptionLimit(Exception):
+    """Subscribing would give the connection more than MAX_SUB_SYMBOLS sub symbols."""
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    conn_id: str
+    user_id: str | None
+    is_logged_in: bool
+    connected_at: int
+    main: str | None = None
+    subs: frozenset[str] = field(default_factory=frozenset)
+
+
+def register_connection(
+    r: redis.Redis,
+    conn_id: str,
+    user_id: str | None,
+    *,
+    is_logged_in: bool,
+    now_ms: int | None = None,
+    ttl_seconds: int = CONNECTION_TTL_SECONDS,
+) -> None:
+    """Record a new connection: `ws:CONNID`, the user's set, the realtime tier set."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    info = {"userId": user_id, "isLoggedIn": bool(is_logged_in), "connectedAt": now_ms}
+    pipe = r.pipeline(transaction=False)
+    pipe.set(keys.ws_conn(conn_id), orjson.dumps(info), ex=ttl_seconds)
+    pipe.sadd(keys.ALL_CONNECTIONS, conn_id)
+    if user_id:
+        pipe.set(keys.conn_user(conn_id), user_id)
+        pipe.sadd(keys.user_connections(user_id), conn_id)
+    if is_logged_in:
+        pipe.sadd(keys.REALTIME_CONNECTIONS, conn_id)
+    pipe.execute()
+    log.info("event=ws_register conn=%s user=%s logged_in=%s", conn_id, user_id, is_logged_in)
+
+
+def touch(r: redis.Redis, conn_id: str, ttl_seconds: int = CONNECTION_TTL_SECONDS) -> bool:
+    """Extend the connection's TTL; False when `ws:CONNID` is gone (expired or removed)."""
+    return bool(r.expire(keys.ws_conn(conn_id), ttl_seconds))
+
+
+def get_connection(r: redis.Redis, conn_id: str) -> ConnectionInfo | None:
+    """The connection's record and subscriptions, or None when `ws:CONNID` is gone."""
+    pipe = r.pipeline(transaction=False)
+    pipe.get(keys.ws_conn(conn_id))
+    pipe.get(keys.conn_main(conn_id))
+    pipe.smembers(keys.conn_subs(conn_id))
+    raw, main, subs = pipe.execute()
+    if raw is None:
+        return None
+    try:
+        info = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        log.warning("event=ws_bad_record conn=%s", conn_id)
+        return None
+    return ConnectionInfo(
+        conn_id=conn_id,
+        user_id=info.get("userId"),
+        is_logged_in=bool(info.get("isLoggedIn")),
+        connected_at=int(info.get("connectedAt") or 0),
+        main=_s(main) if main is not None else None,
+        subs=frozenset(_s(x) for x in subs),
+    )
+
+
+def user_connection_ids(r: redis.Redis, user_id: str) -> set[str]:
+    """All connection ids of one user (every device)."""
+    return {_s(x) for x in r.smembers(keys.user_connections(user_id))}
+
+
+def _has_subscribers(r: redis.Redis, symbol: str) -> bool:
+    pipe = r.pipeline(transaction=False)
+    pipe.scard(keys.symbol_main(symbol))
+    pipe.scard(keys.symbol_sub(symbol))
+    main_n, sub_n = pipe.execute()
+    return (main_n + sub_n) > 0
+
+
+def _release_symbols(r: redis.Redis, symbols: Iterable[str]) -> list[str]:
+    """Drop from `subscribed:symbols` every symbol left without subscribers.
+
+    Race-safe against a concurrent subscribe without Lua: remove, then re-check, and put
+    it back if a subscriber arrived in between (a subscriber always adds itself to the
+    symbol's set before adding the symbol to `subscribed:symbols`).
+    """
+    dropped = []
+    for symbol in set(symbols):
+        if not keys.is_valid_symbol(symbol):
+            r.srem(keys.SUBSCRIBED_SYMBOLS, symbol)
+            continue
+        if _has_subscribers(r, symbol):
+            continue
+        r.srem(keys.SUBSCRIBED_SYMBOLS, symbol)
+        if _has_subscribers(r, symbol):
+            r.sadd(keys.SUBSCRIBED_SYMBOLS, symbol)
+        else:
+            dropped.append(symbol)
+    return dropped
+
+
+def subscribe(
+    r: redis.Redis,
+    conn_id: str,
+    main: str | None = None,
+    subs: Iterable[str] = (),
+    *,
+    max_subs: int = MAX_SUB_SYMBOLS,
+) -> ConnectionInfo | None:
+    """Subscribe to a main symbol (replacing the previous one) and/or add sub symbols.
+
+    Raises ValueError for a malformed symbol and SubscriptionLimit past `max_subs`; in
+    both cases nothing is changed. Returns the connection's new state.
+    """
+    subs = list(dict.fromkeys(subs))
+    main_key = keys.symbol_main(main) if main is not None else None  # validates
+    sub_keys = [keys.symbol_sub(s) for s in subs]  # validates
+    current = {_s(x) for x in r.smembers(keys.conn_subs(conn_id))}
+    if len(current | set(subs)) > max_subs:
+        raise SubscriptionLimit(f"at most {max_subs} sub symbols per connection")
+    released: list[str] = []
+    pipe = r.pipeline(transaction=False)
+    if main is not None:
+        old = r.get(keys.conn_main(conn_id))
+        old_main = _s(old) if old is not None else None
+        if old_main and old_main != main:
+            pipe.srem(keys.symbol_main(old_main), conn_id)
+            released.append(old_main)
+        pipe.sadd(main_key, conn_id)
+        pipe.set(keys.conn_main(conn_id), main)
+    for symbol, key in zip(subs, sub_keys, strict=True):
+        pipe.sadd(key, conn_id)
+        pipe.sadd(keys.conn_subs(conn_id), symbol)
+    added = ([main] if main is not None else []) + subs
+    if added:
+        pipe.sadd(keys.SUBSCRIBED_SYMBOLS, *added)
+    pipe.execute()
+    _release_symbols(r, released)
+    log.info("event=ws_subscribe conn=%s main=%s subs=%s", conn_id, main, ",".join(subs))
+    return get_connection(r, conn_id)
+
+
+def unsubscribe(
+    r: redis.Redis,
+    conn_id: str,
+    main: str | bool | None = None,
+    subs: Iterable[str] | None = None,
+) -> ConnectionInfo | None:
+    """Remove subscriptions. `main` = the symbol (or True) drops the main subscription;
+    `subs` names sub symbols to drop. With neither, every subscription is dropped."""
+    subs = list(subs) if subs is not None else None
+    everything = main is None and subs is None
+    cur_raw = r.get(keys.conn_main(conn_id))
+    cur_main = _s(cur_raw) if cur_raw is not None else None
+    released: list[str] = []
+    pipe = r.pipeline(transaction=False)
+    if cur_main and (everything or main is True or main == cur_main):
+        pipe.srem(keys.symbol_main(cur_main), conn_id)
+        pipe.delete(keys.conn_main(conn_id))
+        released.append(cur_main)
+    if everything:
+        subs = [_s(x) for x in r.smembers(keys.conn_subs(conn_id))]
+    for symbol in subs or ():
+        pipe.srem(keys.symbol_sub(symbol), conn_id)  # validates
+        pipe.srem(keys.conn_subs(conn_id), symbol)
+        released.append(symbol)
+    pipe.execute()
+    _release_symbols(r, released)
+    log.info("event=ws_unsubscribe conn=%s released=%s", conn_id, ",".join(released))
+    return get_connection(r, conn_id)
+
+
+def remove_connection(redis_client: redis.Redis, conn_id: str) -> None:
+    """Remove a connection from every set and key; idempotent.
+
+    Used by `$disconnect`, the stale-connection job, the Kinesis notify handlers and the
+    streamer (on GoneException). A symbol leaves `subscribed:symbols` when its last
+    subscriber leaves.
+    """
+    r = redis_client
+    pipe = r.pipeline(transaction=False)
+    pipe.get(keys.conn_main(conn_id))
+    pipe.smembers(keys.conn_subs(conn_id))
+    pipe.get(keys.conn_user(conn_id))
+    pipe.get(keys.ws_conn(conn_id))
+    main, subs, user, raw = pipe.execute()
+    user_id = _s(user) if user is not None else None
+    if user_id is None and raw is not None:
+        try:
+            user_id = orjson.loads(raw).get("userId")
+        except (orjson.JSONDecodeError, AttributeError):
+            user_id = None
+    symbols: list[str] = []
+    pipe = r.pipeline(transaction=False)
+    if main is not None and keys.is_valid_symbol(_s(main)):
+        symbols.append(_s(main))
+        pipe.srem(keys.symbol_main(_s(main)), conn_id)
+    for s in subs:
+        if keys.is_valid_symbol(_s(s)):
+            symbols.append(_s(s))
+            pipe.srem(keys.symbol_sub(_s(s)), conn_id)
+    if user_id:
+        pipe.srem(keys.user_connections(user_id), conn_id)
+    pipe.srem(keys.REALTIME_CONNECTIONS, conn_id)
+    pipe.srem(keys.ALL_CONNECTIONS, conn_id)
+    pipe.delete(
+        keys.ws_conn(conn_id), keys.conn_main(conn_id), keys.conn_subs(conn_id), keys.conn_user(conn_id)
+    )
+    pipe.execute()
+    dropped = _release_symbols(r, symbols)
+    log.info(
+        "event=ws_remove conn=%s user=%s symbols=%s dropped=%s",
+        conn_id, user_id, ",".join(symbols), ",".join(dropped),
+    )
+
+
+def _scan_set_members(r: redis.Redis, pattern: str) -> set[str]:
+    out: set[str] = set()
+    for key in r.scan_iter(match=pattern, count=500):
+        if _s(r.type(key)) == "set":
+            out.update(_s(x) for x in r.smembers(key))
+    return out
+
+
+def known_connection_ids(r: redis.Redis) -> set[str]:
+    """Every connection id any registry set mentions (for the stale-connection job)."""
+    ids = {_s(x) for x in r.smembers(keys.ALL_CONNECTIONS)}
+    ids |= {_s(x) for x in r.smembers(keys.REALTIME_CONNECTIONS)}
+    ids |= _scan_set_members(r, "user:*:connections")
+    ids |= _scan_set_members(r, "symbol:*:main")
+    ids |= _scan_set_members(r, "symbol:*:sub")
+    return ids
+
+
+def remove_stale_connections(r: redis.Redis) -> list[str]:
+    """Remove every connection whose `ws:CONNID` key has expired; returns their ids."""
+    stale = []
+    for conn_id in sorted(known_connection_ids(r)):
+        if not r.exists(keys.ws_conn(conn_id)):
+            remove_connection(r, conn_id)
+            stale.append(conn_id)
+    # a symbol may sit in subscribed:symbols with nobody left (e.g. crash mid-cleanup)
+    orphaned = _release_symbols(r, (_s(x) for x in r.smembers(keys.SUBSCRIBED_SYMBOLS)))
+    log.info("event=stale_cleanup removed=%d orphan_symbols=%d", len(stale), len(orphaned))
+    return stale
