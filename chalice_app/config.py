@@ -33,6 +33,21 @@ def _cache_url(env: Mapping[str, str], url_var: str, host_vars: tuple[str, ...],
     return f"redis://{host}:{port}/0"
 
 
+def _engine_settings(env: Mapping[str, str]) -> dict:
+    """ENGINE_* variables of the engine service (issue 4)."""
+    emulated = bool(env.get("AWS_ENDPOINT_URL_KINESIS"))
+    floor = int(env.get("ENGINE_POLL_FLOOR_MS") or (10 if emulated else 200))
+    return {
+        "engine_poll_floor_ms": floor,
+        "engine_poll_idle_max_ms": max(floor, int(env.get("ENGINE_POLL_IDLE_MAX_MS") or (50 if emulated else 1000))),
+        "engine_get_limit": int(env.get("ENGINE_GET_LIMIT") or 10000),
+        "engine_snapshot_records": int(env.get("ENGINE_SNAPSHOT_RECORDS") or 10000),
+        "engine_snapshot_seconds": float(env.get("ENGINE_SNAPSHOT_SECONDS") or 30.0),
+        "engine_lease_ttl_ms": int(env.get("ENGINE_LEASE_TTL_MS") or 10000),
+        "engine_id": env.get("ENGINE_ID", ""),
+    }
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting of SPEC §8, with its documented default."""
@@ -57,6 +72,15 @@ class Settings:
     admin_api_key: str = ""
     market_tz: str = "UTC"
     stage: str = "local"
+    # Engine service (issue 4; docs/engine_service.md). The poll floor defaults to 10 ms when
+    # AWS_ENDPOINT_URL_KINESIS points at an emulator, else 200 ms (5 GetRecords/s per shard).
+    engine_poll_floor_ms: int = 200
+    engine_poll_idle_max_ms: int = 1000
+    engine_get_limit: int = 10000
+    engine_snapshot_records: int = 10000
+    engine_snapshot_seconds: float = 30.0
+    engine_lease_ttl_ms: int = 10000
+    engine_id: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -85,6 +109,7 @@ class Settings:
             admin_api_key=env.get("ADMIN_API_KEY", ""),
             market_tz=env.get("MARKET_TZ", cls.market_tz),
             stage=env.get("SUPERNOBA_STAGE", cls.stage),
+            **_engine_settings(env),
             extra=dict(env),
         )
 
