@@ -100,3 +100,25 @@ def snapshot(symbol_or_shard: str) -> str:
 
 def prev_day(symbol: str) -> str:
     return f"prev:{_tag(symbol)}"
+
+
+# Engine service (issue 4): one snapshot and one lease per shard of the orders stream. Both
+# carry the same hash tag `{STREAM/SHARD}`, so the fenced snapshot write (a Lua script that
+# checks the lease) touches a single cluster slot.
+def shard_tag(stream: str, shard_id: str) -> str:
+    return f"{stream}/{shard_id}"
+
+
+def shard_snapshot(stream: str, shard_id: str) -> str:
+    """`snapshot:{STREAM/SHARD}` — the shard's books plus its Kinesis checkpoint."""
+    return snapshot(shard_tag(stream, shard_id))
+
+
+def shard_lease(stream: str, shard_id: str) -> str:
+    """`lease:{STREAM/SHARD}` — which engine process reads the shard (SET NX PX, renewed)."""
+    return f"lease:{{{shard_tag(stream, shard_id)}}}"
+
+
+def engine_members(stream: str) -> str:
+    """Sorted set of live engine ids on a stream (score = heartbeat expiry, ms)."""
+    return f"engines:{{{stream}}}"
