@@ -1,0 +1,39 @@
+"""cffi build script for the C order book (out-of-line API mode).
+
+`setup.py` references it as ``cffi_modules=["engine_pkg/_book_build.py:ffibuilder"]`` so that
+``pip install -e .`` compiles ``engine_pkg._book`` in place; ``python engine_pkg/_book_build.py``
+builds it by hand (used by the fuzz and bench scripts for quick iteration).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from cffi import FFI
+
+HERE = Path(__file__).resolve().parent
+CSRC = HERE / "csrc"
+
+
+def _cdef_from_header(text: str) -> str:
+    """The header without preprocessor lines, as cffi's cdef wants it."""
+    return "\n".join(line for line in text.splitlines() if not re.match(r"\s*#", line))
+
+
+ffibuilder = FFI()
+ffibuilder.cdef(_cdef_from_header((CSRC / "book.h").read_text()))
+
+_extra = os.environ.get("SUPERNOBA_BOOK_CFLAGS", "").split()
+ffibuilder.set_source(
+    "engine_pkg._book",
+    '#include "book.h"\n',
+    sources=[os.path.relpath(CSRC / "book.c")],
+    include_dirs=[os.path.relpath(CSRC)],
+    extra_compile_args=["-O3", "-std=c11", "-fno-strict-aliasing", *_extra],
+)
+
+if __name__ == "__main__":
+    os.chdir(HERE.parent)
+    ffibuilder.compile(tmpdir=".", verbose=False)

@@ -1,0 +1,1448 @@
+/* Supernoba matching engine core.
+ *
+ * In the spirit of the QuantCup-winning "voyager" book: flat arrays, intrusive FIFO lists,
+ * a preallocated order pool, no allocation per order on the hot path, and every bad input
+ * turned into a reason code, never a crash.
+ *
+ * DATA STRUCTURES
+ *   Order pool   One flat array of Order (56 bytes), addressed by 32-bit index, with a free
+ *                list threaded through `next`.  It grows by doubling (realloc), i.e. in ever
+ *                bigger chunks and never per order; indices stay valid across growth.
+ *   Levels       Prices go up to 10^12, so a price-indexed array (voyager's) is impossible.
+ *                Each side of a book is a sorted array of Level {key, price, total, head,
+ *                tail, count}, ordered worst -> best, so the best level is the LAST element:
+ *                the matching loop only looks at lv[n-1] and pops a consumed level with n--.
+ *                key = price for bids and UINT64_MAX - price for asks, so both sides sort
+ *                ascending.  Finding a level is a binary search; inserting or removing a level
+ *                moves only the levels better than it, which near the top of a dense book is a
+ *                handful of 40-byte entries (the classic cost of a sorted array is paid by
+ *                far-from-top levels only).
+ *   FIFO         Orders at one level form an intrusive doubly linked list (prev/next indices),
+ *                oldest at head: price-time priority.  Level totals are unsigned 64-bit.
+ *   Strings      Order ids, user ids and symbols are interned in append-only arenas
+ *                ([len][flags][bytes]) with open-addressing hash tables (linear probing,
+ *                load <= 1/2).  Orders refer to users by index, so self-trade and owner checks
+ *                are integer compares.  The id table maps every id of an ADD that passed
+ *                validation to its open order, or to NONE once the order is closed; ids are
+ *                never forgotten (duplicate detection, kept in snapshots).
+ *
+ * INVARIANTS (checked by the property tests through the Python API)
+ *   - a book is never crossed after a command: best bid < best ask;
+ *   - level.total == sum of the remaining quantities of its orders; no level is empty;
+ *   - an id-table entry points to an open order iff that order rests in its book;
+ *   - per book, seq increases by exactly one per command with a valid symbol and per fill.
+ *
+ * CANCEL SEMANTICS
+ *   CANCEL unlinks the order from its level (O(1) after the level's binary search), removes
+ *   the level if it became empty, marks the id closed (it stays remembered), and returns the
+ *   order to the free list.  A cancel of a filled/cancelled/expired/unknown order, or of an
+ *   order of another symbol, is UNKNOWN_ORDER; of another user's order NOT_OWNER.  REPLACE
+ *   keeps priority only for the same price and a size that does not grow; otherwise the order
+ *   leaves its level, may trade as a taker, and rests at the back of its new level.
+ *
+ * EVENTS
+ *   sb_process parses each JSON command with the strict reader of sb_json.h and writes the
+ *   events of SPEC section 3 / 3a as JSON into growable output buffers (grown before each
+ *   event, amortised).  sb_core_cmd runs the same matching code with event writing disabled.
+ */
+#include "book.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "sb_json.h"
+
+#define NONE 0xFFFFFFFFu
+#define MAXQ 1000000000000ULL /* 10^12: largest price and quantity */
+#define TS_LIMIT (1ULL << 53)
+#define MAX_ID 64
+#define MAX_SYM 16
+#define LIKELY(x) __builtin_expect(!!(x), 1)
+#define UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+enum { BUY = 0, SELL = 1 };
+enum { A_ADD = 0, A_CANCEL = 1, A_REPLACE = 2 };
+enum { T_GTC = 0, T_IOC = 1, T_FOK = 2 };
+enum { ST_ACCEPTED, ST_REJECTED, ST_PARTIAL, ST_FILLED, ST_CANCELLED, ST_REPLACED, ST_EXPIRED };
+enum {
+    R_NONE,
+    R_UNKNOWN_SYMBOL,
+    R_BAD_ORDER,
+    R_DUPLICATE,
+    R_UNKNOWN_ORDER,
+    R_NOT_OWNER,
+    R_NO_LIQUIDITY,
+    R_SELF_TRADE,
+    R_FOK_UNFILLABLE
+};
+
+static const char *const ST_NAME[] = {"ACCEPTED", "REJECTED", "PARTIALLY_FILLED", "FILLED",
+                                      "CANCELLED", "REPLACED", "EXPIRED"};
+static const char *const R_NAME[] = {"", "UNKNOWN_SYMBOL", "BAD_ORDER", "DUPLICATE_ORDER_ID", "UNKNOWN_ORDER",
+                                     "NOT_OWNER", "NO_LIQUIDITY", "SELF_TRADE", "FOK_UNFILLABLE"};
+
+/* ---- basic containers ------------------------------------------------------------------- */
+
+typedef struct {
+    uint64_t price, rem, filled;
+    uint64_t id_off; /* offset of the id in the id arena */
+    uint32_t prev, next;
+    uint32_t user, book;
+    uint32_t id_hash;
+    uint8_t side;
+} Order;
+
+typedef struct {
+    uint64_t key, price, total;
+    uint32_t head, tail, count, pad;
+} Level;
+
+typedef struct {
+    Level *lv;
+    uint32_t n, cap;
+} Side;
+
+typedef struct {
+    char sym[MAX_SYM + 1];
+    uint8_t symlen;
+    uint32_t touch_gen;
+    uint64_t seq;
+    Side side[2];
+} Book;
+
+typedef struct {
+    uint64_t off;
+    uint32_t hash, val;
+} Slot;
+
+typedef struct {
+    uint8_t *b;
+    uint64_t n, cap;
+} Arena;
+
+typedef struct {
+    Slot *s;
+    uint32_t mask, n;
+    Arena a;
+} StrTab;
+
+typedef struct {
+    char *b;
+    size_t n, cap;
+} Buf;
+
+struct sb_engine {
+    Order *ord;
+    uint32_t ocap, ofree, onext;
+    uint64_t open;
+    StrTab ids, users, syms, active;
+    int restrict_active;
+    uint32_t *ucount; /* resting orders per user index */
+    uint64_t *uoff;   /* arena offset of each user's id string */
+    uint32_t ucap, uocap;
+    Book *books;
+    uint32_t nbooks, bcap;
+    uint32_t gen;
+    /* output of the current batch */
+    Buf fills, stats, uids, kinds, snap;
+    uint32_t nf, ns;
+    int uesc;
+    uint64_t *touched;
+    uint32_t ntouched, tcap;
+    uint32_t *dropped;
+    uint32_t ndropped, dcap;
+    uint64_t dropped_total;
+    sb_result res;
+    char *scratch;
+    size_t scap;
+    int emit;
+    uint64_t events;
+    int oom;
+};
+
+static inline uint64_t rd64(const void *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+static inline uint32_t hash_bytes(const char *p, uint32_t n) {
+    uint64_t h = 0x9E3779B97F4A7C15ULL ^ n;
+    while (n >= 8) {
+        h = (h ^ rd64(p)) * 0xbf58476d1ce4e5b9ULL;
+        h ^= h >> 31;
+        p += 8;
+        n -= 8;
+    }
+    uint64_t t = 0;
+    memcpy(&t, p, n);
+    h = (h ^ t) * 0x94d049bb133111ebULL;
+    h ^= h >> 29;
+    h *= 0xbf58476d1ce4e5b9ULL;
+    h ^= h >> 32;
+    return (uint32_t)h;
+}
+
+static int grow(void **p, size_t elem, uint32_t *cap, uint64_t need) {
+    if (need <= *cap) return 0;
+    uint64_t nc = *cap ? *cap : 16;
+    while (nc < need) nc *= 2;
+    if (nc > 0xFFFFFFF0ULL) return -1;
+    void *q = realloc(*p, (size_t)(nc * elem));
+    if (!q) return -1;
+    *p = q;
+    *cap = (uint32_t)nc;
+    return 0;
+}
+
+static int buf_reserve(Buf *b, size_t extra) {
+    if (LIKELY(b->n + extra <= b->cap)) return 0;
+    size_t nc = b->cap ? b->cap : 4096;
+    while (nc < b->n + extra) nc *= 2;
+    char *q = realloc(b->b, nc);
+    if (!q) return -1;
+    b->b = q;
+    b->cap = nc;
+    return 0;
+}
+
+/* ---- string tables ---------------------------------------------------------------------- */
+
+static int st_init(StrTab *t, uint32_t slots) {
+    t->s = calloc(slots, sizeof(Slot));
+    if (!t->s) return -1;
+    t->mask = slots - 1;
+    t->n = 0;
+    t->a.b = malloc(4096);
+    if (!t->a.b) return -1;
+    t->a.cap = 4096;
+    t->a.n = 8; /* offset 0 means "empty slot" */
+    memset(t->a.b, 0, 8);
+    return 0;
+}
+
+static void st_free(StrTab *t) {
+    free(t->s);
+    free(t->a.b);
+    memset(t, 0, sizeof *t);
+}
+
+static inline const char *st_str(const StrTab *t, uint64_t off, uint32_t *n, int *esc) {
+    *n = t->a.b[off];
+    *esc = t->a.b[off + 1];
+    return (const char *)t->a.b + off + 2;
+}
+
+/* Returns the slot holding the string, or the empty slot where it would go (found = 0). */
+static inline Slot *st_lookup(const StrTab *t, const char *s, uint32_t n, uint32_t h, int *found) {
+    uint32_t i = h & t->mask;
+    for (;;) {
+        Slot *sl = &t->s[i];
+        if (!sl->off) {
+            *found = 0;
+            return sl;
+        }
+        if (sl->hash == h && t->a.b[sl->off] == n && memcmp(t->a.b + sl->off + 2, s, n) == 0) {
+            *found = 1;
+            return sl;
+        }
+        i = (i + 1) & t->mask;
+    }
+}
+
+static int st_rehash(StrTab *t) {
+    uint32_t nslots = (t->mask + 1) * 2;
+    Slot *ns = calloc(nslots, sizeof(Slot));
+    if (!ns) return -1;
+    for (uint32_t i = 0; i <= t->mask; i++) {
+        Slot *sl = &t->s[i];
+        if (!sl->off) continue;
+        uint32_t j = sl->hash & (nslots - 1);
+        while (ns[j].off) j = (j + 1) & (nslots - 1);
+        ns[j] = *sl;
+    }
+    free(t->s);
+    t->s = ns;
+    t->mask = nslots - 1;
+    return 0;
+}
+
+static inline int needs_esc(const char *s, uint32_t n) {
+    for (uint32_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == '"' || c == '\\') return 1;
+    }
+    return 0;
+}
+
+/* Insert into the empty slot `sl` (from st_lookup).  Returns the arena offset, or 0 on OOM.
+ * The slot pointer is invalid afterwards (the table may have grown). */
+static uint64_t st_put(StrTab *t, Slot *sl, const char *s, uint32_t n, uint32_t h, uint32_t val, int esc) {
+    Arena *a = &t->a;
+    if (a->n + n + 2 > a->cap) {
+        uint64_t nc = a->cap * 2;
+        while (nc < a->n + n + 2) nc *= 2;
+        uint8_t *q = realloc(a->b, (size_t)nc);
+        if (!q) return 0;
+        a->b = q;
+        a->cap = nc;
+    }
+    uint64_t off = a->n;
+    a->b[off] = (uint8_t)n;
+    a->b[off + 1] = (uint8_t)(esc < 0 ? needs_esc(s, n) : esc);
+    memcpy(a->b + off + 2, s, n);
+    a->n += n + 2;
+    sl->off = off;
+    sl->hash = h;
+    sl->val = val;
+    t->n++;
+    if (t->n * 2 > t->mask + 1 && st_rehash(t) != 0) return 0;
+    return off;
+}
+
+/* ---- engine lifetime -------------------------------------------------------------------- */
+
+sb_engine *sb_new(void) {
+    sb_engine *e = calloc(1, sizeof *e);
+    if (!e) return NULL;
+    if (st_init(&e->ids, 1024) || st_init(&e->users, 256) || st_init(&e->syms, 64) || st_init(&e->active, 64)) {
+        sb_free(e);
+        return NULL;
+    }
+    e->ofree = NONE;
+    e->emit = 1;
+    return e;
+}
+
+void sb_free(sb_engine *e) {
+    if (!e) return;
+    free(e->ord);
+    st_free(&e->ids);
+    st_free(&e->users);
+    st_free(&e->syms);
+    st_free(&e->active);
+    free(e->ucount);
+    free(e->uoff);
+    for (uint32_t i = 0; i < e->nbooks; i++) {
+        free(e->books[i].side[0].lv);
+        free(e->books[i].side[1].lv);
+    }
+    free(e->books);
+    free(e->fills.b);
+    free(e->stats.b);
+    free(e->uids.b);
+    free(e->kinds.b);
+    free(e->snap.b);
+    free(e->touched);
+    free(e->dropped);
+    free(e->scratch);
+    free(e);
+}
+
+/* ---- symbols and books ------------------------------------------------------------------ */
+
+static int symbol_ok(const char *s, uint32_t n) {
+    if (n < 1 || n > MAX_SYM) return 0;
+    for (uint32_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        int ok = (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+        if (i > 0) ok = ok || c == '.' || c == '_' || c == '-';
+        if (!ok) return 0;
+    }
+    return 1;
+}
+
+static int64_t book_find(sb_engine *e, const char *s, uint32_t n, uint32_t h) {
+    int found;
+    Slot *sl = st_lookup(&e->syms, s, n, h, &found);
+    return found ? (int64_t)sl->val : -1;
+}
+
+static int64_t book_create(sb_engine *e, const char *s, uint32_t n, uint32_t h) {
+    int found;
+    Slot *sl = st_lookup(&e->syms, s, n, h, &found);
+    if (found) return sl->val;
+    if (grow((void **)&e->books, sizeof(Book), &e->bcap, (uint64_t)e->nbooks + 1)) return -2;
+    Book *b = &e->books[e->nbooks];
+    memset(b, 0, sizeof *b);
+    memcpy(b->sym, s, n);
+    b->symlen = (uint8_t)n;
+    if (!st_put(&e->syms, sl, s, n, h, e->nbooks, 0)) return -2;
+    return e->nbooks++;
+}
+
+int64_t sb_book_find(sb_engine *e, const char *sym, uint32_t len) {
+    if (!symbol_ok(sym, len)) return -1;
+    return book_find(e, sym, len, hash_bytes(sym, len));
+}
+
+int64_t sb_book_get(sb_engine *e, const char *sym, uint32_t len) {
+    if (!symbol_ok(sym, len)) return -1;
+    int64_t b = book_create(e, sym, len, hash_bytes(sym, len));
+    return b < 0 ? -1 : b;
+}
+
+uint32_t sb_book_count(sb_engine *e) { return e->nbooks; }
+
+const char *sb_book_symbol(sb_engine *e, uint32_t book, uint32_t *len) {
+    if (book >= e->nbooks) return NULL;
+    *len = e->books[book].symlen;
+    return e->books[book].sym;
+}
+
+uint64_t sb_book_seq(sb_engine *e, uint32_t book) { return book < e->nbooks ? e->books[book].seq : 0; }
+
+uint64_t sb_open_orders(sb_engine *e) { return e->open; }
+
+void sb_active_clear(sb_engine *e, int restrict_active) {
+    st_free(&e->active);
+    st_init(&e->active, 64);
+    e->restrict_active = restrict_active;
+}
+
+int sb_active_add(sb_engine *e, const char *sym, uint32_t len) {
+    if (!symbol_ok(sym, len)) return -1;
+    uint32_t h = hash_bytes(sym, len);
+    int found;
+    Slot *sl = st_lookup(&e->active, sym, len, h, &found);
+    if (found) return 0;
+    return st_put(&e->active, sl, sym, len, h, 1, 0) ? 0 : -1;
+}
+
+static int symbol_active(sb_engine *e, const char *s, uint32_t n, uint32_t h) {
+    if (!e->restrict_active) return 1;
+    int found;
+    st_lookup(&e->active, s, n, h, &found);
+    return found;
+}
+
+static inline void touch(sb_engine *e, uint32_t bi) {
+    Book *b = &e->books[bi];
+    if (b->touch_gen == e->gen) return;
+    b->touch_gen = e->gen;
+    if (grow((void **)&e->touched, 16, &e->tcap, (uint64_t)e->ntouched + 1)) {
+        e->oom = 1;
+        return;
+    }
+    e->touched[2 * e->ntouched] = bi;
+    e->ntouched++;
+}
+
+/* ---- users ------------------------------------------------------------------------------ */
+
+static uint32_t user_intern(sb_engine *e, const char *s, uint32_t n) {
+    uint32_t h = hash_bytes(s, n);
+    int found;
+    Slot *sl = st_lookup(&e->users, s, n, h, &found);
+    if (found) return sl->val;
+    uint32_t idx = e->users.n;
+    if (grow((void **)&e->ucount, sizeof(uint32_t), &e->ucap, (uint64_t)idx + 1)) return NONE;
+    if (grow((void **)&e->uoff, sizeof(uint64_t), &e->uocap, (uint64_t)idx + 1)) return NONE;
+    e->ucount[idx] = 0;
+    uint64_t off = st_put(&e->users, sl, s, n, h, idx, -1);
+    if (!off) return NONE;
+    e->uoff[idx] = off;
+    return idx;
+}
+
+static uint32_t user_find(sb_engine *e, const char *s, uint32_t n) {
+    int found;
+    Slot *sl = st_lookup(&e->users, s, n, hash_bytes(s, n), &found);
+    return found ? sl->val : NONE;
+}
+
+
+/* ---- order pool ------------------------------------------------------------------------- */
+
+static inline uint32_t order_alloc(sb_engine *e) {
+    uint32_t i = e->ofree;
+    if (i != NONE) {
+        e->ofree = e->ord[i].next;
+        return i;
+    }
+    if (UNLIKELY(e->onext == e->ocap)) {
+        if (grow((void **)&e->ord, sizeof(Order), &e->ocap, (uint64_t)e->ocap + (e->ocap ? e->ocap : 65536)))
+            return NONE;
+    }
+    return e->onext++;
+}
+
+static inline void order_free(sb_engine *e, uint32_t i) {
+    e->ord[i].next = e->ofree;
+    e->ofree = i;
+}
+
+/* ---- levels ----------------------------------------------------------------------------- */
+
+static inline uint64_t level_key(int side, uint64_t price) { return side == BUY ? price : UINT64_MAX - price; }
+
+/* First index with key >= k. */
+static inline uint32_t level_lb(const Side *s, uint64_t k) {
+    uint32_t lo = 0, hi = s->n;
+    /* the top of the book is where the action is: look there first */
+    if (hi && s->lv[hi - 1].key <= k) return s->lv[hi - 1].key == k ? hi - 1 : hi;
+    while (lo < hi) {
+        uint32_t mid = (lo + hi) >> 1;
+        if (s->lv[mid].key < k) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+static int order_rest(sb_engine *e, Book *b, uint32_t oi) {
+    Order *o = &e->ord[oi];
+    Side *s = &b->side[o->side];
+    uint64_t k = level_key(o->side, o->price);
+    uint32_t i = level_lb(s, k);
+    Level *L;
+    if (i < s->n && s->lv[i].key == k) {
+        L = &s->lv[i];
+    } else {
+        if (grow((void **)&s->lv, sizeof(Level), &s->cap, (uint64_t)s->n + 1)) return -1;
+        memmove(&s->lv[i + 1], &s->lv[i], (s->n - i) * sizeof(Level));
+        s->n++;
+        L = &s->lv[i];
+        L->key = k;
+        L->price = o->price;
+        L->total = 0;
+        L->head = L->tail = NONE;
+        L->count = 0;
+    }
+    o->next = NONE;
+    o->prev = L->tail;
+    if (L->tail != NONE) e->ord[L->tail].next = oi;
+    else L->head = oi;
+    L->tail = oi;
+    L->total += o->rem;
+    L->count++;
+    e->ucount[o->user]++;
+    e->open++;
+    return 0;
+}
+
+/* Unlink a resting order from its level (removing an emptied level). */
+static void order_unlink(sb_engine *e, Book *b, uint32_t oi) {
+    Order *o = &e->ord[oi];
+    Side *s = &b->side[o->side];
+    uint64_t k = level_key(o->side, o->price);
+    uint32_t i = level_lb(s, k);
+    Level *L = &s->lv[i];
+    if (o->prev != NONE) e->ord[o->prev].next = o->next;
+    else L->head = o->next;
+    if (o->next != NONE) e->ord[o->next].prev = o->prev;
+    else L->tail = o->prev;
+    L->total -= o->rem;
+    L->count--;
+    if (!L->count) {
+        memmove(&s->lv[i], &s->lv[i + 1], (s->n - i - 1) * sizeof(Level));
+        s->n--;
+    }
+    e->ucount[o->user]--;
+    e->open--;
+}
+
+/* Point the id-table entry of (hash, arena offset) at `val`. */
+static inline void id_set(sb_engine *e, uint32_t h, uint64_t off, uint32_t val) {
+    uint32_t i = h & e->ids.mask;
+    for (;;) {
+        Slot *sl = &e->ids.s[i];
+        if (sl->off == off) {
+            sl->val = val;
+            return;
+        }
+        i = (i + 1) & e->ids.mask;
+    }
+}
+
+/* Mark the order's id closed (remembered, no longer open). */
+static inline void id_close(sb_engine *e, const Order *o) { id_set(e, o->id_hash, o->id_off, NONE); }
+
+/* ---- event writing ---------------------------------------------------------------------- */
+
+typedef struct {
+    const char *s;
+    uint32_t n;
+    int esc;
+} Str;
+
+static inline Str ustr(sb_engine *e, uint32_t user) {
+    Str r;
+    r.s = st_str(&e->users, e->uoff[user], &r.n, &r.esc);
+    return r;
+}
+
+static inline Str ids_str(sb_engine *e, uint64_t off) {
+    Str r;
+    r.s = st_str(&e->ids, off, &r.n, &r.esc);
+    return r;
+}
+
+typedef struct {
+    Str uid, oid;
+    const char *sym; /* NULL -> null */
+    uint32_t symn;
+    int symesc;
+    int status, reason;
+    uint64_t filled, remaining;
+    int has_price;
+    int64_t price;
+    int64_t t;
+    int has_seq;
+    uint64_t seq;
+} StatusEv;
+
+static void emit_status(sb_engine *e, const StatusEv *v) {
+    e->events++;
+    if (!e->emit) return;
+    size_t need = 400 + ESC_MAX(v->uid.n) + ESC_MAX(v->oid.n) + ESC_MAX(v->symn);
+    if (buf_reserve(&e->stats, need) || buf_reserve(&e->uids, ESC_MAX(v->uid.n) + 1) || buf_reserve(&e->kinds, 1)) {
+        e->oom = 1;
+        return;
+    }
+    char *o = e->stats.b + e->stats.n;
+    o = PUT_LIT(o, "{\"e\":\"order\",\"user_id\":\"");
+    o = put_str(o, v->uid.s, v->uid.n, v->uid.esc);
+    o = PUT_LIT(o, "\",\"order_id\":\"");
+    o = put_str(o, v->oid.s, v->oid.n, v->oid.esc);
+    if (v->sym) {
+        o = PUT_LIT(o, "\",\"s\":\"");
+        o = put_str(o, v->sym, v->symn, v->symesc);
+        o = PUT_LIT(o, "\",\"status\":\"");
+    } else {
+        o = PUT_LIT(o, "\",\"s\":null,\"status\":\"");
+    }
+    const char *sn = ST_NAME[v->status];
+    size_t snl = strlen(sn);
+    memcpy(o, sn, snl);
+    o += snl;
+    if (v->reason) {
+        o = PUT_LIT(o, "\",\"reason\":\"");
+        const char *rn = R_NAME[v->reason];
+        size_t rl = strlen(rn);
+        memcpy(o, rn, rl);
+        o += rl;
+        o = PUT_LIT(o, "\",\"filled\":");
+    } else {
+        o = PUT_LIT(o, "\",\"reason\":null,\"filled\":");
+    }
+    o = put_u64(o, v->filled);
+    o = PUT_LIT(o, ",\"remaining\":");
+    o = put_u64(o, v->remaining);
+    o = PUT_LIT(o, ",\"price\":");
+    if (v->has_price) o = put_i64(o, v->price);
+    else o = PUT_LIT(o, "null");
+    o = PUT_LIT(o, ",\"t\":");
+    o = put_i64(o, v->t);
+    o = PUT_LIT(o, ",\"seq\":");
+    if (v->has_seq) o = put_u64(o, v->seq);
+    else o = PUT_LIT(o, "null");
+    o = PUT_LIT(o, "}\n");
+    e->stats.n = (size_t)(o - e->stats.b);
+    e->ns++;
+    char *u = e->uids.b + e->uids.n;
+    if (v->uid.esc) e->uesc = 1;
+    u = put_str(u, v->uid.s, v->uid.n, v->uid.esc);
+    *u++ = '\n';
+    e->uids.n = (size_t)(u - e->uids.b);
+    e->kinds.b[e->kinds.n++] = 's';
+}
+
+static void emit_fill(sb_engine *e, const Book *b, uint64_t seq, uint64_t price, uint64_t q, Str mo, Str mu, Str to,
+                      Str tu, int taker_side, int64_t t) {
+    e->events++;
+    if (!e->emit) return;
+    size_t need = 400 + ESC_MAX(mo.n) + ESC_MAX(mu.n) + ESC_MAX(to.n) + ESC_MAX(tu.n);
+    if (buf_reserve(&e->fills, need) || buf_reserve(&e->kinds, 1)) {
+        e->oom = 1;
+        return;
+    }
+    char *o = e->fills.b + e->fills.n;
+    o = PUT_LIT(o, "{\"e\":\"fill\",\"s\":\"");
+    memcpy(o, b->sym, b->symlen);
+    o += b->symlen;
+    o = PUT_LIT(o, "\",\"trade_id\":\"");
+    memcpy(o, b->sym, b->symlen);
+    o += b->symlen;
+    *o++ = '-';
+    o = put_u64_pad12(o, seq);
+    o = PUT_LIT(o, "\",\"p\":");
+    o = put_u64(o, price);
+    o = PUT_LIT(o, ",\"q\":");
+    o = put_u64(o, q);
+    o = PUT_LIT(o, ",\"maker_order_id\":\"");
+    o = put_str(o, mo.s, mo.n, mo.esc);
+    o = PUT_LIT(o, "\",\"maker_user_id\":\"");
+    o = put_str(o, mu.s, mu.n, mu.esc);
+    o = PUT_LIT(o, "\",\"taker_order_id\":\"");
+    o = put_str(o, to.s, to.n, to.esc);
+    o = PUT_LIT(o, "\",\"taker_user_id\":\"");
+    o = put_str(o, tu.s, tu.n, tu.esc);
+    if (taker_side == BUY) o = PUT_LIT(o, "\",\"taker_side\":\"BUY\",\"t\":");
+    else o = PUT_LIT(o, "\",\"taker_side\":\"SELL\",\"t\":");
+    o = put_i64(o, t);
+    o = PUT_LIT(o, ",\"seq\":");
+    o = put_u64(o, seq);
+    o = PUT_LIT(o, "}\n");
+    e->fills.n = (size_t)(o - e->fills.b);
+    e->nf++;
+    e->kinds.b[e->kinds.n++] = 'f';
+}
+
+/* ---- matching --------------------------------------------------------------------------- */
+
+typedef struct {
+    Book *b;
+    uint32_t bi;
+    int side;
+    uint64_t limit; /* best acceptable opposite price (inclusive) */
+    uint32_t user;
+    Str tid, tuid;
+    int64_t t;
+    uint64_t seq; /* the command's seq */
+} Taker;
+
+/* Status of a resting order (maker or SELF_TRADE victim). */
+static inline void status_of(sb_engine *e, const Book *b, const Order *o, int st, int reason, int64_t t,
+                             uint64_t seq) {
+    if (!e->emit) {
+        e->events++;
+        return;
+    }
+    StatusEv v;
+    v.uid = ustr(e, o->user);
+    v.oid = ids_str(e, o->id_off);
+    v.sym = b->sym;
+    v.symn = b->symlen;
+    v.symesc = 0;
+    v.status = st;
+    v.reason = reason;
+    v.filled = o->filled;
+    v.remaining = o->rem;
+    v.has_price = 1;
+    v.price = (int64_t)o->price;
+    v.t = t;
+    v.has_seq = 1;
+    v.seq = seq;
+    emit_status(e, &v);
+}
+
+/* Match `rem` against the opposite side.  Returns the unfilled rest; *filled_out gets the
+ * quantity traded. */
+static uint64_t match(sb_engine *e, Taker *tk, uint64_t rem, uint64_t *filled_out) {
+    Book *b = tk->b;
+    Side *opp = &b->side[!tk->side];
+    uint64_t filled = 0;
+    while (rem && opp->n) {
+        Level *L = &opp->lv[opp->n - 1];
+        if (tk->side == BUY ? L->price > tk->limit : L->price < tk->limit) break;
+        uint32_t oi = L->head;
+        while (oi != NONE && rem) {
+            Order *o = &e->ord[oi];
+            uint32_t nx = o->next;
+            if (UNLIKELY(o->user == tk->user)) {
+                /* self-trade prevention: cancel the resting order */
+                L->total -= o->rem;
+                L->count--;
+                L->head = nx;
+                if (nx != NONE) e->ord[nx].prev = NONE;
+                else L->tail = NONE;
+                o->rem = 0;
+                status_of(e, b, o, ST_CANCELLED, R_SELF_TRADE, tk->t, tk->seq);
+                e->ucount[o->user]--;
+                e->open--;
+                id_close(e, o);
+                order_free(e, oi);
+                oi = nx;
+                continue;
+            }
+            uint64_t q = o->rem < rem ? o->rem : rem;
+            uint64_t fseq = ++b->seq;
+            if (e->emit) {
+                emit_fill(e, b, fseq, L->price, q, ids_str(e, o->id_off), ustr(e, o->user), tk->tid, tk->tuid, tk->side,
+                          tk->t);
+            } else {
+                e->events++;
+            }
+            o->rem -= q;
+            o->filled += q;
+            L->total -= q;
+            rem -= q;
+            filled += q;
+            if (o->rem == 0) {
+                status_of(e, b, o, ST_FILLED, R_NONE, tk->t, fseq);
+                L->count--;
+                L->head = nx;
+                if (nx != NONE) e->ord[nx].prev = NONE;
+                else L->tail = NONE;
+                e->ucount[o->user]--;
+                e->open--;
+                id_close(e, o);
+                order_free(e, oi);
+                oi = nx;
+            } else {
+                status_of(e, b, o, ST_PARTIAL, R_NONE, tk->t, fseq);
+            }
+        }
+        if (L->head == NONE) opp->n--;
+    }
+    *filled_out = filled;
+    return rem;
+}
+
+/* FOK pre-check: is there enough opposite quantity within the limit, own orders not counted? */
+static int fok_ok(sb_engine *e, const Taker *tk, uint64_t need) {
+    const Side *opp = &tk->b->side[!tk->side];
+    int own = tk->user != NONE && e->ucount[tk->user] > 0;
+    for (uint32_t i = opp->n; i-- > 0;) {
+        const Level *L = &opp->lv[i];
+        if (tk->side == BUY ? L->price > tk->limit : L->price < tk->limit) return 0;
+        if (!own) {
+            if (L->total >= need) return 1;
+            need -= L->total;
+            continue;
+        }
+        for (uint32_t oi = L->head; oi != NONE; oi = e->ord[oi].next) {
+            const Order *o = &e->ord[oi];
+            if (o->user == tk->user) continue;
+            if (o->rem >= need) return 1;
+            need -= o->rem;
+        }
+    }
+    return 0;
+}
+
+/* ---- commands --------------------------------------------------------------------------- */
+
+typedef struct {
+    int action;
+    uint32_t bi;
+    Str oid, uid;
+    int is_buy, market, tif;
+    int has_price, has_qty;
+    uint64_t price, qty;
+    int64_t t;
+    uint64_t seq;
+} Cmd;
+
+static void reject(sb_engine *e, const Cmd *c, const Book *b, int reason, int has_price, int64_t price) {
+    if (!e->emit) {
+        e->events++;
+        return;
+    }
+    StatusEv v;
+    v.uid = c->uid;
+    v.oid = c->oid;
+    v.sym = b->sym;
+    v.symn = b->symlen;
+    v.symesc = 0;
+    v.status = ST_REJECTED;
+    v.reason = reason;
+    v.filled = 0;
+    v.remaining = 0;
+    v.has_price = has_price;
+    v.price = price;
+    v.t = c->t;
+    v.has_seq = 1;
+    v.seq = c->seq;
+    emit_status(e, &v);
+}
+
+static void taker_status(sb_engine *e, const Book *b, Str oid, Str uid, int st, uint64_t filled, uint64_t rem,
+                         int has_price, uint64_t price, int64_t t, uint64_t seq) {
+    if (!e->emit) {
+        e->events++;
+        return;
+    }
+    StatusEv v;
+    v.uid = uid;
+    v.oid = oid;
+    v.sym = b->sym;
+    v.symn = b->symlen;
+    v.symesc = 0;
+    v.status = st;
+    v.reason = R_NONE;
+    v.filled = filled;
+    v.remaining = rem;
+    v.has_price = has_price;
+    v.price = (int64_t)price;
+    v.t = t;
+    v.has_seq = 1;
+    v.seq = seq;
+    emit_status(e, &v);
+}
+
+static int do_add(sb_engine *e, Cmd *c) {
+    Book *b = &e->books[c->bi];
+    uint32_t h = hash_bytes(c->oid.s, c->oid.n);
+    int found;
+    Slot *sl = st_lookup(&e->ids, c->oid.s, c->oid.n, h, &found);
+    int has_p = !c->market;
+    if (found) {
+        reject(e, c, b, R_DUPLICATE, has_p, (int64_t)c->price);
+        return 0;
+    }
+    uint64_t id_off = st_put(&e->ids, sl, c->oid.s, c->oid.n, h, NONE, -1);
+    if (!id_off) return -1;
+    uint32_t user = user_intern(e, c->uid.s, c->uid.n);
+    if (user == NONE) return -1;
+    int side = c->is_buy ? BUY : SELL;
+    Taker tk;
+    tk.b = b;
+    tk.bi = c->bi;
+    tk.side = side;
+    tk.limit = c->market ? (side == BUY ? UINT64_MAX : 0) : c->price;
+    tk.user = user;
+    tk.t = c->t;
+    tk.seq = c->seq;
+    if (c->market && b->side[!side].n == 0) {
+        reject(e, c, b, R_NO_LIQUIDITY, 0, 0);
+        return 0;
+    }
+    if (c->tif == T_FOK && !fok_ok(e, &tk, c->qty)) {
+        reject(e, c, b, R_FOK_UNFILLABLE, has_p, (int64_t)c->price);
+        return 0;
+    }
+    tk.tid = ids_str(e, id_off);
+    tk.tuid = ustr(e, user);
+    taker_status(e, b, tk.tid, tk.tuid, ST_ACCEPTED, 0, c->qty, has_p, c->price, c->t, c->seq);
+    uint64_t filled;
+    uint64_t rem = match(e, &tk, c->qty, &filled);
+    if (rem == 0) {
+        taker_status(e, b, tk.tid, tk.tuid, ST_FILLED, filled, 0, has_p, c->price, c->t, c->seq);
+        return 0;
+    }
+    if (c->market || c->tif != T_GTC) {
+        taker_status(e, b, tk.tid, tk.tuid, ST_EXPIRED, filled, 0, has_p, c->price, c->t, c->seq);
+        return 0;
+    }
+    uint32_t oi = order_alloc(e);
+    if (oi == NONE) return -1;
+    Order *o = &e->ord[oi];
+    o->price = c->price;
+    o->rem = rem;
+    o->filled = filled;
+    o->id_off = id_off;
+    o->id_hash = h;
+    o->user = user;
+    o->book = c->bi;
+    o->side = (uint8_t)side;
+    if (order_rest(e, b, oi)) return -1;
+    id_set(e, h, id_off, oi); /* the id now names an open order */
+    if (filled) taker_status(e, b, tk.tid, tk.tuid, ST_PARTIAL, filled, rem, 1, c->price, c->t, c->seq);
+    return 0;
+}
+
+/* The open order a CANCEL/REPLACE names, or NONE after sending the rejection. */
+static uint32_t find_own(sb_engine *e, const Cmd *c, int has_price, int64_t price) {
+    const Book *b = &e->books[c->bi];
+    int found;
+    Slot *sl = st_lookup(&e->ids, c->oid.s, c->oid.n, hash_bytes(c->oid.s, c->oid.n), &found);
+    if (!found || sl->val == NONE || e->ord[sl->val].book != c->bi) {
+        reject(e, c, b, R_UNKNOWN_ORDER, has_price, price);
+        return NONE;
+    }
+    uint32_t oi = sl->val;
+    if (user_find(e, c->uid.s, c->uid.n) != e->ord[oi].user) {
+        reject(e, c, b, R_NOT_OWNER, has_price, price);
+        return NONE;
+    }
+    return oi;
+}
+
+static int do_cancel(sb_engine *e, Cmd *c, int has_price, int64_t price) {
+    Book *b = &e->books[c->bi];
+    uint32_t oi = find_own(e, c, has_price, price);
+    if (oi == NONE) return 0;
+    Order *o = &e->ord[oi];
+    order_unlink(e, b, oi);
+    o->rem = 0;
+    status_of(e, b, o, ST_CANCELLED, R_NONE, c->t, c->seq);
+    id_close(e, o);
+    order_free(e, oi);
+    return 0;
+}
+
+static int do_replace(sb_engine *e, Cmd *c, int has_price, int64_t price) {
+    Book *b = &e->books[c->bi];
+    uint32_t oi = find_own(e, c, has_price, price);
+    if (oi == NONE) return 0;
+    Order *o = &e->ord[oi];
+    uint64_t total = o->filled + o->rem;
+    uint64_t np = c->has_price ? c->price : o->price;
+    uint64_t nq = c->has_qty ? c->qty : total;
+    if (nq <= o->filled) {
+        order_unlink(e, b, oi);
+        o->rem = 0;
+        status_of(e, b, o, ST_CANCELLED, R_NONE, c->t, c->seq);
+        id_close(e, o);
+        order_free(e, oi);
+        return 0;
+    }
+    uint64_t nrem = nq - o->filled;
+    if (np == o->price && nq <= total) {
+        /* same price, size not growing: keep priority */
+        Side *s = &b->side[o->side];
+        Level *L = &s->lv[level_lb(s, level_key(o->side, o->price))];
+        L->total -= o->rem - nrem;
+        o->rem = nrem;
+        status_of(e, b, o, ST_REPLACED, R_NONE, c->t, c->seq);
+        return 0;
+    }
+    order_unlink(e, b, oi);
+    o->price = np;
+    o->rem = nrem;
+    status_of(e, b, o, ST_REPLACED, R_NONE, c->t, c->seq);
+    Taker tk;
+    tk.b = b;
+    tk.bi = c->bi;
+    tk.side = o->side;
+    tk.limit = np;
+    tk.user = o->user;
+    tk.t = c->t;
+    tk.seq = c->seq;
+    tk.tid = ids_str(e, o->id_off);
+    tk.tuid = ustr(e, o->user);
+    uint64_t filled;
+    uint64_t rem = match(e, &tk, nrem, &filled);
+    o = &e->ord[oi];
+    o->filled += filled;
+    o->rem = rem;
+    if (rem == 0) {
+        status_of(e, b, o, ST_FILLED, R_NONE, c->t, c->seq);
+        id_close(e, o);
+        order_free(e, oi);
+        return 0;
+    }
+    if (order_rest(e, b, oi)) return -1;
+    if (filled) status_of(e, b, o, ST_PARTIAL, R_NONE, c->t, c->seq);
+    return 0;
+}
+
+/* ---- JSON command validation ------------------------------------------------------------ */
+
+static inline int is_str(const jval *v) { return v->kind == JV_STR; }
+static inline int absent(const jval *v) { return v->kind == JV_ABSENT || v->kind == JV_NULL; }
+static inline int pos_int(const jval *v) { return v->kind == JV_INT && v->i > 0 && (uint64_t)v->i <= MAXQ; }
+static inline int id_ok(const jval *v) { return v->kind == JV_STR && v->n >= 1 && v->n <= MAX_ID; }
+static inline int str_is(const jval *v, const char *lit) {
+    size_t n = strlen(lit);
+    return v->kind == JV_STR && v->n == n && memcmp(v->s, lit, n) == 0;
+}
+
+static void drop(sb_engine *e, uint32_t rec, uint32_t why) {
+    e->dropped_total++;
+    if (grow((void **)&e->dropped, 8, &e->dcap, (uint64_t)e->ndropped + 1)) return;
+    e->dropped[2 * e->ndropped] = rec;
+    e->dropped[2 * e->ndropped + 1] = why;
+    e->ndropped++;
+}
+
+static int run_json(sb_engine *e, const char *rec, size_t len, uint32_t idx, int64_t now) {
+    jcmd jc;
+    if (len + 16 > e->scap) {
+        size_t nc = e->scap ? e->scap : 4096;
+        while (nc < len + 16) nc *= 2;
+        char *q = realloc(e->scratch, nc);
+        if (!q) return -1;
+        e->scratch = q;
+        e->scap = nc;
+    }
+    jc.scratch = e->scratch;
+    if (!jp_command(rec, len, &jc)) {
+        drop(e, idx, 1);
+        return 0;
+    }
+    const jval *f = jc.f;
+    Cmd c;
+    memset(&c, 0, sizeof c);
+    int bad = 0;
+    /* ts */
+    c.t = now;
+    if (!absent(&f[K_TS])) {
+        if (f[K_TS].kind == JV_INT && f[K_TS].i >= 0 && (uint64_t)f[K_TS].i < TS_LIMIT) c.t = f[K_TS].i;
+        else bad = 1;
+    }
+    /* symbol */
+    const jval *sv = &f[K_SYMBOL];
+    int sym_valid = is_str(sv) && symbol_ok(sv->s, sv->n);
+    int has_book = 0;
+    uint32_t h = 0;
+    int inactive = 0;
+    if (sym_valid) {
+        h = hash_bytes(sv->s, sv->n);
+        if (symbol_active(e, sv->s, sv->n, h)) {
+            int64_t bi = book_create(e, sv->s, sv->n, h);
+            if (bi < 0) return -1;
+            c.bi = (uint32_t)bi;
+            has_book = 1;
+            c.seq = ++e->books[bi].seq;
+            touch(e, c.bi);
+        } else {
+            inactive = 1;
+        }
+    } else {
+        bad = 1;
+    }
+    /* ids: a status can be sent only when both are non-empty strings */
+    const jval *ov = &f[K_ORDER_ID], *uv = &f[K_USER_ID];
+    if (!(is_str(ov) && ov->n > 0 && is_str(uv) && uv->n > 0)) {
+        drop(e, idx, 2);
+        return 0;
+    }
+    c.oid.s = ov->s;
+    c.oid.n = ov->n;
+    c.oid.esc = ov->esc;
+    c.uid.s = uv->s;
+    c.uid.n = uv->n;
+    c.uid.esc = uv->esc;
+    if (!id_ok(ov) || !id_ok(uv)) bad = 1;
+    /* action and its fields */
+    const jval *pv = &f[K_PRICE], *qv = &f[K_QUANTITY];
+    if (str_is(&f[K_ACTION], "ADD")) {
+        c.action = A_ADD;
+        const jval *tv = &f[K_TYPE], *fv = &f[K_TIF];
+        if (absent(tv) || str_is(tv, "LIMIT")) c.market = 0;
+        else if (str_is(tv, "MARKET")) c.market = 1;
+        else bad = 1;
+        if (absent(fv) || str_is(fv, "GTC")) c.tif = T_GTC;
+        else if (str_is(fv, "IOC")) c.tif = T_IOC;
+        else if (str_is(fv, "FOK")) c.tif = T_FOK;
+        else bad = 1;
+        if (c.market && c.tif == T_GTC) c.tif = T_IOC;
+        if (f[K_IS_BUY].kind == JV_TRUE) c.is_buy = 1;
+        else if (f[K_IS_BUY].kind == JV_FALSE) c.is_buy = 0;
+        else bad = 1;
+        if (pos_int(qv)) c.qty = (uint64_t)qv->i;
+        else bad = 1;
+        if (!c.market) {
+            if (pos_int(pv)) c.price = (uint64_t)pv->i;
+            else bad = 1;
+        }
+    } else if (str_is(&f[K_ACTION], "CANCEL")) {
+        c.action = A_CANCEL;
+    } else if (str_is(&f[K_ACTION], "REPLACE")) {
+        c.action = A_REPLACE;
+        if (!absent(pv)) {
+            if (pos_int(pv)) {
+                c.price = (uint64_t)pv->i;
+                c.has_price = 1;
+            } else {
+                bad = 1;
+            }
+        }
+        if (!absent(qv)) {
+            if (pos_int(qv)) {
+                c.qty = (uint64_t)qv->i;
+                c.has_qty = 1;
+            } else {
+                bad = 1;
+            }
+        }
+        if (!c.has_price && !c.has_qty) bad = 1;
+    } else {
+        bad = 1;
+    }
+    /* the command's price for a rejection: an int64 integer, null for MARKET */
+    int rp_has = pv->kind == JV_INT && !(c.action == A_ADD && c.market);
+    int64_t rp = rp_has ? pv->i : 0;
+    if (bad || inactive) {
+        if (!e->emit) {
+            e->events++;
+            return 0;
+        }
+        StatusEv v;
+        v.uid = c.uid;
+        v.oid = c.oid;
+        if (is_str(sv)) {
+            v.sym = sv->s;
+            v.symn = sv->n;
+            v.symesc = sv->esc;
+        } else {
+            v.sym = NULL;
+            v.symn = 0;
+            v.symesc = 0;
+        }
+        v.status = ST_REJECTED;
+        v.reason = bad ? R_BAD_ORDER : R_UNKNOWN_SYMBOL;
+        v.filled = 0;
+        v.remaining = 0;
+        v.has_price = rp_has;
+        v.price = rp;
+        v.t = c.t;
+        v.has_seq = has_book;
+        v.seq = c.seq;
+        emit_status(e, &v);
+        return 0;
+    }
+    switch (c.action) {
+    case A_ADD: return do_add(e, &c);
+    case A_CANCEL: return do_cancel(e, &c, rp_has, rp);
+    default: return do_replace(e, &c, rp_has, rp);
+    }
+}
+
+static void begin_batch(sb_engine *e) {
+    e->gen++;
+    if (e->gen == 0) {
+        for (uint32_t i = 0; i < e->nbooks; i++) e->books[i].touch_gen = 0;
+        e->gen = 1;
+    }
+    e->fills.n = e->stats.n = e->uids.n = e->kinds.n = 0;
+    e->nf = e->ns = 0;
+    e->uesc = 0;
+    e->ntouched = 0;
+    e->ndropped = 0;
+    e->oom = 0;
+}
+
+int sb_process(sb_engine *e, const char *buf, size_t len, const uint32_t *lens, uint32_t n, int64_t now) {
+    begin_batch(e);
+    size_t pos = 0;
+    int rc = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        size_t rl;
+        if (lens) {
+            rl = lens[i];
+            if (pos + rl > len) break;
+        } else {
+            const char *z = memchr(buf + pos, 0, len - pos);
+            rl = z ? (size_t)(z - (buf + pos)) : len - pos;
+        }
+        if (run_json(e, buf + pos, rl, i, now) != 0 || e->oom) {
+            rc = -1;
+            break;
+        }
+        pos += rl + (lens ? 0 : 1);
+        if (pos > len) pos = len;
+    }
+    for (uint32_t i = 0; i < e->ntouched; i++) e->touched[2 * i + 1] = e->books[e->touched[2 * i]].seq;
+    sb_result *r = &e->res;
+    r->fills = e->fills.b;
+    r->fills_len = e->fills.n;
+    r->n_fills = e->nf;
+    r->statuses = e->stats.b;
+    r->statuses_len = e->stats.n;
+    r->n_statuses = e->ns;
+    r->users = e->uids.b;
+    r->users_len = e->uids.n;
+    r->users_escaped = e->uesc;
+    r->kinds = e->kinds.b;
+    r->n_events = e->kinds.n;
+    r->touched = e->touched;
+    r->n_touched = e->ntouched;
+    r->dropped = e->dropped;
+    r->n_dropped = e->ndropped;
+    r->n_books = e->nbooks;
+    return rc;
+}
+
+const sb_result *sb_last(sb_engine *e) { return &e->res; }
+uint64_t sb_dropped_total(sb_engine *e) { return e->dropped_total; }
+void sb_set_emit(sb_engine *e, int emit_json) { e->emit = emit_json; }
+uint64_t sb_event_count(sb_engine *e) { return e->events; }
+
+/* ---- binary door ------------------------------------------------------------------------ */
+
+int sb_core_cmd(sb_engine *e, const sb_cmd *bc) {
+    if (bc->book >= e->nbooks || !bc->order_id_len || bc->order_id_len > MAX_ID || !bc->user_id_len ||
+        bc->user_id_len > MAX_ID)
+        return -2;
+    Cmd c;
+    memset(&c, 0, sizeof c);
+    c.bi = bc->book;
+    c.seq = ++e->books[c.bi].seq;
+    c.t = bc->t;
+    c.oid.s = bc->order_id;
+    c.oid.n = bc->order_id_len;
+    c.oid.esc = needs_esc(bc->order_id, bc->order_id_len);
+    c.uid.s = bc->user_id;
+    c.uid.n = bc->user_id_len;
+    c.uid.esc = needs_esc(bc->user_id, bc->user_id_len);
+    c.is_buy = bc->is_buy;
+    c.market = bc->type == 1;
+    c.tif = bc->tif <= T_FOK ? bc->tif : T_GTC;
+    if (c.market && c.tif == T_GTC) c.tif = T_IOC;
+    c.price = bc->price;
+    c.qty = bc->qty;
+    c.has_price = bc->has_price;
+    c.has_qty = bc->has_qty;
+    if ((bc->action == A_ADD && (!c.qty || c.qty > MAXQ || (!c.market && (!c.price || c.price > MAXQ)))) ||
+        (c.has_price && (!c.price || c.price > MAXQ)) || (c.has_qty && (!c.qty || c.qty > MAXQ))) {
+        reject(e, &c, &e->books[c.bi], R_BAD_ORDER, 0, 0);
+        return 0;
+    }
+    switch (bc->action) {
+    case A_ADD: return do_add(e, &c);
+    case A_CANCEL: return do_cancel(e, &c, 0, 0);
+    case A_REPLACE: return do_replace(e, &c, 0, 0);
+    default: return -2;
+    }
+}
+
+/* ---- depth ------------------------------------------------------------------------------ */
+
+uint32_t sb_depth(sb_engine *e, uint32_t book, int side, uint32_t levels, uint64_t *out) {
+    if (book >= e->nbooks || side < 0 || side > 1) return 0;
+    const Side *s = &e->books[book].side[side];
+    uint32_t k = 0;
+    for (uint32_t i = s->n; i-- > 0 && k < levels; k++) {
+        out[2 * k] = s->lv[i].price;
+        out[2 * k + 1] = s->lv[i].total;
+    }
+    return k;
+}
+
+/* ---- snapshot / restore ----------------------------------------------------------------- */
+/* Format (little-endian): "SNB1", u64 number of remembered ids, each as u8 len + bytes (in the
+ * order they were first accepted); u32 number of books, each: u8 len + symbol, u64 seq,
+ * u64 number of resting orders, each: u8 side, u8 len + id, u8 len + user, u64 price,
+ * u64 remaining, u64 filled -- bids best->worst then asks best->worst, FIFO within a level,
+ * so restoring in that order reproduces every priority. */
+
+static int sn_put(Buf *b, const void *p, size_t n) {
+    if (buf_reserve(b, n)) return -1;
+    memcpy(b->b + b->n, p, n);
+    b->n += n;
+    return 0;
+}
+
+static int sn_u64(Buf *b, uint64_t v) {
+    uint8_t t[8];
+    for (int i = 0; i < 8; i++) t[i] = (uint8_t)(v >> (8 * i));
+    return sn_put(b, t, 8);
+}
+
+static int sn_u32(Buf *b, uint32_t v) {
+    uint8_t t[4];
+    for (int i = 0; i < 4; i++) t[i] = (uint8_t)(v >> (8 * i));
+    return sn_put(b, t, 4);
+}
+
+static int sn_str(Buf *b, const char *s, uint32_t n) {
+    uint8_t l = (uint8_t)n;
+    return sn_put(b, &l, 1) || sn_put(b, s, n);
+}
+
+int sb_snapshot(sb_engine *e, const char **out, size_t *len) {
+    Buf *b = &e->snap;
+    b->n = 0;
+    int rc = sn_put(b, "SNB1", 4) || sn_u64(b, e->ids.n);
+    for (uint64_t off = 8; off < e->ids.a.n && !rc;) {
+        uint32_t n = e->ids.a.b[off];
+        rc = sn_str(b, (const char *)e->ids.a.b + off + 2, n);
+        off += n + 2;
+    }
+    rc = rc || sn_u32(b, e->nbooks);
+    for (uint32_t bi = 0; bi < e->nbooks && !rc; bi++) {
+        Book *bk = &e->books[bi];
+        uint64_t cnt = 0;
+        for (int sd = 0; sd < 2; sd++)
+            for (uint32_t i = 0; i < bk->side[sd].n; i++) cnt += bk->side[sd].lv[i].count;
+        rc = sn_str(b, bk->sym, bk->symlen) || sn_u64(b, bk->seq) || sn_u64(b, cnt);
+        for (int sd = 0; sd < 2 && !rc; sd++) {
+            Side *s = &bk->side[sd];
+            for (uint32_t i = s->n; i-- > 0 && !rc;) {
+                for (uint32_t oi = s->lv[i].head; oi != NONE && !rc; oi = e->ord[oi].next) {
+                    Order *o = &e->ord[oi];
+                    uint8_t side = o->side;
+                    Str id = ids_str(e, o->id_off), us = ustr(e, o->user);
+                    rc = sn_put(b, &side, 1) || sn_str(b, id.s, id.n) || sn_str(b, us.s, us.n) ||
+                         sn_u64(b, o->price) || sn_u64(b, o->rem) || sn_u64(b, o->filled);
+                }
+            }
+        }
+    }
+    if (rc) return -1;
+    *out = b->b;
+    *len = b->n;
+    return 0;
+}
+
+typedef struct {
+    const uint8_t *p, *e;
+    int bad;
+} Rd;
+
+static uint64_t rd_u(Rd *r, int bytes) {
+    if (r->e - r->p < bytes) {
+        r->bad = 1;
+        return 0;
+    }
+    uint64_t v = 0;
+    for (int i = 0; i < bytes; i++) v |= (uint64_t)r->p[i] << (8 * i);
+    r->p += bytes;
+    return v;
+}
+
+static const char *rd_str(Rd *r, uint32_t *n) {
+    *n = (uint32_t)rd_u(r, 1);
+    if (r->bad || (uint64_t)(r->e - r->p) < *n) {
+        r->bad = 1;
+        return NULL;
+    }
+    const char *s = (const char *)r->p;
+    r->p += *n;
+    return s;
+}
+
+int sb_restore(sb_engine *e, const char *buf, size_t len) {
+    if (e->nbooks || e->ids.n || e->open) return -1;
+    Rd r = {(const uint8_t *)buf, (const uint8_t *)buf + len, 0};
+    if (len < 4 || memcmp(buf, "SNB1", 4) != 0) return -1;
+    r.p += 4;
+    uint64_t nids = rd_u(&r, 8);
+    for (uint64_t i = 0; i < nids && !r.bad; i++) {
+        uint32_t n;
+        const char *s = rd_str(&r, &n);
+        if (r.bad || n < 1 || n > MAX_ID) return -1;
+        uint32_t h = hash_bytes(s, n);
+        int found;
+        Slot *sl = st_lookup(&e->ids, s, n, h, &found);
+        if (found || !st_put(&e->ids, sl, s, n, h, NONE, -1)) return -1;
+    }
+    uint32_t nb = (uint32_t)rd_u(&r, 4);
+    for (uint32_t k = 0; k < nb && !r.bad; k++) {
+        uint32_t sn;
+        const char *sym = rd_str(&r, &sn);
+        if (r.bad || !symbol_ok(sym, sn)) return -1;
+        uint32_t h = hash_bytes(sym, sn);
+        if (book_find(e, sym, sn, h) >= 0) return -1;
+        int64_t bi = book_create(e, sym, sn, h);
+        if (bi < 0) return -1;
+        e->books[bi].seq = rd_u(&r, 8);
+        uint64_t cnt = rd_u(&r, 8);
+        for (uint64_t j = 0; j < cnt && !r.bad; j++) {
+            uint32_t side = (uint32_t)rd_u(&r, 1), idn, un;
+            const char *id = rd_str(&r, &idn);
+            const char *us = rd_str(&r, &un);
+            uint64_t price = rd_u(&r, 8), rem = rd_u(&r, 8), filled = rd_u(&r, 8);
+            if (r.bad || side > 1 || idn < 1 || idn > MAX_ID || un < 1 || un > MAX_ID) return -1;
+            if (!price || price > MAXQ || !rem || rem > MAXQ || filled > MAXQ) return -1;
+            uint32_t h2 = hash_bytes(id, idn);
+            int found;
+            Slot *sl = st_lookup(&e->ids, id, idn, h2, &found);
+            if (!found || sl->val != NONE) return -1;
+            uint64_t id_off = sl->off;
+            uint32_t user = user_intern(e, us, un);
+            uint32_t oi = order_alloc(e);
+            if (user == NONE || oi == NONE) return -1;
+            Order *o = &e->ord[oi];
+            o->price = price;
+            o->rem = rem;
+            o->filled = filled;
+            o->id_off = id_off;
+            o->id_hash = h2;
+            o->user = user;
+            o->book = (uint32_t)bi;
+            o->side = (uint8_t)side;
+            if (order_rest(e, &e->books[bi], oi)) return -1;
+            id_set(e, h2, id_off, oi);
+        }
+        Book *bk = &e->books[bi];
+        if (bk->side[0].n && bk->side[1].n &&
+            bk->side[0].lv[bk->side[0].n - 1].price >= bk->side[1].lv[bk->side[1].n - 1].price)
+            return -1; /* crossed */
+    }
+    if (r.bad || r.p != r.e) return -1;
+    return 0;
+}

@@ -1,0 +1,85 @@
+/* Supernoba order book: public C API (also the cffi cdef, see engine_pkg/_book_build.py).
+ *
+ * Everything outside this header is private to book.c.  The API has two doors:
+ *   - sb_process(): JSON order commands in (SPEC section 2), JSON events out (SPEC section 3);
+ *     the door the Python Engine uses.
+ *   - sb_core_cmd(): an already-decoded binary command, events only counted; the door the
+ *     C benchmark uses to time the book without JSON.
+ */
+#ifndef SUPERNOBA_BOOK_H
+#define SUPERNOBA_BOOK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct sb_engine sb_engine;
+
+/* Result of the last sb_process() call; the pointers stay valid until the next call. */
+typedef struct {
+    const char *fills;       /* fill events, each followed by '\n' */
+    size_t fills_len;
+    uint32_t n_fills;
+    const char *statuses;    /* order-status events, each followed by '\n' */
+    size_t statuses_len;
+    uint32_t n_statuses;
+    const char *users;       /* user_id of each status (JSON-escaped body), each followed by '\n' */
+    size_t users_len;
+    int users_escaped;       /* 1 if any user id in `users` contains a JSON escape */
+    const char *kinds;       /* one byte per event in global order: 'f' fill, 's' status */
+    size_t n_events;
+    const uint64_t *touched; /* pairs (book index, last seq) of books that took a seq */
+    uint32_t n_touched;
+    const uint32_t *dropped; /* pairs (record index, why): 1 unreadable JSON, 2 ids unreadable */
+    uint32_t n_dropped;
+    uint32_t n_books;        /* books that exist now */
+} sb_result;
+
+/* A decoded command for sb_core_cmd (benchmarks). action: 0 ADD, 1 CANCEL, 2 REPLACE;
+ * type: 0 LIMIT, 1 MARKET; tif: 0 GTC, 1 IOC, 2 FOK; has_price/has_qty for REPLACE. */
+typedef struct {
+    uint8_t action, is_buy, type, tif, has_price, has_qty;
+    uint32_t book;
+    const char *order_id;
+    uint32_t order_id_len;
+    const char *user_id;
+    uint32_t user_id_len;
+    uint64_t price, qty;
+    int64_t t;
+} sb_cmd;
+
+sb_engine *sb_new(void);
+void sb_free(sb_engine *e);
+
+/* Process n records.  With lens == NULL the records are separated by one '\0' byte each;
+ * otherwise lens[i] is the length of record i, laid end to end.  now = clock (ms) for
+ * commands without a ts.  Returns 0, or -1 when out of memory (engine state unchanged for
+ * the record that failed; later records are not processed). */
+int sb_process(sb_engine *e, const char *buf, size_t len, const uint32_t *lens, uint32_t n, int64_t now);
+const sb_result *sb_last(sb_engine *e);
+uint64_t sb_dropped_total(sb_engine *e);
+
+/* Active symbols: restrict = 0 treats every valid symbol as active (the default and replay). */
+void sb_active_clear(sb_engine *e, int restrict_active);
+int sb_active_add(sb_engine *e, const char *sym, uint32_t len);
+
+/* Books: index by symbol (-1 if none), symbol and seq of a book, depth of one side
+ * (side 0 bids high->low, 1 asks low->high) as pairs (price, total) into out[2*levels]. */
+int64_t sb_book_find(sb_engine *e, const char *sym, uint32_t len);
+int64_t sb_book_get(sb_engine *e, const char *sym, uint32_t len); /* creates it; -1 bad symbol */
+uint32_t sb_book_count(sb_engine *e);
+const char *sb_book_symbol(sb_engine *e, uint32_t book, uint32_t *len);
+uint64_t sb_book_seq(sb_engine *e, uint32_t book);
+uint32_t sb_depth(sb_engine *e, uint32_t book, int side, uint32_t levels, uint64_t *out);
+uint64_t sb_open_orders(sb_engine *e);
+
+/* Snapshot into an engine-owned buffer (valid until the next call); restore into a fresh
+ * engine.  sb_restore returns 0, or -1 for a malformed or truncated snapshot. */
+int sb_snapshot(sb_engine *e, const char **out, size_t *len);
+int sb_restore(sb_engine *e, const char *buf, size_t len);
+
+/* Binary door for benchmarks: events are counted, not written. */
+void sb_set_emit(sb_engine *e, int emit_json);
+int sb_core_cmd(sb_engine *e, const sb_cmd *c);
+uint64_t sb_event_count(sb_engine *e);
+
+#endif

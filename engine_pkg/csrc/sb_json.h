@@ -1,0 +1,449 @@
+/* Supernoba: a small strict JSON reader for the one order-command shape, and JSON writing
+ * helpers for the events.  Included by book.c only (static functions, one translation unit).
+ *
+ * Reader: RFC 8259 syntax, UTF-8 validated, escapes decoded (\uXXXX with surrogate pairs; a
+ * lone surrogate refuses the line), NaN/Infinity refused, nesting deeper than JP_MAX_DEPTH
+ * refused.  The top level must be an object.  Only the ten known keys are kept (keys are
+ * compared after unescaping; a repeated key: the last one wins); every other value is
+ * validated and skipped.  Numbers are classified: an integer that fits int64 (JV_INT), an
+ * integer beyond (JV_BIGINT), or a number with a fraction or exponent (JV_FLOAT).  Decoded
+ * strings that needed unescaping are written to a scratch buffer at least as long as the
+ * record; the others point into the record.
+ */
+#ifndef SUPERNOBA_JSON_H
+#define SUPERNOBA_JSON_H
+
+#include <stdint.h>
+#include <string.h>
+
+enum { JV_ABSENT = 0, JV_NULL, JV_TRUE, JV_FALSE, JV_INT, JV_BIGINT, JV_FLOAT, JV_STR, JV_OTHER };
+enum { K_ACTION, K_SYMBOL, K_ORDER_ID, K_USER_ID, K_IS_BUY, K_PRICE, K_QUANTITY, K_TYPE, K_TIF, K_TS, K_COUNT };
+
+#define JP_MAX_DEPTH 64
+
+typedef struct {
+    uint8_t kind;
+    uint8_t esc; /* string: decoded content holds '"', '\\' or a control char (needs escaping) */
+    int64_t i;
+    const char *s;
+    uint32_t n;
+} jval;
+
+typedef struct {
+    jval f[K_COUNT];
+    char *scratch; /* decoded strings go here */
+    size_t sused;
+} jcmd;
+
+#define JWS(p, e) while ((p) < (e) && (*(p) == ' ' || *(p) == '\t' || *(p) == '\n' || *(p) == '\r')) (p)++
+
+static inline int hexv(unsigned char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    c |= 0x20;
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+}
+
+/* Validate one UTF-8 sequence starting at p (p[0] >= 0x80).  Returns its length or 0. */
+static inline int utf8_len(const unsigned char *p, const unsigned char *e) {
+    unsigned c = p[0];
+    if (c >= 0xC2 && c <= 0xDF) {
+        if (e - p < 2 || (p[1] & 0xC0) != 0x80) return 0;
+        return 2;
+    }
+    if (c >= 0xE0 && c <= 0xEF) {
+        if (e - p < 3 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80) return 0;
+        if (c == 0xE0 && p[1] < 0xA0) return 0;  /* overlong */
+        if (c == 0xED && p[1] >= 0xA0) return 0; /* surrogate */
+        return 3;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        if (e - p < 4 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80 || (p[3] & 0xC0) != 0x80) return 0;
+        if (c == 0xF0 && p[1] < 0x90) return 0;  /* overlong */
+        if (c == 0xF4 && p[1] >= 0x90) return 0; /* > U+10FFFF */
+        return 4;
+    }
+    return 0;
+}
+
+static inline char *put_utf8(char *o, uint32_t cp) {
+    if (cp < 0x80) {
+        *o++ = (char)cp;
+    } else if (cp < 0x800) {
+        *o++ = (char)(0xC0 | (cp >> 6));
+        *o++ = (char)(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+        *o++ = (char)(0xE0 | (cp >> 12));
+        *o++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+        *o++ = (char)(0x80 | (cp & 0x3F));
+    } else {
+        *o++ = (char)(0xF0 | (cp >> 18));
+        *o++ = (char)(0x80 | ((cp >> 12) & 0x3F));
+        *o++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+        *o++ = (char)(0x80 | (cp & 0x3F));
+    }
+    return o;
+}
+
+static inline int read_u4(const unsigned char *p, const unsigned char *e, uint32_t *out) {
+    if (e - p < 4) return 0;
+    int a = hexv(p[0]), b = hexv(p[1]), c = hexv(p[2]), d = hexv(p[3]);
+    if ((a | b | c | d) < 0) return 0;
+    *out = (uint32_t)((a << 12) | (b << 8) | (c << 4) | d);
+    return 1;
+}
+
+/* p points after the opening quote.  On success returns the position after the closing quote
+ * and fills v (kind JV_STR).  `keep` = 0: validate only. */
+static const unsigned char *jp_string(const unsigned char *p, const unsigned char *e, jcmd *c, jval *v, int keep) {
+    const unsigned char *start = p;
+    /* fast path: no escapes */
+    for (;;) {
+        if (p >= e) return NULL;
+        unsigned ch = *p;
+        if (ch == '"') {
+            if (keep) {
+                v->kind = JV_STR;
+                v->esc = 0;
+                v->s = (const char *)start;
+                v->n = (uint32_t)(p - start);
+            }
+            return p + 1;
+        }
+        if (ch == '\\') break;
+        if (ch < 0x20) return NULL;
+        if (ch < 0x80) {
+            p++;
+            continue;
+        }
+        int l = utf8_len(p, e);
+        if (!l) return NULL;
+        p += l;
+    }
+    /* slow path: decode into scratch */
+    char *o0 = c->scratch + c->sused;
+    char *o = o0;
+    if (keep) {
+        memcpy(o, start, (size_t)(p - start));
+        o += p - start;
+    }
+    uint8_t esc = 0;
+    for (;;) {
+        if (p >= e) return NULL;
+        unsigned ch = *p;
+        if (ch == '"') {
+            p++;
+            break;
+        }
+        if (ch < 0x20) return NULL;
+        if (ch == '\\') {
+            if (e - p < 2) return NULL;
+            unsigned x = p[1];
+            uint32_t cp;
+            p += 2;
+            switch (x) {
+            case '"': cp = '"'; break;
+            case '\\': cp = '\\'; break;
+            case '/': cp = '/'; break;
+            case 'b': cp = 8; break;
+            case 'f': cp = 12; break;
+            case 'n': cp = 10; break;
+            case 'r': cp = 13; break;
+            case 't': cp = 9; break;
+            case 'u':
+                if (!read_u4(p, e, &cp)) return NULL;
+                p += 4;
+                if (cp >= 0xD800 && cp <= 0xDBFF) {
+                    uint32_t lo;
+                    if (e - p < 6 || p[0] != '\\' || p[1] != 'u' || !read_u4(p + 2, e, &lo)) return NULL;
+                    if (lo < 0xDC00 || lo > 0xDFFF) return NULL;
+                    p += 6;
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+                    return NULL; /* lone low surrogate */
+                }
+                break;
+            default: return NULL;
+            }
+            if (cp < 0x20 || cp == '"' || cp == '\\') esc = 1;
+            if (keep) o = put_utf8(o, cp);
+            continue;
+        }
+        if (ch < 0x80) {
+            if (keep) *o++ = (char)ch;
+            p++;
+            continue;
+        }
+        int l = utf8_len(p, e);
+        if (!l) return NULL;
+        if (keep) {
+            memcpy(o, p, (size_t)l);
+            o += l;
+        }
+        p += l;
+    }
+    if (keep) {
+        v->kind = JV_STR;
+        v->esc = esc;
+        v->s = o0;
+        v->n = (uint32_t)(o - o0);
+        c->sused += (size_t)(o - o0);
+    }
+    return p;
+}
+
+static const unsigned char *jp_number(const unsigned char *p, const unsigned char *e, jval *v) {
+    int neg = 0, big = 0, flt = 0;
+    uint64_t acc = 0;
+    if (p < e && *p == '-') {
+        neg = 1;
+        p++;
+    }
+    if (p >= e) return NULL;
+    if (*p == '0') {
+        p++;
+    } else if (*p >= '1' && *p <= '9') {
+        while (p < e && *p >= '0' && *p <= '9') {
+            unsigned d = (unsigned)(*p - '0');
+            if (acc > (UINT64_MAX - d) / 10) big = 1;
+            else acc = acc * 10 + d;
+            p++;
+        }
+    } else {
+        return NULL;
+    }
+    if (p < e && *p == '.') {
+        p++;
+        if (p >= e || *p < '0' || *p > '9') return NULL;
+        while (p < e && *p >= '0' && *p <= '9') p++;
+        flt = 1;
+    }
+    if (p < e && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < e && (*p == '+' || *p == '-')) p++;
+        if (p >= e || *p < '0' || *p > '9') return NULL;
+        while (p < e && *p >= '0' && *p <= '9') p++;
+        flt = 1;
+    }
+    if (flt) {
+        v->kind = JV_FLOAT;
+    } else if (big || (!neg && acc > (uint64_t)INT64_MAX) || (neg && acc > (uint64_t)INT64_MAX + 1)) {
+        v->kind = JV_BIGINT;
+    } else {
+        v->kind = JV_INT;
+        v->i = neg ? (int64_t)(0 - acc) : (int64_t)acc;
+    }
+    return p;
+}
+
+static inline const unsigned char *jp_lit(const unsigned char *p, const unsigned char *e, const char *lit, size_t n) {
+    if ((size_t)(e - p) < n || memcmp(p, lit, n) != 0) return NULL;
+    return p + n;
+}
+
+static const unsigned char *jp_value(const unsigned char *p, const unsigned char *e, jcmd *c, jval *v, int depth);
+
+static const unsigned char *jp_skip_container(const unsigned char *p, const unsigned char *e, jcmd *c, int depth) {
+    jval tmp;
+    if (depth > JP_MAX_DEPTH) return NULL;
+    if (*p == '[') {
+        p++;
+        JWS(p, e);
+        if (p < e && *p == ']') return p + 1;
+        for (;;) {
+            p = jp_value(p, e, c, &tmp, depth + 1);
+            if (!p) return NULL;
+            JWS(p, e);
+            if (p >= e) return NULL;
+            if (*p == ',') {
+                p++;
+                continue;
+            }
+            if (*p == ']') return p + 1;
+            return NULL;
+        }
+    }
+    /* object */
+    p++;
+    JWS(p, e);
+    if (p < e && *p == '}') return p + 1;
+    for (;;) {
+        JWS(p, e);
+        if (p >= e || *p != '"') return NULL;
+        p = jp_string(p + 1, e, c, &tmp, 0);
+        if (!p) return NULL;
+        JWS(p, e);
+        if (p >= e || *p != ':') return NULL;
+        p++;
+        p = jp_value(p, e, c, &tmp, depth + 1);
+        if (!p) return NULL;
+        JWS(p, e);
+        if (p >= e) return NULL;
+        if (*p == ',') {
+            p++;
+            continue;
+        }
+        if (*p == '}') return p + 1;
+        return NULL;
+    }
+}
+
+/* Parse any value; strings are kept (decoded) only for the caller's known keys. */
+static const unsigned char *jp_value(const unsigned char *p, const unsigned char *e, jcmd *c, jval *v, int depth) {
+    JWS(p, e);
+    if (p >= e) return NULL;
+    switch (*p) {
+    case '"': return jp_string(p + 1, e, c, v, depth == 0);
+    case '{':
+    case '[':
+        v->kind = JV_OTHER;
+        return jp_skip_container(p, e, c, depth);
+    case 't': v->kind = JV_TRUE; return jp_lit(p, e, "true", 4);
+    case 'f': v->kind = JV_FALSE; return jp_lit(p, e, "false", 5);
+    case 'n': v->kind = JV_NULL; return jp_lit(p, e, "null", 4);
+    default: return jp_number(p, e, v);
+    }
+}
+
+static int key_index(const char *k, uint32_t n) {
+    switch (n) {
+    case 2: return memcmp(k, "ts", 2) == 0 ? K_TS : -1;
+    case 3: return memcmp(k, "tif", 3) == 0 ? K_TIF : -1;
+    case 4: return memcmp(k, "type", 4) == 0 ? K_TYPE : -1;
+    case 5: return memcmp(k, "price", 5) == 0 ? K_PRICE : -1;
+    case 6:
+        if (memcmp(k, "action", 6) == 0) return K_ACTION;
+        if (memcmp(k, "symbol", 6) == 0) return K_SYMBOL;
+        if (memcmp(k, "is_buy", 6) == 0) return K_IS_BUY;
+        return -1;
+    case 7: return memcmp(k, "user_id", 7) == 0 ? K_USER_ID : -1;
+    case 8:
+        if (memcmp(k, "order_id", 8) == 0) return K_ORDER_ID;
+        if (memcmp(k, "quantity", 8) == 0) return K_QUANTITY;
+        return -1;
+    default: return -1;
+    }
+}
+
+/* Parse one command.  Returns 1 on success, 0 when the line is not a JSON object. */
+static int jp_command(const char *buf, size_t len, jcmd *c) {
+    const unsigned char *p = (const unsigned char *)buf, *e = p + len;
+    memset(c->f, 0, sizeof c->f);
+    c->sused = 0;
+    JWS(p, e);
+    if (p >= e || *p != '{') return 0;
+    p++;
+    JWS(p, e);
+    if (p < e && *p == '}') {
+        p++;
+    } else {
+        for (;;) {
+            jval key, val;
+            JWS(p, e);
+            if (p >= e || *p != '"') return 0;
+            size_t mark = c->sused;
+            p = jp_string(p + 1, e, c, &key, 1);
+            if (!p) return 0;
+            int ki = key_index(key.s, key.n);
+            c->sused = mark; /* the key's decoded bytes are no longer needed */
+            JWS(p, e);
+            if (p >= e || *p != ':') return 0;
+            p++;
+            val.kind = JV_ABSENT;
+            p = jp_value(p, e, c, &val, ki >= 0 ? 0 : 1);
+            if (!p) return 0;
+            if (ki >= 0) c->f[ki] = val;
+            JWS(p, e);
+            if (p >= e) return 0;
+            if (*p == ',') {
+                p++;
+                continue;
+            }
+            if (*p == '}') {
+                p++;
+                break;
+            }
+            return 0;
+        }
+    }
+    JWS(p, e);
+    return p == e;
+}
+
+/* ---- writing ---------------------------------------------------------------------------- */
+
+/* Upper bound of the escaped size of n bytes. */
+#define ESC_MAX(n) ((size_t)(n) * 6)
+
+static const char HEXD[] = "0123456789abcdef";
+
+/* JSON-escape like Python's json.dumps(ensure_ascii=False). */
+static inline char *put_esc(char *o, const char *s, uint32_t n) {
+    for (uint32_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch >= 0x20 && ch != '"' && ch != '\\') {
+            *o++ = (char)ch;
+            continue;
+        }
+        *o++ = '\\';
+        switch (ch) {
+        case '"': *o++ = '"'; break;
+        case '\\': *o++ = '\\'; break;
+        case '\n': *o++ = 'n'; break;
+        case '\r': *o++ = 'r'; break;
+        case '\t': *o++ = 't'; break;
+        case '\b': *o++ = 'b'; break;
+        case '\f': *o++ = 'f'; break;
+        default:
+            *o++ = 'u';
+            *o++ = '0';
+            *o++ = '0';
+            *o++ = HEXD[ch >> 4];
+            *o++ = HEXD[ch & 15];
+        }
+    }
+    return o;
+}
+
+static inline char *put_str(char *o, const char *s, uint32_t n, int esc) {
+    if (!esc) {
+        memcpy(o, s, n);
+        return o + n;
+    }
+    return put_esc(o, s, n);
+}
+
+static inline char *put_u64(char *o, uint64_t v) {
+    char tmp[24];
+    int i = 0;
+    do {
+        tmp[i++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (i) *o++ = tmp[--i];
+    return o;
+}
+
+static inline char *put_i64(char *o, int64_t v) {
+    if (v < 0) {
+        *o++ = '-';
+        return put_u64(o, (uint64_t)0 - (uint64_t)v);
+    }
+    return put_u64(o, (uint64_t)v);
+}
+
+static inline char *put_u64_pad12(char *o, uint64_t v) {
+    char tmp[24];
+    int i = 0;
+    do {
+        tmp[i++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (i < 12) tmp[i++] = '0';
+    while (i) *o++ = tmp[--i];
+    return o;
+}
+
+#define PUT_LIT(o, lit) (memcpy((o), (lit), sizeof(lit) - 1), (o) + sizeof(lit) - 1)
+
+#endif

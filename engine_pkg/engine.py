@@ -1,0 +1,181 @@
+"""The in-process matching engine of SPEC section 10: ``Engine.process(records)``.
+
+All matching, JSON parsing and JSON writing happen in C (``engine_pkg/csrc``); this module
+turns one C batch result into Python lists with a constant number of C-level operations per
+batch (join, copy, split), never a Python loop per order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+from engine_pkg.book_ffi import DROP_REASONS, CBook
+
+log = logging.getLogger(__name__)
+
+_SIDE_BID = 0
+_SIDE_ASK = 1
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class BatchResult:
+    """Events of one ``Engine.process`` call.
+
+    ``fills`` and ``statuses`` are JSON events (bytes, SPEC section 3) in the order they
+    happened; ``events`` is both interleaved in exact global order; ``status_users`` is the
+    ``user_id`` of each status (Kinesis partition key); ``touched`` maps each symbol that took
+    a seq in this batch to its last seq; ``dropped`` lists ``(record index, why)`` for records
+    that produced no status at all (logged and counted).
+    """
+
+    __slots__ = ("fills", "statuses", "status_users", "touched", "dropped", "_kinds", "_events")
+
+    def __init__(
+        self,
+        fills: list[bytes],
+        statuses: list[bytes],
+        status_users: list[str | None],
+        touched: dict[str, int],
+        dropped: list[tuple[int, str]],
+        kinds: bytes,
+    ) -> None:
+        self.fills = fills
+        self.statuses = statuses
+        self.status_users = status_users
+        self.touched = touched
+        self.dropped = dropped
+        self._kinds = kinds
+        self._events: list[bytes] | None = None
+
+    @property
+    def events(self) -> list[bytes]:
+        """Fills and statuses interleaved in the exact order they happened."""
+        if self._events is None:
+            fi = iter(self.fills)
+            si = iter(self.statuses)
+            self._events = [next(fi) if k == 102 else next(si) for k in self._kinds]  # 102 == ord("f")
+        return self._events
+
+    def __repr__(self) -> str:
+        return (
+            f"BatchResult(fills={len(self.fills)}, statuses={len(self.statuses)}, touched={self.touched!r})"
+        )
+
+
+def _split(data: bytes) -> list[bytes]:
+    """Split newline-terminated events (the last byte is the final newline)."""
+    return data[:-1].split(b"\n") if data else []
+
+
+class Engine:
+    """One limit order book per symbol, fed JSON order commands (SPEC sections 2, 3, 3a, 10).
+
+    ``clock`` returns milliseconds; it stamps commands without a ``ts`` (read once per batch).
+    ``active_symbols``: ``None`` (default) treats every well-formed symbol as active; otherwise
+    commands for other symbols are rejected with ``UNKNOWN_SYMBOL`` (see :meth:`set_active_symbols`).
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], int] | None = None,
+        active_symbols: Iterable[str] | None = None,
+    ) -> None:
+        self._clock: Callable[[], int] = clock or _now_ms
+        self._book = CBook()
+        self._symbols: list[str] = []
+        self._active: list[str] | None = None
+        if active_symbols is not None:
+            self.set_active_symbols(active_symbols)
+
+    # -- configuration -----------------------------------------------------------------
+    def set_active_symbols(self, symbols: Iterable[str] | None) -> None:
+        """Restrict trading to ``symbols`` (``None``: every valid symbol is active)."""
+        self._active = None if symbols is None else list(symbols)
+        self._book.set_active(self._active)
+
+    @property
+    def dropped_total(self) -> int:
+        """Records so far that produced no status (unreadable JSON or ids)."""
+        return self._book.dropped_total()
+
+    # -- the hot path ------------------------------------------------------------------
+    def process(self, records: list[bytes]) -> BatchResult:
+        """Apply a batch of JSON order commands; return the events they caused."""
+        book = self._book
+        r = book.process(records, int(self._clock()))
+        take = CBook.take
+        fills = _split(take(r.fills, r.fills_len))
+        statuses = _split(take(r.statuses, r.statuses_len))
+        users_raw = take(r.users, r.users_len)
+        if r.users_escaped:
+            users: list[str | None] = [json.loads(b'"' + u + b'"') for u in _split(users_raw)]
+        else:
+            users = users_raw[:-1].decode("utf-8").split("\n") if users_raw else []
+        if r.n_books > len(self._symbols):
+            self._symbols.extend(book.book_symbol(i) for i in range(len(self._symbols), r.n_books))
+        syms = self._symbols
+        touched = {syms[r.touched[2 * i]]: int(r.touched[2 * i + 1]) for i in range(r.n_touched)}
+        dropped: list[tuple[int, str]] = []
+        if r.n_dropped:
+            for i in range(r.n_dropped):
+                idx, why = int(r.dropped[2 * i]), DROP_REASONS.get(int(r.dropped[2 * i + 1]), "?")
+                dropped.append((idx, why))
+                log.warning("order command dropped (%s): %.200r", why, records[idx])
+        kinds = take(r.kinds, r.n_events)
+        return BatchResult(fills, statuses, users, touched, dropped, kinds)
+
+    # -- reading the books -------------------------------------------------------------
+    def depth(self, symbol: str, levels: int = 10) -> dict[str, list[list[int]]]:
+        """Aggregated top ``levels`` per side: bids high->low, asks low->high."""
+        b = self._book.book_find(symbol)
+        if b < 0:
+            return {"b": [], "a": []}
+        return {"b": self._book.depth(b, _SIDE_BID, levels), "a": self._book.depth(b, _SIDE_ASK, levels)}
+
+    def last_seq(self, symbol: str) -> int | None:
+        """Last seq applied to ``symbol``'s book, or None if the symbol never took one."""
+        b = self._book.book_find(symbol)
+        return None if b < 0 else self._book.book_seq(b)
+
+    def symbols(self) -> list[str]:
+        """Symbols that have a book, in order of first appearance."""
+        n = self._book.book_count()
+        if n > len(self._symbols):
+            self._symbols.extend(self._book.book_symbol(i) for i in range(len(self._symbols), n))
+        return list(self._symbols)
+
+    def open_orders(self) -> int:
+        """Number of resting orders over all books."""
+        return self._book.open_orders()
+
+    # -- persistence -------------------------------------------------------------------
+    def snapshot(self) -> bytes:
+        """Binary snapshot: books (orders in priority order, seqs) and remembered ids."""
+        return self._book.snapshot()
+
+    def restore(self, data: bytes) -> None:
+        """Replace this engine's state with a snapshot (ValueError if it is malformed)."""
+        fresh = CBook()
+        fresh.restore(data)
+        fresh.set_active(self._active)
+        self._book = fresh
+        self._symbols = []
+        self.symbols()
+
+    @classmethod
+    def from_snapshot(
+        cls,
+        data: bytes,
+        clock: Callable[[], int] | None = None,
+        active_symbols: Iterable[str] | None = None,
+    ) -> Engine:
+        """A new engine restored from ``data``."""
+        eng = cls(clock=clock, active_symbols=active_symbols)
+        eng.restore(data)
+        return eng
