@@ -48,6 +48,19 @@ def _engine_settings(env: Mapping[str, str]) -> dict:
     }
 
 
+def _trigger_settings(env: Mapping[str, str]) -> dict:
+    """Kinesis trigger settings of the Chalice app (issue 9). app.py reads them at import time,
+    which `chalice package/deploy` does with the stage's environment variables, so each stage
+    of .chalice/config.json sets them (TRIM_HORIZON for fills: a new deploy persists every
+    retained trade, idempotently; LATEST for order status: old notifications are noise)."""
+    return {
+        "fills_trigger_batch_size": int(env.get("FILLS_TRIGGER_BATCH_SIZE") or 100),
+        "fills_trigger_starting_position": env.get("FILLS_TRIGGER_STARTING_POSITION") or "TRIM_HORIZON",
+        "status_trigger_batch_size": int(env.get("STATUS_TRIGGER_BATCH_SIZE") or 100),
+        "status_trigger_starting_position": env.get("STATUS_TRIGGER_STARTING_POSITION") or "LATEST",
+    }
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting of SPEC §8, with its documented default."""
@@ -81,6 +94,12 @@ class Settings:
     engine_snapshot_seconds: float = 30.0
     engine_lease_ttl_ms: int = 10000
     engine_id: str = ""
+    # Kinesis triggers of the Chalice app (issue 9; FILLS_/STATUS_TRIGGER_BATCH_SIZE and
+    # FILLS_/STATUS_TRIGGER_STARTING_POSITION, set per stage in .chalice/config.json).
+    fills_trigger_batch_size: int = 100
+    fills_trigger_starting_position: str = "TRIM_HORIZON"
+    status_trigger_batch_size: int = 100
+    status_trigger_starting_position: str = "LATEST"
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -110,6 +129,7 @@ class Settings:
             market_tz=env.get("MARKET_TZ", cls.market_tz),
             stage=env.get("SUPERNOBA_STAGE", cls.stage),
             **_engine_settings(env),
+            **_trigger_settings(env),
             extra=dict(env),
         )
 
