@@ -52,6 +52,11 @@ def candle_closed(symbol: str) -> str:
     return f"candle:closed:1m:{_tag(symbol)}"
 
 
+def candle_dead(symbol: str) -> str:
+    """Closed-candle entries the backup job could not parse (kept for an operator)."""
+    return f"candle:dead:1m:{_tag(symbol)}"
+
+
 def symbol_main(symbol: str) -> str:
     return f"symbol:{_tag(symbol)}:main"
 

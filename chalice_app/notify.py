@@ -1,0 +1,159 @@
+"""Kinesis handlers' logic: persist fills and tell users about their fills and orders (SPEC §3, §6, §7).
+
+Fills (`supernoba-fills`): every valid fill becomes one `trade_history` item — pk
+`TRADE#SYM`, sk `<13-digit ms>#<trade_id>` — written with BatchWriteItem in chunks of 25
+(boto3's batch writer, which also resends unprocessed items). The key is derived from
+the fill itself, so a redelivered batch overwrites the same items: idempotent. After the
+write, a `fill` event (the record as the engine wrote it) goes to every connection of the
+maker and of the taker.
+
+Order status (`supernoba-order-status`): the `order` event goes to every connection of
+`user_id`.
+
+A record that is not JSON or not a well-formed event is logged and skipped: one bad
+record never fails the batch (which would make Lambda redeliver it forever). A gone
+connection is removed by `ws_send`. A DynamoDB outage does raise, so that Lambda retries
+the batch — the writes are idempotent and the notifications come after them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import redis
+
+from chalice_app import keys
+from chalice_app.connections import user_connection_ids
+from chalice_app.messages import E_FILL, E_ORDER
+from chalice_app.ws_send import SendResult, WsSender
+
+log = logging.getLogger("supernoba.notify")
+
+
+@dataclass
+class BatchReport:
+    records: int = 0
+    bad: int = 0
+    written: int = 0
+    sent: int = 0
+    gone: int = 0
+    failed: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _id(v: Any) -> bool:
+    return isinstance(v, str) and 0 < len(v.encode()) <= 64
+
+
+def parse_fill(data: bytes) -> dict[str, Any] | None:
+    try:
+        ev = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(ev, dict) or ev.get("e") != E_FILL or not keys.is_valid_symbol(ev.get("s")):
+        return None
+    if not all(_int(ev.get(f)) for f in ("p", "q", "t")) or not 0 <= ev["t"] < 10**13:
+        return None
+    if not all(_id(ev.get(f)) for f in ("trade_id", "maker_user_id", "taker_user_id")):
+        return None
+    return ev
+
+
+def parse_status(data: bytes) -> dict[str, Any] | None:
+    try:
+        ev = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(ev, dict) or ev.get("e") != E_ORDER or not _id(ev.get("user_id")):
+        return None
+    return ev
+
+
+def trade_item(fill: dict[str, Any]) -> dict[str, Any]:
+    sym = fill["s"]
+    item: dict[str, Any] = {
+        "pk": f"TRADE#{sym}",
+        "sk": f"{fill['t']:013d}#{fill['trade_id']}",
+        "symbol": sym,
+        "trade_id": fill["trade_id"],
+        "price": Decimal(fill["p"]),
+        "quantity": Decimal(fill["q"]),
+        "t": Decimal(fill["t"]),
+    }
+    for f in ("maker_order_id", "maker_user_id", "taker_order_id", "taker_user_id", "taker_side"):
+        if isinstance(fill.get(f), str):
+            item[f] = fill[f]
+    if _int(fill.get("seq")):
+        item["seq"] = Decimal(fill["seq"])
+    return item
+
+
+class Notifier:
+    def __init__(self, redis_client: redis.Redis, sender: WsSender, trade_table: Any) -> None:
+        self.r = redis_client
+        self.sender = sender
+        self.trades = trade_table
+
+    def _send_to_user(self, user_id: str, payload: bytes, report: BatchReport) -> None:
+        if not self.sender.configured:
+            log.warning("event=notify_skipped reason=no_websocket_endpoint user=%s", user_id)
+            return
+        conn_ids = user_connection_ids(self.r, user_id)
+        for conn_id, result in self.sender.send_many(sorted(conn_ids), payload).items():
+            if result is SendResult.SENT:
+                report.sent += 1
+            elif result is SendResult.GONE:
+                report.gone += 1
+            else:
+                report.failed += 1
+                log.warning("event=notify_failed user=%s conn=%s", user_id, conn_id)
+
+    def handle_fills(self, records: Iterable[bytes]) -> BatchReport:
+        report = BatchReport()
+        fills: list[dict[str, Any]] = []
+        raws: list[bytes] = []
+        for data in records:
+            report.records += 1
+            fill = parse_fill(data)
+            if fill is None:
+                report.bad += 1
+                log.error("event=bad_fill_record data=%r", bytes(data)[:200])
+                continue
+            fills.append(fill)
+            raws.append(data)
+        if fills:
+            with self.trades.batch_writer(overwrite_by_pkeys=["pk", "sk"]) as batch:
+                for fill in fills:
+                    batch.put_item(Item=trade_item(fill))
+            report.written = len(fills)
+        for fill, raw in zip(fills, raws, strict=True):
+            for user_id in dict.fromkeys((fill["maker_user_id"], fill["taker_user_id"])):
+                self._send_to_user(user_id, raw, report)
+            log.info("event=fill_stored symbol=%s trade=%s maker=%s taker=%s",
+                     fill["s"], fill["trade_id"], fill["maker_user_id"], fill["taker_user_id"])
+        return report
+
+    def handle_statuses(self, records: Iterable[bytes]) -> BatchReport:
+        report = BatchReport()
+        for data in records:
+            report.records += 1
+            ev = parse_status(data)
+            if ev is None:
+                report.bad += 1
+                log.error("event=bad_status_record data=%r", bytes(data)[:200])
+                continue
+            self._send_to_user(ev["user_id"], data, report)
+            log.info("event=order_notified user=%s order=%s status=%s reason=%s",
+                     ev["user_id"], ev.get("order_id"), ev.get("status"), ev.get("reason"))
+        return report

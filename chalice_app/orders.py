@@ -1,0 +1,226 @@
+"""The order router: REST order requests → one order command on `supernoba-orders` (SPEC §2).
+
+Checks made here, before anything is sent (the engine re-validates everything):
+
+- the symbol is well-formed and in `active:symbols` (404 UNKNOWN_SYMBOL otherwise);
+- LIMIT prices are a multiple of the symbol's tick size, inside its min/max price and,
+  when `price_band_pct` > 0, within that percentage of the last trade (`ticker:{SYM}`);
+- MARKET: the tif becomes IOC unless it is FOK, and the order is refused up front
+  (409 NO_LIQUIDITY) when the opposite side of `depth:{SYM}` is empty;
+- `client_order_id`: the first request claims `idem:USER:COID` with SET NX (24 h TTL);
+  a retry with the same body gets the same order_id and sends nothing; the same id with
+  a different body is 409 IDEMPOTENCY_CONFLICT.
+
+Order ids are sortable and unique: `ord_` + 26 Crockford base-32 characters (48-bit
+millisecond time + 80-bit random part, incremented within one millisecond — a ULID).
+
+Errors (chalice_app.errors)::
+
+    BadRequest   INVALID_SYMBOL, INVALID_ORDER_ID, INVALID_TICK, PRICE_OUT_OF_BAND,
+                 PRICE_REQUIRED, VALIDATION_ERROR
+    NotFound     UNKNOWN_SYMBOL
+    Conflict     NO_LIQUIDITY, IDEMPOTENCY_CONFLICT
+    Unavailable  ORDER_STREAM_UNAVAILABLE (Kinesis refused; botocore error chained)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalice_app import keys
+from chalice_app.errors import BadRequest, Conflict, Unavailable
+from chalice_app.messages import dumps, order_command
+from chalice_app.models import PlaceOrder, ReplaceOrder
+from chalice_app.symbols import SymbolMeta, SymbolRegistry
+
+log = logging.getLogger("supernoba.orders")
+
+ORDER_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+IDEMPOTENCY_TTL_S = 24 * 3600
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+class OrderIdGenerator:
+    """ULID-style ids: sortable by time, monotonic within one process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_ms = -1
+        self._last_rand = 0
+
+    def __call__(self, now_ms: int | None = None) -> str:
+        with self._lock:
+            ms = int(time.time() * 1000) if now_ms is None else now_ms
+            if ms <= self._last_ms:
+                ms = self._last_ms
+                rand = (self._last_rand + 1) & ((1 << 80) - 1)
+            else:
+                rand = int.from_bytes(os.urandom(10), "big") >> 1  # leave room to increment
+            self._last_ms, self._last_rand = ms, rand
+        value = (ms << 80) | rand
+        chars = []
+        for _ in range(26):
+            chars.append(_CROCKFORD[value & 31])
+            value >>= 5
+        return "ord_" + "".join(reversed(chars))
+
+
+@dataclass(frozen=True)
+class Queued:
+    order_id: str
+    status: str = "QUEUED"
+    duplicate: bool = False
+
+    def body(self) -> dict[str, Any]:
+        return {"order_id": self.order_id, "status": self.status}
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+class OrderRouter:
+    def __init__(self, redis_client: redis.Redis, kinesis: Any, stream: str, symbols: SymbolRegistry) -> None:
+        self.r = redis_client
+        self.kinesis = kinesis
+        self.stream = stream
+        self.symbols = symbols
+        self.new_id = OrderIdGenerator()
+
+    # ------------------------------------------------------------------ checks
+    def _check_price(self, meta: SymbolMeta, price: int) -> None:
+        if price % meta.tick_size:
+            raise BadRequest(f"price {price} is not a multiple of the tick size {meta.tick_size}", "INVALID_TICK")
+        if meta.min_price is not None and price < meta.min_price:
+            raise BadRequest(f"price {price} is below the minimum {meta.min_price}", "PRICE_OUT_OF_BAND")
+        if meta.max_price is not None and price > meta.max_price:
+            raise BadRequest(f"price {price} is above the maximum {meta.max_price}", "PRICE_OUT_OF_BAND")
+        if meta.price_band_pct > 0:
+            last = self._last_price(meta.symbol)
+            if last and abs(price - last) * 100 > meta.price_band_pct * last:
+                raise BadRequest(
+                    f"price {price} is more than {meta.price_band_pct}% away from the last price {last}",
+                    "PRICE_OUT_OF_BAND",
+                )
+
+    def _last_price(self, symbol: str) -> int | None:
+        raw = self.r.get(keys.ticker(symbol))
+        if raw is None:
+            return None
+        try:
+            p = orjson.loads(raw).get("p")
+        except (orjson.JSONDecodeError, AttributeError):
+            return None
+        return int(p) if isinstance(p, int | float) and not isinstance(p, bool) and p > 0 else None
+
+    def _opposite_side_empty(self, symbol: str, is_buy: bool) -> bool:
+        raw = self.r.get(keys.depth(symbol))
+        if raw is None:
+            return True
+        try:
+            book = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            log.warning("event=bad_depth symbol=%s", symbol)
+            return True
+        side = book.get("a" if is_buy else "b") if isinstance(book, dict) else None
+        return not side
+
+    # ------------------------------------------------------------------ send
+    def _put(self, command: dict[str, Any]) -> None:
+        try:
+            self.kinesis.put_record(StreamName=self.stream, Data=dumps(command), PartitionKey=command["symbol"])
+        except (ClientError, BotoCoreError) as exc:
+            log.error("event=order_put_failed symbol=%s order=%s error=%s",
+                      command["symbol"], command["order_id"], exc)
+            raise Unavailable("the order stream is unavailable; retry", "ORDER_STREAM_UNAVAILABLE") from exc
+        log.info("event=order_queued action=%s symbol=%s order=%s user=%s",
+                 command["action"], command["symbol"], command["order_id"], command["user_id"])
+
+    @staticmethod
+    def check_order_id(order_id: str) -> str:
+        if not isinstance(order_id, str) or not ORDER_ID_RE.fullmatch(order_id):
+            raise BadRequest("order_id must match [A-Za-z0-9._:-]{1,64}", "INVALID_ORDER_ID")
+        return order_id
+
+    # ------------------------------------------------------------------ actions
+    def place(self, user_id: str, req: PlaceOrder) -> Queued:
+        symbol = self.symbols.require_active(req.symbol)
+        is_buy = req.side == "BUY"
+        tif = req.tif
+        price = req.price
+        if req.type == "MARKET":
+            tif = "FOK" if req.tif == "FOK" else "IOC"
+            price = None
+            if self._opposite_side_empty(symbol, is_buy):
+                raise Conflict(f"no {'asks' if is_buy else 'bids'} on {symbol} for a market order", "NO_LIQUIDITY")
+        else:
+            if price is None:
+                raise BadRequest("price is required for a LIMIT order", "PRICE_REQUIRED")
+            self._check_price(self.symbols.meta(symbol), price)
+
+        idem_key = None
+        order_id = self.new_id()
+        if req.client_order_id:
+            idem_key = keys.idempotency(user_id, req.client_order_id)
+            fingerprint = hashlib.sha256(dumps(req.model_dump(exclude={"client_order_id"}))).hexdigest()[:16]
+            claimed = self.r.set(idem_key, f"{order_id} {fingerprint}", nx=True, ex=IDEMPOTENCY_TTL_S)
+            if not claimed:
+                existing = self.r.get(idem_key)
+                if existing is not None:
+                    prev_id, _, prev_fp = _s(existing).partition(" ")
+                    if prev_fp != fingerprint:
+                        raise Conflict(
+                            f"client_order_id {req.client_order_id} was already used for a different order",
+                            "IDEMPOTENCY_CONFLICT",
+                        )
+                    log.info("event=order_retry symbol=%s order=%s client_order_id=%s",
+                             symbol, prev_id, req.client_order_id)
+                    return Queued(prev_id, duplicate=True)
+                # the key expired between SET NX and GET: claim it now
+                self.r.set(idem_key, f"{order_id} {fingerprint}", ex=IDEMPOTENCY_TTL_S)
+
+        command = order_command(
+            "ADD", symbol, order_id, user_id, ts=_now_ms(), is_buy=is_buy, price=price,
+            quantity=req.quantity, type=req.type, tif=tif,
+        )
+        try:
+            self._put(command)
+        except Unavailable:
+            if idem_key:
+                self.r.delete(idem_key)  # let the client's retry go through
+            raise
+        return Queued(order_id)
+
+    def cancel(self, user_id: str, order_id: str, symbol: str | None) -> Queued:
+        self.check_order_id(order_id)
+        if not symbol:
+            raise BadRequest("query parameter symbol is required", "INVALID_SYMBOL")
+        sym = self.symbols.require_active(symbol)
+        self._put(order_command("CANCEL", sym, order_id, user_id, ts=_now_ms()))
+        return Queued(order_id)
+
+    def replace(self, user_id: str, order_id: str, req: ReplaceOrder) -> Queued:
+        self.check_order_id(order_id)
+        sym = self.symbols.require_active(req.symbol)
+        if req.price is None and req.quantity is None:
+            raise BadRequest("a replace needs a new price and/or quantity", "VALIDATION_ERROR")
+        if req.price is not None:
+            self._check_price(self.symbols.meta(sym), req.price)
+        self._put(order_command("REPLACE", sym, order_id, user_id, ts=_now_ms(),
+                                price=req.price, quantity=req.quantity))
+        return Queued(order_id)
