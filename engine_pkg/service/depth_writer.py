@@ -1,0 +1,64 @@
+"""Writes one batch's depth, ticker and candles to the depth cache in one round trip.
+
+For each symbol a batch touched, one call of `candles.lua` (see its header) sets
+`depth:{SYM}` (10 levels, `u` = the book's seq), `ticker:{SYM}` and folds the batch's trades
+into `candle:1m:{SYM}` / `candle:closed:1m:{SYM}` — all guarded by the engine seq, so a replay
+after a crash never goes backwards nor counts a trade twice. The calls and a final
+`PUBLISH depth:changed <JSON list of symbols>` go out as one pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from importlib import resources
+
+import orjson
+import redis
+
+from chalice_app import keys
+
+log = logging.getLogger("supernoba.engine.depth")
+
+DEPTH_LEVELS = 10
+
+
+def load_script(client: redis.Redis):
+    """The registered `candles.lua` (redis-py loads it on first use, also inside pipelines)."""
+    source = resources.files("engine_pkg.service").joinpath("candles.lua").read_text()
+    return client.register_script(source)
+
+
+@dataclass
+class SymbolUpdate:
+    """Everything one batch changed for one symbol."""
+
+    symbol: str
+    u: int
+    depth_json: bytes = b""
+    ticker_json: bytes = b""
+    trades: list[tuple[int, str, int, int]] = field(default_factory=list)  # seq, minute, price, qty
+
+
+class DepthWriter:
+    """Applies `SymbolUpdate`s through the Lua script, then publishes the changed symbols."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.script = load_script(client)
+
+    def write(self, updates: list[SymbolUpdate]) -> None:
+        if not updates:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for up in updates:
+            s = up.symbol
+            args: list = [s, up.u, up.depth_json, up.ticker_json]
+            for seq, minute, p, q in up.trades:
+                args += (seq, minute, p, q)
+            self.script(
+                keys=[keys.depth(s), keys.ticker(s), keys.candle(s), keys.candle_closed(s)],
+                args=args, client=pipe,
+            )
+        pipe.publish(keys.DEPTH_CHANGED_CHANNEL, orjson.dumps([u.symbol for u in updates]))
+        pipe.execute()

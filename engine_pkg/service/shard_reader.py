@@ -1,0 +1,364 @@
+"""One shard of the orders stream: GetRecords → Engine.process → effects → snapshots.
+
+A `ShardWorker` thread owns one `Engine` (restored from the shard's snapshot) and loops:
+
+1. GetRecords (one response = one `Engine.process` batch), adaptive pacing: again after the
+   poll floor while records keep coming, backing off (doubling up to the idle maximum)
+   while the shard is idle.
+2. Depth cache: one Lua call per touched symbol + one PUBLISH, in one pipeline
+   (`depth_writer`), synchronously — it is the latency users see.
+3. Fills (key = symbol) and statuses (key = user_id) are handed to two single-thread
+   publishers, so batch N is put on Kinesis while batch N+1 is read; FIFO per stream
+   keeps per-key order. At most `MAX_INFLIGHT` batches are unacknowledged.
+4. Every K records or T seconds (and when stopping gracefully), waits for the in-flight
+   batches, then writes a fenced snapshot: engine + last sequence number + ticker state.
+
+A record the engine cannot read becomes a REJECTED/BAD_ORDER status or a logged drop
+inside the engine; if `Engine.process` itself raises on a batch, the batch is re-run
+record by record and only the record that raises is skipped (logged, counted).
+
+States: STARTING → READING → (STOPPING → STOPPED | LOST | FINISHED | FAILED).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections import defaultdict, deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import orjson
+import redis
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalice_app import messages
+from engine_pkg import Engine
+from engine_pkg.service.depth_writer import DEPTH_LEVELS, SymbolUpdate
+from engine_pkg.service.errors import CorruptSnapshot, EngineServiceError, LeaseLost, PublishError
+from engine_pkg.service.snapshots import Snapshot
+from engine_pkg.service.ticker import TickerBook
+
+if TYPE_CHECKING:
+    from engine_pkg.service.main import EngineService
+
+log = logging.getLogger("supernoba.engine.shard")
+
+MAX_INFLIGHT = 3
+
+
+class ShardState(enum.Enum):
+    STARTING = "starting"
+    READING = "reading"
+    STOPPING = "stopping"
+    STOPPED = "stopped"      # graceful stop, snapshot written
+    LOST = "lost"            # lease lost or expired locally: stopped without writing
+    FINISHED = "finished"    # shard closed (resharded) and fully read
+    FAILED = "failed"        # unexpected error; the service restarts it from the snapshot
+
+
+@dataclass
+class _Merged:
+    """A BatchResult assembled from record-by-record processing (fallback path)."""
+
+    fills: list[bytes] = field(default_factory=list)
+    statuses: list[bytes] = field(default_factory=list)
+    status_users: list[str | None] = field(default_factory=list)
+    touched: dict[str, int] = field(default_factory=dict)
+    dropped: list = field(default_factory=list)
+
+
+_minute_cache: dict[int, str] = {}
+
+
+def minute_of(t_ms: int) -> str:
+    """`YYYYMMDDHHMM` (UTC) of a millisecond timestamp."""
+    m = t_ms // 60000
+    s = _minute_cache.get(m)
+    if s is None:
+        if len(_minute_cache) > 4096:
+            _minute_cache.clear()
+        s = time.strftime("%Y%m%d%H%M", time.gmtime(m * 60))
+        _minute_cache[m] = s
+    return s
+
+
+class ShardWorker(threading.Thread):
+    """Reads and matches one shard while this process holds its lease."""
+
+    def __init__(self, svc: EngineService, shard_id: str) -> None:
+        super().__init__(name=f"shard-{shard_id}", daemon=True)
+        self.svc = svc
+        self.shard_id = shard_id
+        self.state = ShardState.STARTING
+        self.lock = threading.Lock()  # guards the engine (HTTP /book reads it too)
+        self.stop_event = threading.Event()
+        self.lease_valid_until = time.monotonic() + svc.leases.valid_for
+        self._batch_clock = 0
+        self.engine = Engine(clock=self._clock)
+        self.ticker = TickerBook(svc.settings.market_tz, svc.load_prev)
+        self.checkpoint: str | None = None
+        self.start_type = "TRIM_HORIZON"
+        self.records_since_snapshot = 0
+        self.snapshot_missing_seq = True
+        self.last_snapshot_mono = time.monotonic()
+        self.last_snapshot_wall = 0.0
+        self.millis_behind = 0
+        self._fills_pool = ThreadPoolExecutor(1, thread_name_prefix=f"fills-{shard_id}")
+        self._status_pool = ThreadPoolExecutor(1, thread_name_prefix=f"status-{shard_id}")
+        self._inflight: deque[list[Future]] = deque()
+
+    # -- helpers ---------------------------------------------------------------------
+    def _clock(self) -> int:
+        return self._batch_clock or int(time.time() * 1000)
+
+    def symbols(self) -> list[str]:
+        with self.lock:
+            return self.engine.symbols()
+
+    def book(self, symbol: str, levels: int) -> dict | None:
+        with self.lock:
+            seq = self.engine.last_seq(symbol)
+            if seq is None:
+                return None
+            d = self.engine.depth(symbol, levels)
+        return {"e": messages.E_DEPTH, "s": symbol, "u": seq, "b": d["b"], "a": d["a"]}
+
+    def request_stop(self) -> None:
+        self.stop_event.set()
+
+    # -- lifecycle -------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            self._restore()
+            self._loop()
+        except LeaseLost as exc:
+            self.state = ShardState.LOST
+            log.warning("event=lease_lost shard=%s detail=%s", self.shard_id, exc)
+        except (EngineServiceError, ClientError, BotoCoreError, redis.RedisError, OSError, ValueError) as exc:
+            self.state = ShardState.FAILED
+            self.svc.metrics.inc("errors_total")
+            log.exception("event=shard_failed shard=%s error=%s", self.shard_id, exc)
+        finally:
+            self._fills_pool.shutdown(wait=False, cancel_futures=True)
+            self._status_pool.shutdown(wait=False, cancel_futures=True)
+            self.svc.metrics.set_shard("lease_owned", self.shard_id, 0)
+
+    def _restore(self) -> None:
+        try:
+            snap = self.svc.snapshots.load(self.shard_id)
+            if snap is not None and snap.engine:
+                self.engine.restore(snap.engine)
+        except (CorruptSnapshot, ValueError) as exc:
+            log.error("event=snapshot_corrupt shard=%s error=%s action=read_from_trim_horizon", self.shard_id, exc)
+            self.engine = Engine(clock=self._clock)
+            snap = None
+        if snap is not None:
+            self.checkpoint = snap.seq
+            self.start_type = snap.start
+            self.ticker.load_state(snap.ticker)
+            self.snapshot_missing_seq = snap.seq is None
+            self.last_snapshot_wall = snap.written_ms / 1000.0
+        log.info("event=shard_start shard=%s checkpoint=%s start=%s symbols=%d", self.shard_id,
+                 self.checkpoint, self.start_type if self.checkpoint is None else "AFTER_SEQUENCE_NUMBER",
+                 len(self.engine.symbols()))
+
+    def _iterator(self) -> str:
+        kin = self.svc.kinesis
+        stream = self.svc.settings.orders_stream
+        if self.checkpoint:
+            return kin.get_shard_iterator(StreamName=stream, ShardId=self.shard_id,
+                                          ShardIteratorType="AFTER_SEQUENCE_NUMBER",
+                                          StartingSequenceNumber=self.checkpoint)["ShardIterator"]
+        return kin.get_shard_iterator(StreamName=stream, ShardId=self.shard_id,
+                                      ShardIteratorType=self.start_type)["ShardIterator"]
+
+    def _loop(self) -> None:
+        st = self.svc.settings
+        floor = st.engine_poll_floor_ms / 1000.0
+        idle_max = st.engine_poll_idle_max_ms / 1000.0
+        limit = st.engine_get_limit
+        iterator = self._iterator()
+        self.state = ShardState.READING
+        self.svc.metrics.set_shard("lease_owned", self.shard_id, 1)
+        idle = 0
+        errors = 0
+        while not self.stop_event.is_set():
+            if time.monotonic() > self.lease_valid_until:
+                raise LeaseLost("lease not renewed in time; stopped matching")
+            started = time.monotonic()
+            try:
+                resp = self.svc.kinesis.get_records(ShardIterator=iterator, Limit=limit)
+                errors = 0
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                errors += 1
+                log.warning("event=get_records_error shard=%s code=%s attempt=%d", self.shard_id, code, errors)
+                self.stop_event.wait(min(2.0, floor * 2 ** min(errors, 6)))
+                if code in ("ExpiredIteratorException", "InvalidArgumentException") or errors > 3:
+                    self._drain()
+                    iterator = self._iterator()
+                continue
+            except BotoCoreError as exc:
+                errors += 1
+                log.warning("event=get_records_error shard=%s error=%s attempt=%d", self.shard_id, exc, errors)
+                self.stop_event.wait(min(2.0, floor * 2 ** min(errors, 6)))
+                continue
+            records = resp.get("Records") or []
+            self.millis_behind = int(resp.get("MillisBehindLatest") or 0)
+            self.svc.metrics.set_shard("millis_behind_latest", self.shard_id, self.millis_behind)
+            if records:
+                self._handle(records)
+                idle = 0
+            else:
+                idle += 1
+            self._maybe_snapshot()
+            nxt = resp.get("NextShardIterator")
+            if nxt is None:
+                self._snapshot()
+                self.state = ShardState.FINISHED
+                log.info("event=shard_closed shard=%s checkpoint=%s", self.shard_id, self.checkpoint)
+                return
+            iterator = nxt
+            if records and (len(records) >= limit or self.millis_behind > 0):
+                wait = floor
+            elif records:
+                wait = floor
+            else:
+                wait = min(idle_max, floor * (2 ** min(idle, 10)))
+            self.stop_event.wait(max(0.0, wait - (time.monotonic() - started)))
+        # graceful stop
+        self.state = ShardState.STOPPING
+        if time.monotonic() <= self.lease_valid_until:
+            self._snapshot()
+        self.state = ShardState.STOPPED
+        log.info("event=shard_stopped shard=%s checkpoint=%s", self.shard_id, self.checkpoint)
+
+    # -- one batch ---------------------------------------------------------------------
+    def _process(self, datas: list[bytes]):
+        try:
+            return self.engine.process(datas)
+        except (ValueError, TypeError, UnicodeError, MemoryError, RuntimeError) as exc:
+            log.error("event=batch_failed shard=%s records=%d error=%r action=record_by_record",
+                      self.shard_id, len(datas), exc)
+        merged = _Merged()
+        for i, data in enumerate(datas):
+            try:
+                r = self.engine.process([data])
+            except (ValueError, TypeError, UnicodeError, MemoryError, RuntimeError) as exc:
+                self.svc.metrics.inc("dropped_records_total")
+                log.error("event=record_skipped shard=%s index=%d error=%r record=%.200r",
+                          self.shard_id, i, exc, data)
+                continue
+            merged.fills += r.fills
+            merged.statuses += r.statuses
+            merged.status_users += r.status_users
+            merged.touched.update(r.touched)
+        return merged
+
+    def _handle(self, records: list[dict]) -> None:
+        t0 = time.perf_counter()
+        datas = [r["Data"] for r in records]
+        arrival = records[-1].get("ApproximateArrivalTimestamp")
+        self._batch_clock = int(arrival.timestamp() * 1000) if arrival is not None else int(time.time() * 1000)
+        with self.lock:
+            res = self._process(datas)
+            depths = {s: self.engine.depth(s, DEPTH_LEVELS) for s in res.touched}
+        if res.dropped:
+            self.svc.metrics.inc("dropped_records_total", len(res.dropped))
+            for idx, why in res.dropped:
+                log.warning("event=record_dropped shard=%s seq_number=%s why=%s", self.shard_id,
+                            records[idx].get("SequenceNumber"), why)
+
+        trades: dict[str, list] = defaultdict(list)
+        fill_items: list[tuple[bytes, str]] = []
+        for f in res.fills:
+            d = orjson.loads(f)
+            trades[d["s"]].append((d["seq"], d["t"], d["p"], d["q"]))
+            fill_items.append((f, d["s"]))
+        status_items = [(s, u or "-") for s, u in zip(res.statuses, res.status_users, strict=False)]
+
+        now_ms = int(time.time() * 1000)
+        updates: list[SymbolUpdate] = []
+        for sym, u in res.touched.items():
+            d = depths[sym]
+            up = SymbolUpdate(sym, u, orjson.dumps(messages.depth_message(sym, now_ms, u, d["b"], d["a"])))
+            tr = trades.get(sym)
+            if tr:
+                for rec in self.ticker.fold(sym, [(t, p, q) for _, t, p, q in tr]):
+                    self.svc.write_prev(sym, rec)
+                msg = self.ticker.message(sym, tr[-1][1])
+                up.ticker_json = orjson.dumps(msg) if msg else b""
+                up.trades = [(seq, minute_of(t), p, q) for seq, t, p, q in tr]
+            updates.append(up)
+        self.svc.write_depth(updates)
+
+        while len(self._inflight) >= MAX_INFLIGHT:
+            self._wait_oldest()
+        futs: list[Future] = []
+        if fill_items:
+            futs.append(self._fills_pool.submit(self.svc.fills_publisher.put, fill_items))
+        if status_items:
+            futs.append(self._status_pool.submit(self.svc.status_publisher.put, status_items))
+        self._inflight.append(futs)
+
+        self.checkpoint = records[-1]["SequenceNumber"]
+        self.records_since_snapshot += len(records)
+        m = self.svc.metrics
+        m.inc("fills_total", len(res.fills))
+        m.inc("statuses_total", len(res.statuses))
+        m.observe_batch(time.perf_counter() - t0, len(records))
+        m.set_shard("records_since_snapshot", self.shard_id, self.records_since_snapshot)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("event=batch shard=%s records=%d fills=%d statuses=%d symbols=%s checkpoint=%s",
+                      self.shard_id, len(records), len(res.fills), len(res.statuses),
+                      ",".join(res.touched), self.checkpoint)
+
+    def _wait_oldest(self) -> None:
+        for fut in self._inflight.popleft():
+            fut.result()  # PublishError propagates: the batch is not acknowledged
+
+    def _drain(self) -> None:
+        while self._inflight:
+            self._wait_oldest()
+
+    # -- snapshots -----------------------------------------------------------------------
+    def _maybe_snapshot(self) -> None:
+        st = self.svc.settings
+        age = time.monotonic() - self.last_snapshot_mono
+        if self.last_snapshot_wall:
+            self.svc.metrics.set_shard("snapshot_age_seconds", self.shard_id,
+                                       round(time.time() - self.last_snapshot_wall, 3))
+        if self.records_since_snapshot and (
+            self.records_since_snapshot >= st.engine_snapshot_records
+            or age >= st.engine_snapshot_seconds
+            or self.snapshot_missing_seq
+        ):
+            self._snapshot()
+
+    def _snapshot(self) -> None:
+        try:
+            self._drain()
+        except PublishError as exc:
+            log.warning("event=snapshot_skipped shard=%s reason=unpublished detail=%s", self.shard_id, exc)
+            return
+        with self.lock:
+            data = self.engine.snapshot()
+            ticker_state = self.ticker.to_state()
+        snap = Snapshot(shard_id=self.shard_id, seq=self.checkpoint, start=self.start_type, engine=data,
+                        ticker=ticker_state, records=self.records_since_snapshot, writer=self.svc.engine_id)
+        t0 = time.perf_counter()
+        size = self.svc.snapshots.save(snap, self.svc.leases.token)
+        self.records_since_snapshot = 0
+        self.snapshot_missing_seq = self.checkpoint is None
+        self.last_snapshot_mono = time.monotonic()
+        self.last_snapshot_wall = time.time()
+        self.svc.metrics.inc("snapshots_total")
+        self.svc.metrics.set_shard("snapshot_age_seconds", self.shard_id, 0)
+        self.svc.metrics.set_shard("records_since_snapshot", self.shard_id, 0)
+        log.info("event=snapshot shard=%s checkpoint=%s bytes=%d ms=%.1f", self.shard_id, self.checkpoint,
+                 size, (time.perf_counter() - t0) * 1000)
+

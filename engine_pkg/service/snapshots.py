@@ -1,0 +1,111 @@
+"""Per-shard snapshots in the backup cache: the shard's books plus its Kinesis checkpoint.
+
+One value under `snapshot:{STREAM/SHARD}`, written with one SET (so it is atomic):
+
+    b"SBS1\\n" + JSON header + b"\\n" + Engine.snapshot() bytes
+
+The header holds `seq` (the last processed Kinesis sequence number, or null), `start`
+(where to read when `seq` is null: `LATEST` after `--dev`, else `TRIM_HORIZON`), the
+ticker day statistics, the record count and who wrote it when. The write is *fenced*: a
+Lua script writes only while the lease key of the shard still holds this process's token,
+so an engine that lost its lease can never overwrite the new owner's snapshot.
+
+    SnapshotError
+     └── CorruptSnapshot   stored bytes that cannot be decoded
+    LeaseLost              fenced write refused
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+
+import redis
+
+from chalice_app import keys
+from engine_pkg.service.errors import CorruptSnapshot, LeaseLost, SnapshotError
+
+log = logging.getLogger("supernoba.engine.snapshots")
+
+MAGIC = b"SBS1\n"
+
+_FENCED_SET = """
+if redis.call('GET', KEYS[2]) == ARGV[2] then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
+@dataclass
+class Snapshot:
+    shard_id: str
+    seq: str | None
+    start: str = "TRIM_HORIZON"
+    engine: bytes = b""
+    ticker: dict = field(default_factory=dict)
+    records: int = 0
+    written_ms: int = 0
+    writer: str = ""
+
+    def encode(self) -> bytes:
+        header = {"shard": self.shard_id, "seq": self.seq, "start": self.start, "ticker": self.ticker,
+                  "records": self.records, "written_ms": self.written_ms, "writer": self.writer}
+        return MAGIC + json.dumps(header, separators=(",", ":")).encode() + b"\n" + self.engine
+
+    @classmethod
+    def decode(cls, data: bytes) -> Snapshot:
+        if not data.startswith(MAGIC):
+            raise CorruptSnapshot("snapshot does not start with SBS1")
+        end = data.find(b"\n", len(MAGIC))
+        if end < 0:
+            raise CorruptSnapshot("snapshot header is not terminated")
+        try:
+            h = json.loads(data[len(MAGIC):end])
+            return cls(shard_id=h["shard"], seq=h["seq"], start=h.get("start") or "TRIM_HORIZON",
+                       engine=data[end + 1:], ticker=h.get("ticker") or {}, records=int(h.get("records") or 0),
+                       written_ms=int(h.get("written_ms") or 0), writer=h.get("writer") or "")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptSnapshot(f"snapshot header unreadable: {exc}") from exc
+
+
+class SnapshotStore:
+    """Reads and (fenced) writes the snapshots of one stream's shards."""
+
+    def __init__(self, client: redis.Redis, stream: str) -> None:
+        self.client = client
+        self.stream = stream
+        self._fenced = client.register_script(_FENCED_SET)
+
+    def key(self, shard_id: str) -> str:
+        return keys.shard_snapshot(self.stream, shard_id)
+
+    def load(self, shard_id: str) -> Snapshot | None:
+        data = self.client.get(self.key(shard_id))
+        if data is None:
+            return None
+        return Snapshot.decode(data)
+
+    def save(self, snap: Snapshot, token: str | None) -> int:
+        """Write `snap`; with a lease token, only while that lease is held. Returns bytes written."""
+        snap.written_ms = int(time.time() * 1000)
+        data = snap.encode()
+        try:
+            if token is None:
+                self.client.set(self.key(snap.shard_id), data)
+            elif not self._fenced(keys=[self.key(snap.shard_id), keys.shard_lease(self.stream, snap.shard_id)],
+                                  args=[data, token]):
+                raise LeaseLost(f"shard={snap.shard_id} lease no longer held; snapshot not written")
+        except redis.RedisError as exc:
+            raise SnapshotError(f"shard={snap.shard_id} snapshot write failed: {exc}") from exc
+        return len(data)
+
+    def delete_all(self) -> int:
+        """Remove every snapshot of this stream (`--dev`)."""
+        n = 0
+        for key in self.client.scan_iter(match=keys.snapshot(keys.shard_tag(self.stream, "*")), count=500):
+            n += self.client.delete(key)
+        return n
