@@ -26,6 +26,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Iterable, Mapping
@@ -98,6 +99,20 @@ def stage_environment(stage: str, config_path: Path | str = DEFAULT_CONFIG) -> d
         raise ProvisionError(f"stage {stage!r} is not in {path} (stages: {', '.join(sorted(stages)) or 'none'})")
     env = {**config.get("environment_variables", {}), **stages[stage].get("environment_variables", {})}
     return {str(k): str(v) for k, v in env.items()}
+
+
+_PLACEHOLDER_RE = re.compile(r"change-me|^(subnet|sg)-0+[1-9]?$")
+
+
+def stage_placeholders(stage: str, config_path: Path | str = DEFAULT_CONFIG) -> list[str]:
+    """Settings of `stage` that still hold the config's placeholders ("change-me", zero ids)."""
+    config = json.loads(Path(config_path).read_text())
+    st = config.get("stages", {}).get(stage, {})
+    found = [k for k, v in st.get("environment_variables", {}).items() if _PLACEHOLDER_RE.search(str(v))]
+    for key in ("subnet_ids", "security_group_ids"):
+        if any(_PLACEHOLDER_RE.search(str(v)) for v in st.get(key, [])):
+            found.append(key)
+    return found
 
 
 def settings_for_stage(stage: str, config_path: Path | str = DEFAULT_CONFIG,
@@ -290,6 +305,9 @@ def main(argv: Iterable[str] | None = None) -> int:
         print(f"provisioning ({where}, region {settings.aws_region}){' — dry run, nothing changes' if args.dry_run else ''}",
               flush=True)
         provision(settings, dry_run=args.dry_run, progress=lambda line: print(f"  {line}", flush=True))
+        if args.stage and (left := stage_placeholders(args.stage, args.config)):
+            print(f"warning: stage {args.stage} still has placeholder values in {args.config}: "
+                  f"{', '.join(left)} (docs/deploy.md says where each comes from)", flush=True)
     except ProvisionError as exc:
         print(f"provision: error: {exc}", file=sys.stderr)
         return 1
