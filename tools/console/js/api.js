@@ -96,17 +96,17 @@ export class Api {
     if (!isLoggedIn(this.getSession())) throw new LoginRequired();
   }
 
-  placeOrder(order) {
+  async placeOrder(order) {
     this.requireLogin();
     return this.request('POST', '/orders', { body: order });
   }
 
-  cancelOrder(orderId, symbol) {
+  async cancelOrder(orderId, symbol) {
     this.requireLogin();
     return this.request('DELETE', `/orders/${encodeURIComponent(orderId)}`, { query: { symbol } });
   }
 
-  replaceOrder(orderId, change) {
+  async replaceOrder(orderId, change) {
     this.requireLogin();
     return this.request('PATCH', `/orders/${encodeURIComponent(orderId)}`, { body: change });
   }

@@ -31,7 +31,9 @@ export class CandleChart {
       upColor: UP, downColor: DOWN, wickUpColor: UP, wickDownColor: DOWN, borderVisible: false,
     });
     this.candles.priceScale().applyOptions({ scaleMargins: { top: 0.08, bottom: 0.28 } });
-    this.volume = this.chart.addSeries(HistogramSeries, { priceFormat: { type: 'volume' }, priceScaleId: '' });
+    this.volume = this.chart.addSeries(HistogramSeries, {
+      priceFormat: { type: 'volume' }, priceScaleId: '', lastValueVisible: false, priceLineVisible: false,
+    });
     this.volume.priceScale().applyOptions({ scaleMargins: { top: 0.78, bottom: 0 } });
     this.symbol = null;
     this.tf = '1m';

@@ -6,7 +6,7 @@
  *   - a message with `u` below the shown one is stale and dropped;
  *   - a jump in `u` (u > shown + 1) means updates were coalesced or lost: the snapshot is
  *     shown at once and `GET /depth/{symbol}` is refetched to confirm it (one request in
- *     flight, at most one per second); the REST answer is applied only if it is not older;
+ *     flight, at most one per second, a later gap waits for the next slot); the REST answer is applied only if it is not older;
  *   - a `u` that goes backwards twice in a row (engine restarted) resets from REST.
  */
 
@@ -26,6 +26,8 @@ export class Ladder {
   }
 
   reset(symbol) {
+    if (this.deferred) clearTimeout(this.deferred);
+    this.deferred = null;
     this.symbol = symbol;
     this.u = null;
     this.book = { b: [], a: [] };
@@ -58,6 +60,20 @@ export class Ladder {
     }
   }
 
+  /** Refetch now, or once the 1 s throttle allows (one deferred refetch at a time). */
+  refetchSoon(reason) {
+    if (this.deferred) return;
+    const wait = this.lastRefetch + REFETCH_MIN_MS - Date.now();
+    if (wait <= 0 && !this.inFlight) {
+      this.refetch(reason);
+      return;
+    }
+    this.deferred = setTimeout(() => {
+      this.deferred = null;
+      this.refetch(reason);
+    }, Math.max(wait, 50));
+  }
+
   /** A live `depth` event. Returns what was done: 'shown', 'stale', 'gap', 'ignored'. */
   onDepth(msg) {
     if (!this.symbol || msg.s !== this.symbol) return 'ignored';
@@ -72,7 +88,7 @@ export class Ladder {
     this.show(msg);
     if (gap) {
       this.gaps += 1;
-      if (Date.now() - this.lastRefetch >= REFETCH_MIN_MS) this.refetch(`gap ${this.u}..${u}`);
+      this.refetchSoon(`gap to ${u}`);
       return 'gap';
     }
     return 'shown';

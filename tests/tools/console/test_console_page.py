@@ -1,0 +1,264 @@
+"""Page-only behaviour of the console against a tiny fake backend (tests/tools/console/helpers.py).
+
+What the real stack cannot easily stage on demand: a depth event with a gap in `u`, a
+dropped WebSocket, hand-made 1-minute candles to check the in-page timeframe aggregation.
+The console against the real local stack is in test_console_stack.py.
+"""
+
+from __future__ import annotations
+
+import calendar
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.tools.console.helpers import FakeBackend, PageWatch, wait_until
+from tools.console.serve import serve
+
+
+@pytest.fixture
+def backend() -> Iterator[FakeBackend]:
+    with FakeBackend() as fb:
+        yield fb
+
+
+@pytest.fixture
+def console(backend: FakeBackend) -> Iterator[Any]:
+    with serve("127.0.0.1", 0, backend.rest_url, backend.ws_url, None) as srv:
+        yield srv
+
+
+def open_page(new_page: Any, console: Any, query: str = "") -> tuple[Any, PageWatch]:
+    page = new_page()
+    watch = PageWatch(page)
+    page.goto(console.url + query)
+    page.wait_for_selector("body[data-ready=true]")
+    return page, watch
+
+
+def yyyymmddhhmm(epoch: int) -> str:
+    return time.strftime("%Y%m%d%H%M", time.gmtime(epoch))
+
+
+def test_ladder_renders_depth_and_refetches_on_gap(new_page: Any, console: Any, backend: FakeBackend) -> None:
+    page, watch = open_page(new_page, console)
+    page.wait_for_selector("#conn-state[data-state=open]")
+    wait_until(lambda: backend.subscribes(), what="subscribe")
+    assert backend.subscribes()[-1] == {"action": "subscribe", "main": "TEST", "sub": []}
+    bids = [[1000 - i, 10 * (i + 1)] for i in range(12)]
+    asks = [[1001 + i, 5] for i in range(12)]
+    backend.push({"e": "d", "s": "TEST", "t": 1, "u": 5, "b": bids, "a": asks})
+    page.wait_for_selector("#ladder[data-u='5']")
+    assert page.locator("[data-testid=bid-row]").count() == 10
+    assert page.locator("[data-testid=ask-row]").count() == 10
+    # best ask sits next to the spread (bottom of the ask block), best bid at the top of the bids
+    assert page.locator("[data-testid=ask-row]").last.get_attribute("data-price") == "1001"
+    assert page.locator("[data-testid=bid-row]").first.get_attribute("data-price") == "1000"
+    assert page.inner_text("#ladder-spread") == "spread 1"
+    # size bars are proportional to the largest visible level (100)
+    widths = page.eval_on_selector_all("[data-testid=bid-row] .bar", "els => els.map(e => e.style.width)")
+    assert widths[0] == "10%" and widths[9] == "100%"
+
+    before = len(backend.calls("GET", "/depth/TEST"))
+    backend.depth["TEST"] = {"e": "d", "s": "TEST", "t": 2, "u": 9, "b": [[990, 1]], "a": [[1010, 2]]}
+    backend.push({"e": "d", "s": "TEST", "t": 2, "u": 6, "b": [[999, 3]], "a": [[1002, 4]]})  # no gap
+    page.wait_for_selector("#ladder[data-u='6']")
+    assert len(backend.calls("GET", "/depth/TEST")) == before
+    backend.push({"e": "d", "s": "TEST", "t": 3, "u": 8, "b": [[998, 3]], "a": [[1003, 4]]})  # gap 6 -> 8
+    wait_until(lambda: len(backend.calls("GET", "/depth/TEST")) == before + 1, what="refetch on gap")
+    page.wait_for_selector("#ladder[data-u='9']")  # the REST snapshot (newer) is shown
+    assert page.locator("[data-testid=bid-row]").first.get_attribute("data-price") == "990"
+    backend.push({"e": "d", "s": "TEST", "t": 4, "u": 7, "b": [[1, 1]], "a": []})  # stale: dropped
+    page.wait_for_timeout(200)
+    assert page.get_attribute("#ladder", "data-u") == "9"
+    watch.screenshot("page_ladder")
+    assert watch.errors == []
+
+
+def test_login_guard_blocks_anonymous_ordering(new_page: Any, console: Any, backend: FakeBackend) -> None:
+    page, watch = open_page(new_page, console)
+    page.wait_for_selector("#conn-state[data-state=open]")
+    assert page.is_visible("#login-guard")
+    assert page.is_disabled("#btn-buy") and page.is_disabled("#btn-sell")
+    assert page.get_attribute("#order-form", "data-guard") == "blocked"
+    page.locator("#btn-buy").click(force=True)
+    code = page.evaluate(
+        "() => supernoba.api.placeOrder({symbol:'TEST', side:'BUY', price:1, quantity:1}).then(() => 'sent', e => e.code)"
+    )
+    assert code == "LOGIN_REQUIRED"
+    page.wait_for_timeout(200)
+    assert backend.calls("POST", "/orders") == []
+    # logging in as a test-mode user opens the form, and the WS connect carries the user
+    page.select_option("#conn-mode", "test")
+    page.fill("#user-id", "u_guard")
+    page.click("#btn-connect")
+    page.wait_for_selector("#order-form[data-guard=open]")
+    assert page.is_enabled("#btn-buy")
+    wait_until(lambda: any("testMode=true" in p and "userId=u_guard" in p for p in backend.ws_paths), what="test-mode connect")
+    watch.screenshot("page_login_guard")
+    assert watch.errors == []
+
+
+def test_server_validation_error_is_shown_next_to_the_field(new_page: Any, console: Any, backend: FakeBackend) -> None:
+    page, watch = open_page(new_page, console)
+    page.select_option("#conn-mode", "test")
+    page.fill("#user-id", "u_val")
+    page.click("#btn-connect")
+    page.fill("#order-price", "12.5")
+    page.fill("#order-qty", "3")
+    page.click("#btn-sell")
+    page.wait_for_selector("#err-price:not(:empty)")
+    assert "BAD_PRICE" in page.inner_text("#err-price")
+    method, path, headers, body = backend.calls("POST", "/orders")[-1]
+    assert headers["x-test-user"] == "u_val"
+    assert body == {"symbol": "TEST", "side": "SELL", "quantity": 3, "type": "LIMIT", "tif": "GTC", "price": "12.5"}
+    page.fill("#order-price", "1000")
+    page.click("#btn-sell")
+    page.wait_for_selector("[data-testid=order-row][data-status=QUEUED]")
+    assert page.inner_text("#err-price") == ""
+    watch.screenshot("page_validation")
+    # 400 is an expected answer here; the browser logs it as a failed resource
+    assert [e for e in watch.errors if "400" not in e] == []
+
+
+def test_my_orders_follow_order_events_with_cancel_and_replace(new_page: Any, console: Any, backend: FakeBackend) -> None:
+    page, watch = open_page(new_page, console, "?auto=0")
+    page.select_option("#conn-mode", "test")
+    page.fill("#user-id", "u_me")
+    page.click("#btn-connect")
+    page.click("#btn-subscribe")
+    page.wait_for_selector("#conn-state[data-state=open]")
+    page.fill("#order-price", "1000")
+    page.fill("#order-qty", "10")
+    page.click("#btn-buy")
+    row = page.locator("[data-testid=order-row][data-status=QUEUED]")
+    row.wait_for()
+    oid = row.get_attribute("data-order-id")
+    ev = {"e": "order", "user_id": "u_me", "order_id": oid, "s": "TEST", "reason": None, "price": 1000, "t": 1}
+    backend.push({**ev, "status": "ACCEPTED", "filled": 0, "remaining": 10, "seq": 3})
+    backend.push({**ev, "status": "PARTIALLY_FILLED", "filled": 4, "remaining": 6, "seq": 4})
+    row = page.locator(f"[data-order-id='{oid}']")
+    page.wait_for_selector(f"[data-order-id='{oid}'][data-status=PARTIALLY_FILLED]")
+    backend.push({**ev, "status": "ACCEPTED", "filled": 0, "remaining": 10, "seq": 3})  # older: ignored
+    backend.push({"e": "fill", "s": "TEST", "trade_id": "TEST-000000000004", "p": 1000, "q": 4, "maker_order_id": oid,
+                  "maker_user_id": "u_me", "taker_order_id": "x", "taker_user_id": "u_other", "taker_side": "SELL",
+                  "t": 1_700_000_000_000, "seq": 4})
+    page.wait_for_selector("[data-testid=fill-row]")
+    assert page.locator("[data-testid=fill-row] td").nth(2).inner_text() == "BUY"
+    assert page.locator("[data-testid=fill-row] td").nth(5).inner_text() == "maker"
+    assert row.get_attribute("data-status") == "PARTIALLY_FILLED"
+
+    row.locator("[data-testid=replace]").click()
+    row.locator("[data-testid=replace-price]").fill("1001")
+    row.locator("[data-testid=replace-qty]").fill("8")
+    row.locator("[data-testid=replace-send]").click()
+    wait_until(lambda: backend.calls("PATCH", f"/orders/{oid}"), what="PATCH")
+    assert backend.calls("PATCH", f"/orders/{oid}")[-1][3] == {"symbol": "TEST", "price": 1001, "quantity": 8}
+    backend.push({**ev, "status": "REPLACED", "price": 1001, "filled": 4, "remaining": 4, "seq": 6})
+    page.wait_for_selector(f"[data-order-id='{oid}'][data-status=REPLACED]")
+    assert row.locator("td").nth(3).inner_text() == "1001"
+
+    row.locator("[data-testid=cancel]").click()
+    wait_until(lambda: backend.calls("DELETE", f"/orders/{oid}"), what="DELETE")
+    assert backend.calls("DELETE", f"/orders/{oid}")[-1][2]["symbol"] == "TEST"
+    backend.push({**ev, "status": "CANCELLED", "price": 1001, "filled": 4, "remaining": 0, "seq": 7})
+    page.wait_for_selector(f"[data-order-id='{oid}'][data-status=CANCELLED]")
+    assert row.locator("[data-testid=cancel]").count() == 0
+    # a rejected cancel of a closed order is a note, not a new status
+    backend.push({**ev, "status": "REJECTED", "reason": "UNKNOWN_ORDER", "filled": 0, "remaining": 0, "seq": 8})
+    page.wait_for_selector(f"[data-order-id='{oid}'] [data-testid=order-note]:has-text('UNKNOWN_ORDER')")
+    assert row.get_attribute("data-status") == "CANCELLED"
+    watch.screenshot("page_my_orders")
+    assert watch.errors == []
+
+
+def test_higher_timeframes_aggregate_one_minute_events(new_page: Any, console: Any, backend: FakeBackend) -> None:
+    t0 = (int(time.time()) // 300) * 300 - 600  # an aligned 5-minute bucket
+    backend.charts[("TEST", "5m")] = [
+        {"time": t0 - 300, "open": 90, "high": 99, "low": 88, "close": 95, "volume": 7},
+        {"time": t0, "open": 100, "high": 110, "low": 95, "close": 105, "volume": 10},
+    ]
+    backend.charts[("TEST", "1m")] = [{"time": t0 + 60, "open": 104, "high": 106, "low": 103, "close": 105, "volume": 3}]
+    page, watch = open_page(new_page, console)
+    page.wait_for_selector("#chart[data-state=ready]")
+    page.click("[data-testid=tf-5m]")
+    page.wait_for_selector("#chart[data-tf='5m'][data-loads='2']")
+    assert page.get_attribute("#chart", "data-bars") == "2"
+    assert ("GET", "/chart") == backend.calls("GET", "/chart")[-1][:2]
+    intervals = [c[2]["interval"] for c in backend.calls("GET", "/chart")]
+    assert "5m" in intervals
+
+    def candle(epoch: int, o: int, h: int, low: int, c: int, v: int, e: str = "candle") -> dict:
+        return {"e": e, "s": "TEST", "o": str(o), "h": str(h), "l": str(low), "c": str(c), "v": str(v),
+                "t": yyyymmddhhmm(epoch)}
+
+    def last() -> dict:
+        return page.evaluate("() => { const b = supernoba.chart.bars; return b[b.length - 1]; }")
+
+    backend.push(candle(t0 + 60, 104, 108, 103, 107, 5))  # the minute open at load, grown
+    wait_until(lambda: last()["close"] == 107, what="aggregated update")
+    assert last() == {"time": t0, "open": 100, "high": 110, "low": 95, "close": 107, "volume": 12}
+    backend.push(candle(t0 + 60, 104, 108, 103, 107, 5, "candle_close"))  # repeated state: no double count
+    backend.push(candle(t0 + 120, 107, 112, 90, 111, 2))
+    wait_until(lambda: last()["close"] == 111, what="second minute")
+    assert last() == {"time": t0, "open": 100, "high": 112, "low": 90, "close": 111, "volume": 14}
+    backend.push(candle(t0 + 300, 111, 111, 109, 110, 1))  # next 5-minute bucket
+    wait_until(lambda: last()["time"] == t0 + 300, what="new bucket")
+    assert last() == {"time": t0 + 300, "open": 111, "high": 111, "low": 109, "close": 110, "volume": 1}
+    assert page.get_attribute("#chart", "data-bars") == "3"
+
+    # the one conversion: YYYYMMDDHHMM (UTC) -> epoch seconds, and garbage refused
+    conv = page.evaluate("""async () => {
+        const m = await import('./js/candles.js');
+        let bad = null; try { m.candleTimeToEpoch('202513011200'); } catch (e) { bad = e.message; }
+        return [m.candleTimeToEpoch('202512161420'), m.candleTimeToEpoch(202401010000), bad,
+                m.bucketStart(m.candleTimeToEpoch('202512161427'), '4h')];
+    }""")
+    assert conv[0] == calendar.timegm((2025, 12, 16, 14, 20, 0))
+    assert conv[1] == calendar.timegm((2024, 1, 1, 0, 0, 0))
+    assert conv[2] and "bad candle time" in conv[2]
+    assert conv[3] == calendar.timegm((2025, 12, 16, 12, 0, 0))
+    watch.screenshot("page_aggregation")
+    assert watch.errors == []
+
+
+def test_reconnects_with_backoff_and_resubscribes(new_page: Any, console: Any, backend: FakeBackend) -> None:
+    page, watch = open_page(new_page, console, "?main=TEST&sub=AAA,BBB")
+    page.wait_for_selector("#conn-state[data-state=open]")
+    wait_until(lambda: backend.subscribes(), what="subscribe")
+    assert backend.subscribes()[-1] == {"action": "subscribe", "main": "TEST", "sub": ["AAA", "BBB"]}
+    backend.push({"e": "t", "s": "AAA", "p": 1000, "c": 2.5, "yc": -1.2})
+    page.wait_for_selector("[data-testid=ticker-AAA][data-price='1000']")
+    assert page.inner_text("[data-testid=ticker-AAA] .t-change") == "+2.50%"
+    assert page.inner_text("[data-testid=ticker-AAA] .t-prev") == "prev -1.20%"
+    n = len(backend.subscribes())
+    backend.drop_clients()
+    page.wait_for_selector("#conn-state[data-state=reconnecting]")
+    page.wait_for_selector("#conn-state[data-state=open]", timeout=5000)
+    wait_until(lambda: len(backend.subscribes()) > n, what="resubscribe")
+    assert backend.subscribes()[-1] == {"action": "subscribe", "main": "TEST", "sub": ["AAA", "BBB"]}
+    assert page.evaluate("() => supernoba.conn.opens") == 2
+    delays = page.evaluate("async () => { const m = await import('./js/ws.js');"
+                           " return [0, 1, 2, 3, 10].map(n => m.backoffDelay(n, () => 0.5)); }")
+    assert delays == [500, 1000, 2000, 4000, 15000]
+    watch.screenshot("page_reconnect")
+    assert watch.errors == []
+
+
+def test_admin_panel_only_with_admin_key(new_page: Any, console: Any, backend: FakeBackend) -> None:
+    page, watch = open_page(new_page, console)
+    assert page.is_hidden("#admin-panel")
+    page.fill("#admin-key", "k3y")
+    page.click("#btn-connect")
+    page.wait_for_selector("[data-testid=admin-symbol-TEST]")
+    page.fill("#admin-new-symbol", "new1")
+    page.click("#btn-admin-add")
+    page.wait_for_selector("[data-testid=admin-symbol-NEW1]")
+    assert backend.calls("POST", "/admin/symbols")[-1][3]["symbol"] == "NEW1"
+    page.click("[data-testid=admin-remove-NEW1]")
+    page.wait_for_selector("[data-testid=admin-symbol-NEW1]", state="detached")
+    assert backend.admin_symbols == ["TEST"]
+    watch.screenshot("page_admin")
+    assert watch.errors == []
