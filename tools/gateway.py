@@ -117,7 +117,7 @@ def _error(status: int, error_type: str, message: str) -> web.Response:
     )
 
 
-class _LambdaContext:
+class LambdaContext:
     """What a handler may read from `context` (a subset of the Lambda runtime's object)."""
 
     def __init__(self, function_name: str, timeout_ms: int = 30_000) -> None:
@@ -283,7 +283,7 @@ class Gateway:
         handler = self._handler_for(route_key)
         if handler is None:
             return None
-        context = _LambdaContext(getattr(self.app, "app_name", "app") + "-websocket_handler")
+        context = LambdaContext(getattr(self.app, "app_name", "app") + "-websocket_handler")
         result = handler(event, context)
         return result if isinstance(result, dict) else {"statusCode": 200}
 
