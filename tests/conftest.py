@@ -45,8 +45,9 @@ def service_env(local_services: LocalServices) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture
-def settings(service_env: dict[str, str]) -> Settings:
-    """Fresh streams (orders 4 shards, fills 2, status 2) and empty caches for one test."""
+def settings(service_env: dict[str, str]) -> Iterator[Settings]:
+    """Fresh streams (orders 4 shards, fills 2, status 2) and empty caches for one test.
+    The streams are deleted afterwards (kinesalite allows 100 shards in all)."""
     suffix = uuid.uuid4().hex[:8]
     base = Settings.from_env()
     fresh = Settings.from_env({
@@ -58,7 +59,13 @@ def settings(service_env: dict[str, str]) -> Settings:
     provision(fresh)
     for url in (fresh.depth_cache_url, fresh.backup_cache_url):
         redis.Redis.from_url(url).flushdb()
-    return fresh
+    yield fresh
+    kinesis = boto3.client("kinesis", region_name=fresh.aws_region)
+    for stream in (fresh.orders_stream, fresh.fills_stream, fresh.status_stream):
+        try:
+            kinesis.delete_stream(StreamName=stream, EnforceConsumerDeletion=True)
+        except kinesis.exceptions.ResourceNotFoundException:
+            pass
 
 
 @pytest.fixture
