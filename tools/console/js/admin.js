@@ -75,7 +75,7 @@ export class AdminPanel {
     const li = document.createElement('li');
     li.dataset.testid = `admin-symbol-${entry.symbol}`;
     const name = document.createElement('span');
-    const extra = Object.entries(entry).filter(([k]) => k !== 'symbol').map(([k, v]) => `${k}=${v}`).join(' ');
+    const extra = Object.entries(entry).filter(([k, v]) => k !== 'symbol' && v !== null && v !== undefined).map(([k, v]) => `${k}=${v}`).join(' ');
     name.textContent = extra ? `${entry.symbol}  ${extra}` : entry.symbol;
     const rm = document.createElement('button');
     rm.type = 'button';

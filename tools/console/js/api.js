@@ -29,6 +29,14 @@ export class LoginRequired extends ApiError {
 }
 
 const FIELDS = ['symbol', 'side', 'price', 'quantity', 'type', 'tif', 'client_order_id'];
+/** Codes of the Chalice app (chalice_app/errors.py) that always concern one field. */
+const CODE_FIELDS = {
+  INVALID_TICK: 'price',
+  PRICE_OUT_OF_BAND: 'price',
+  PRICE_REQUIRED: 'price',
+  INVALID_SYMBOL: 'symbol',
+  UNKNOWN_SYMBOL: 'symbol',
+};
 
 /** Which request field an error body talks about, if any. */
 export function errorField(body) {
@@ -42,8 +50,19 @@ export function errorField(body) {
       return String(list[0].loc[list[0].loc.length - 1]);
     }
   }
-  const text = `${body.code || ''} ${body.message || ''}`.toLowerCase();
-  return FIELDS.find((f) => new RegExp(`\\b${f}\\b`).test(text)) || null;
+  if (CODE_FIELDS[body.code]) return CODE_FIELDS[body.code];
+  // the app's messages name the field first ("price: Input should be …", "price 7 is not …")
+  const text = String(body.message || '').toLowerCase();
+  let best = null;
+  let at = Infinity;
+  for (const f of FIELDS) {
+    const m = new RegExp(`\\b${f}\\b`).exec(text);
+    if (m && m.index < at) {
+      best = f;
+      at = m.index;
+    }
+  }
+  return best;
 }
 
 export function isLoggedIn(session) {

@@ -17,6 +17,7 @@ import { Connection, connectUrl, State } from './ws.js';
 
 const $ = (sel) => document.querySelector(sel);
 const LOG_MAX = 80;
+const SUBSCRIBE_ERRORS = new Set(['UNKNOWN_SYMBOL', 'INVALID_SYMBOL', 'TOO_MANY_SUBSCRIPTIONS']);
 
 function parseSubs(text) {
   return [...new Set(String(text).split(/[\s,]+/).map((s) => s.trim().toUpperCase()).filter(Boolean))];
@@ -152,7 +153,14 @@ async function start() {
     myFills.onFill(m, myUserId());
     logLine(`fill ${m.trade_id} ${m.q}@${m.p}`, 'ok');
   });
-  conn.on('error', (m) => logLine(`server error ${m.code}: ${m.message}`, 'error'));
+  conn.on('error', (m) => {
+    logLine(`server error ${m.code}: ${m.message}`, 'error');
+    if (SUBSCRIBE_ERRORS.has(m.code)) $('#sub-error').textContent = `${m.code}: ${m.message}`;
+  });
+  conn.on('subscribed', (m) => {
+    $('#sub-error').textContent = '';
+    logLine(`subscribed main=${m.main} sub=[${(m.sub || []).join(',')}]`, 'ok');
+  });
 
   ticker.onPick = (sym) => {
     const rest = [...subs.filter((s) => s !== sym), main].filter(Boolean);
