@@ -36,24 +36,28 @@ def fast(settings: Settings, **over) -> Settings:
 
 def fast_env(settings: Settings, **over: str) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({
-        "KINESIS_ORDERS_STREAM": settings.orders_stream,
-        "KINESIS_FILLS_STREAM": settings.fills_stream,
-        "KINESIS_STATUS_STREAM": settings.status_stream,
-        "DEPTH_CACHE_URL": settings.depth_cache_url,
-        "BACKUP_CACHE_URL": settings.backup_cache_url,
-        "ENGINE_POLL_FLOOR_MS": "5",
-        "ENGINE_POLL_IDLE_MAX_MS": "20",
-        "ENGINE_SNAPSHOT_RECORDS": "200",
-        "ENGINE_SNAPSHOT_SECONDS": "0.5",
-        "ENGINE_LEASE_TTL_MS": "1500",
-        "ENGINE_HTTP_PORT": "0",
-    })
+    env.update(
+        {
+            "KINESIS_ORDERS_STREAM": settings.orders_stream,
+            "KINESIS_FILLS_STREAM": settings.fills_stream,
+            "KINESIS_STATUS_STREAM": settings.status_stream,
+            "DEPTH_CACHE_URL": settings.depth_cache_url,
+            "BACKUP_CACHE_URL": settings.backup_cache_url,
+            "ENGINE_POLL_FLOOR_MS": "5",
+            "ENGINE_POLL_IDLE_MAX_MS": "20",
+            "ENGINE_SNAPSHOT_RECORDS": "200",
+            "ENGINE_SNAPSHOT_SECONDS": "0.5",
+            "ENGINE_LEASE_TTL_MS": "1500",
+            "ENGINE_HTTP_PORT": "0",
+        }
+    )
     env.update(over)
     return env
 
 
-def wait_until(pred: Callable[[], object], timeout: float = 20.0, interval: float = 0.05, what: str = "") -> object:
+def wait_until(
+    pred: Callable[[], object], timeout: float = 20.0, interval: float = 0.05, what: str = ""
+) -> object:
     deadline = time.monotonic() + timeout
     while True:
         value = pred()
@@ -74,7 +78,7 @@ def put_orders(kinesis, stream: str, commands: list[dict | bytes], chunk: int = 
             data, key = orjson.dumps(c), str(c.get("symbol") or "POISON")
         recs.append({"Data": data, "PartitionKey": key})
     for i in range(0, len(recs), chunk):
-        pending = recs[i:i + chunk]
+        pending = recs[i : i + chunk]
         while pending:
             resp = kinesis.put_records(StreamName=stream, Records=pending)
             pending = [r for r, res in zip(pending, resp["Records"], strict=True) if "ErrorCode" in res]
@@ -84,8 +88,9 @@ def read_stream(kinesis, stream: str) -> list[dict]:
     """Every record of every shard, decoded JSON, shard by shard in order."""
     out: list[dict] = []
     for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
-        it = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"],
-                                        ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        it = kinesis.get_shard_iterator(
+            StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
         while it:
             resp = kinesis.get_records(ShardIterator=it, Limit=10000)
             out += [orjson.loads(r["Data"]) | {"_key": r["PartitionKey"]} for r in resp["Records"]]
@@ -95,8 +100,14 @@ def read_stream(kinesis, stream: str) -> list[dict]:
     return out
 
 
-def order_flow(n: int, symbols: list[str], seed: int = 7, t0: int = 1_733_896_380_000,
-               step_ms: int = 50, prefix: str = "o") -> list[dict]:
+def order_flow(
+    n: int,
+    symbols: list[str],
+    seed: int = 7,
+    t0: int = 1_733_896_380_000,
+    step_ms: int = 50,
+    prefix: str = "o",
+) -> list[dict]:
     """A deterministic mix of crossing limit orders, cancels, replaces and markets."""
     rnd = random.Random(seed)
     cmds: list[dict] = []
@@ -111,16 +122,44 @@ def order_flow(n: int, symbols: list[str], seed: int = 7, t0: int = 1_733_896_38
             cmds.append({"action": "CANCEL", "symbol": sym, "order_id": oid, "user_id": owner, "ts": ts})
         elif r < 0.15 and open_ids[sym]:
             oid, owner = rnd.choice(open_ids[sym])
-            cmds.append({"action": "REPLACE", "symbol": sym, "order_id": oid, "user_id": owner,
-                         "price": 1000 + rnd.randrange(-5, 6), "quantity": rnd.randrange(1, 50), "ts": ts})
+            cmds.append(
+                {
+                    "action": "REPLACE",
+                    "symbol": sym,
+                    "order_id": oid,
+                    "user_id": owner,
+                    "price": 1000 + rnd.randrange(-5, 6),
+                    "quantity": rnd.randrange(1, 50),
+                    "ts": ts,
+                }
+            )
         elif r < 0.2:
-            cmds.append({"action": "ADD", "symbol": sym, "order_id": f"{prefix}{i}", "user_id": user,
-                         "is_buy": rnd.random() < 0.5, "quantity": rnd.randrange(1, 30), "type": "MARKET", "ts": ts})
+            cmds.append(
+                {
+                    "action": "ADD",
+                    "symbol": sym,
+                    "order_id": f"{prefix}{i}",
+                    "user_id": user,
+                    "is_buy": rnd.random() < 0.5,
+                    "quantity": rnd.randrange(1, 30),
+                    "type": "MARKET",
+                    "ts": ts,
+                }
+            )
         else:
             oid = f"{prefix}{i}"
-            cmds.append({"action": "ADD", "symbol": sym, "order_id": oid, "user_id": user,
-                         "is_buy": rnd.random() < 0.5, "price": 1000 + rnd.randrange(-5, 6),
-                         "quantity": rnd.randrange(1, 50), "ts": ts})
+            cmds.append(
+                {
+                    "action": "ADD",
+                    "symbol": sym,
+                    "order_id": oid,
+                    "user_id": user,
+                    "is_buy": rnd.random() < 0.5,
+                    "price": 1000 + rnd.randrange(-5, 6),
+                    "quantity": rnd.randrange(1, 50),
+                    "ts": ts,
+                }
+            )
             open_ids[sym].append((oid, user))
     return cmds
 
@@ -144,8 +183,14 @@ class EngineProcess:
 
     def __init__(self, env: dict[str, str], *args: str, log_path: Path | None = None) -> None:
         self.log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "engine_pkg", *args], cwd=str(REPO), env=env,
-                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "engine_pkg", *args],
+            cwd=str(REPO),
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def kill9(self) -> None:
         if self.proc.poll() is None:
@@ -167,16 +212,24 @@ class EngineProcess:
 class Producer(threading.Thread):
     """Keeps putting `commands` in small chunks until done (for the crash test)."""
 
-    def __init__(self, kinesis, stream: str, commands: list[dict], chunk: int = 20, pause: float = 0.01) -> None:
+    def __init__(
+        self, kinesis, stream: str, commands: list[dict], chunk: int = 20, pause: float = 0.01
+    ) -> None:
         super().__init__(daemon=True)
-        self.kinesis, self.stream, self.commands, self.chunk, self.pause = kinesis, stream, commands, chunk, pause
+        self.kinesis, self.stream, self.commands, self.chunk, self.pause = (
+            kinesis,
+            stream,
+            commands,
+            chunk,
+            pause,
+        )
         self.sent = 0
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
             for i in range(0, len(self.commands), self.chunk):
-                put_orders(self.kinesis, self.stream, self.commands[i:i + self.chunk])
+                put_orders(self.kinesis, self.stream, self.commands[i : i + self.chunk])
                 self.sent = min(len(self.commands), i + self.chunk)
                 time.sleep(self.pause)
         except BaseException as exc:  # surfaced by the test

@@ -55,14 +55,18 @@ def test_orders_become_fills_statuses_depth_ticker_and_candles(settings, aws, de
     pubsub.subscribe(keys.DEPTH_CHANGED_CHANNEL)
     with running_service(fast(settings)) as svc:
         put_orders(kinesis, settings.orders_stream, cmds)
-        wait_until(lambda: len(read_stream(kinesis, settings.status_stream)) >= len(ref_statuses), 30,
-                   what="all statuses")
+        wait_until(
+            lambda: len(read_stream(kinesis, settings.status_stream)) >= len(ref_statuses),
+            30,
+            what="all statuses",
+        )
         fills = read_stream(kinesis, settings.fills_stream)
         statuses = read_stream(kinesis, settings.status_stream)
         # fills: same events, partition key = symbol; statuses: partition key = user_id
         assert sorted(f["trade_id"] for f in fills) == sorted(f["trade_id"] for f in ref_fills)
         assert {orjson.dumps({k: v for k, v in f.items() if k != "_key"}) for f in fills} == {
-            orjson.dumps(f) for f in ref_fills}
+            orjson.dumps(f) for f in ref_fills
+        }
         assert all(f["_key"] == f["s"] for f in fills)
         assert all(s["_key"] == s["user_id"] for s in statuses)
         assert len(statuses) == len(ref_statuses)
@@ -74,7 +78,13 @@ def test_orders_become_fills_statuses_depth_ticker_and_candles(settings, aws, de
         for sym in SYMBOLS:
             d = orjson.loads(depth_cache.get(keys.depth(sym)))
             want = ref.depth(sym, 10)
-            assert (d["e"], d["s"], d["u"], d["b"], d["a"]) == ("d", sym, ref.last_seq(sym), want["b"], want["a"])
+            assert (d["e"], d["s"], d["u"], d["b"], d["a"]) == (
+                "d",
+                sym,
+                ref.last_seq(sym),
+                want["b"],
+                want["a"],
+            )
         # ticker: last trade price; c relative to the day's first trade
         for sym in SYMBOLS:
             sym_fills = [f for f in ref_fills if f["s"] == sym]
@@ -118,10 +128,26 @@ def test_orders_become_fills_statuses_depth_ticker_and_candles(settings, aws, de
 def test_bad_records_get_reasons_and_the_rest_flows(settings, aws, depth_cache):
     kinesis = aws.client("kinesis")
     good = [
-        {"action": "ADD", "symbol": "AAA", "order_id": "s1", "user_id": "u1", "is_buy": False, "price": 100,
-         "quantity": 5, "ts": 1},
-        {"action": "ADD", "symbol": "AAA", "order_id": "b1", "user_id": "u2", "is_buy": True, "price": 100,
-         "quantity": 2, "ts": 2},
+        {
+            "action": "ADD",
+            "symbol": "AAA",
+            "order_id": "s1",
+            "user_id": "u1",
+            "is_buy": False,
+            "price": 100,
+            "quantity": 5,
+            "ts": 1,
+        },
+        {
+            "action": "ADD",
+            "symbol": "AAA",
+            "order_id": "b1",
+            "user_id": "u2",
+            "is_buy": True,
+            "price": 100,
+            "quantity": 2,
+            "ts": 2,
+        },
     ]
     bad = [
         b"\xff\xfe not json",
