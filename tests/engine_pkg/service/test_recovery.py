@@ -50,7 +50,6 @@ def _assert_same_as_uninterrupted(kinesis, settings, depth_cache, ref, ref_res) 
     ref_fills = [orjson.loads(f) for f in ref_res.fills]
     fills = read_stream(kinesis, settings.fills_stream)
     assert {f["trade_id"] for f in fills} == {f["trade_id"] for f in ref_fills}
-    print(f"fills on stream {len(fills)}, distinct {len(ref_fills)}")
     # duplicates on the stream are byte-identical re-emissions, never different events
     assert {orjson.dumps({k: v for k, v in f.items() if k != "_key"}) for f in fills} == set(ref_res.fills)
     statuses = read_stream(kinesis, settings.status_stream)
