@@ -1,0 +1,244 @@
+"""The engine service's parts against real Valkey / kinesalite: the candle Lua script,
+the publisher's partial-failure retries, ticker day roll, fenced snapshots, `--dev`."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import orjson
+import pytest
+import redis
+
+from chalice_app import keys
+from engine_pkg.service.depth_writer import DepthWriter, SymbolUpdate
+from engine_pkg.service.errors import LeaseLost
+from engine_pkg.service.leases import LeaseManager
+from engine_pkg.service.publisher import Publisher
+from engine_pkg.service.snapshots import Snapshot, SnapshotStore
+from engine_pkg.service.ticker import TickerBook
+from tests.engine_pkg.service.helpers import fast, put_orders, read_stream, running_service, wait_until
+
+M1, M2, M3 = "202512161420", "202512161421", "202512161422"
+
+
+def _apply(writer: DepthWriter, u: int, trades, depth=b'{"u":%d}', ticker=b'{"e":"t"}') -> None:
+    writer.write([SymbolUpdate("TEST", u, depth % u if b"%d" in depth else depth, ticker, trades)])
+
+
+def test_candle_script_folds_closes_and_ignores_replayed_trades(depth_cache, settings):
+    writer = DepthWriter(redis.Redis.from_url(settings.depth_cache_url))
+    _apply(writer, 3, [(1, M1, 100, 5), (2, M1, 110, 1), (3, M1, 90, 2)])
+    _apply(writer, 5, [(4, M2, 95, 3), (5, M1, 120, 1)])  # seq 5 is a late trade of minute M1
+    h = depth_cache.hgetall(keys.candle("TEST"))
+    assert h == {"seq": "5", "t": M2, "o": "95", "h": "120", "l": "95", "c": "120", "v": "4"}
+    closed = [json.loads(x) for x in depth_cache.lrange(keys.candle_closed("TEST"), 0, -1)]
+    assert closed == [{"s": "TEST", "o": 100, "h": 110, "l": 90, "c": 90, "v": 8, "t": M1}]
+    # a replay of seqs 2..5 (after a crash) changes nothing, and cannot move depth backwards
+    depth_cache.delete(keys.ticker("TEST"))
+    _apply(writer, 3, [(2, M1, 110, 1), (3, M1, 90, 2), (4, M2, 95, 3), (5, M1, 120, 1)])
+    assert depth_cache.hgetall(keys.candle("TEST")) == h
+    assert depth_cache.llen(keys.candle_closed("TEST")) == 1
+    assert json.loads(depth_cache.get(keys.depth("TEST"))) == {"u": 5}
+    assert depth_cache.get(keys.ticker("TEST")) is None  # no new trade: ticker untouched
+    # the next minute closes M2; volumes stay exact past 2^53
+    depth_cache.hset(keys.candle("TEST"), "v", "99999999999999999999")
+    _apply(writer, 7, [(6, M2, 95, 1), (7, M3, 96, 10**12)])
+    last = json.loads(depth_cache.lrange(keys.candle_closed("TEST"), -1, -1)[0])
+    assert last == {"s": "TEST", "o": 95, "h": 120, "l": 95, "c": 95, "v": 100000000000000000000, "t": M2}
+    assert depth_cache.hget(keys.candle("TEST"), "v") == str(10**12)
+    assert json.loads(depth_cache.get(keys.depth("TEST"))) == {"u": 7}
+    assert depth_cache.get(keys.ticker("TEST")) == '{"e":"t"}'
+
+
+class _Flaky:
+    """A kinesis client whose put_records fails every third record on the first try of each call."""
+
+    def __init__(self, real) -> None:
+        self.real = real
+        self.calls: list[int] = []
+        self.lock = threading.Lock()
+
+    def put_records(self, StreamName, Records):  # noqa: N803 - boto3's names
+        with self.lock:
+            self.calls.append(len(Records))
+            first = len(self.calls) % 2 == 1
+        if not first:
+            return self.real.put_records(StreamName=StreamName, Records=Records)
+        keep = [r for i, r in enumerate(Records) if i % 3 != 1]
+        self.real.put_records(StreamName=StreamName, Records=keep)
+        results = [
+            {"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "slow down"}
+            if i % 3 == 1
+            else {"SequenceNumber": "1", "ShardId": "x"}
+            for i in range(len(Records))
+        ]
+        return {"FailedRecordCount": sum("ErrorCode" in r for r in results), "Records": results}
+
+
+def test_publisher_chunks_by_500_and_retries_only_failed_records(settings, aws):
+    flaky = _Flaky(aws.client("kinesis"))
+    pub = Publisher(flaky, settings.fills_stream, base_delay=0.001)
+    items = [(orjson.dumps({"k": f"K{i % 4}", "n": i}), f"K{i % 4}") for i in range(1200)]
+    pub.put(items)
+    assert max(flaky.calls) == 500 and flaky.calls[:2] == [500, 167]  # 500, then its 1/3 that failed
+    got = read_stream(aws.client("kinesis"), settings.fills_stream)
+    assert sorted(r["n"] for r in got) == list(range(1200))  # each record exactly once
+    assert pub.metrics.counters["publish_retries_total"] == 400
+    # the failed records are retried in order before the next chunk starts
+    for key in ("K0", "K1", "K2", "K3"):
+        ns = [r["n"] for r in got if r["_key"] == key]
+        chunks_seen = [n // 500 for n in ns]
+        assert chunks_seen == sorted(chunks_seen)
+
+
+def test_ticker_rolls_the_day_in_market_tz_and_keeps_yc():
+    prev = {"s": "TEST", "d": "20251215", "o": 100, "h": 120, "l": 90, "c": 110, "v": 7, "pct": 10.0}
+    book = TickerBook("Asia/Seoul", lambda s: prev if s == "TEST" else None)
+    day1 = 1765810800000 + 3600_000  # 2025-12-16 01:00 KST (= 2025-12-15 16:00 UTC)
+    assert book.fold("TEST", [(day1, 200, 1), (day1 + 1000, 210, 2)]) == []
+    assert book.message("TEST", day1)["c"] == 5.0 and book.message("TEST", day1)["yc"] == 10.0
+    day2 = day1 + 23 * 3600_000  # next KST day
+    rolled = book.fold("TEST", [(day2, 189, 1)])
+    assert rolled == [
+        {"s": "TEST", "d": "20251216", "o": 200, "h": 210, "l": 200, "c": 210, "v": 3, "pct": 5.0}
+    ]
+    msg = book.message("TEST", day2)
+    assert (msg["p"], msg["c"], msg["yc"]) == (189, 0.0, 5.0)
+    other = TickerBook("Asia/Seoul", lambda s: None)
+    other.load_state(json.loads(json.dumps(book.to_state())))
+    assert other.message("TEST", day2) == msg
+
+
+def test_service_writes_prev_day_at_the_day_boundary(settings, aws, depth_cache, backup_cache):
+    day = 86_400_000
+    t1 = 1765843200000 + 3600_000  # 2025-12-16 01:00 UTC
+    cmds = [
+        {
+            "action": "ADD",
+            "symbol": "DAY",
+            "order_id": "a",
+            "user_id": "u1",
+            "is_buy": False,
+            "price": 100,
+            "quantity": 10,
+            "ts": t1,
+        },
+        {
+            "action": "ADD",
+            "symbol": "DAY",
+            "order_id": "b",
+            "user_id": "u2",
+            "is_buy": True,
+            "price": 100,
+            "quantity": 1,
+            "ts": t1 + 1,
+        },
+        {
+            "action": "ADD",
+            "symbol": "DAY",
+            "order_id": "c",
+            "user_id": "u1",
+            "is_buy": False,
+            "price": 120,
+            "quantity": 10,
+            "ts": t1 + 2,
+        },
+        {
+            "action": "ADD",
+            "symbol": "DAY",
+            "order_id": "d",
+            "user_id": "u2",
+            "is_buy": True,
+            "price": 120,
+            "quantity": 11,
+            "ts": t1 + 3,
+        },
+        {
+            "action": "ADD",
+            "symbol": "DAY",
+            "order_id": "e",
+            "user_id": "u2",
+            "is_buy": True,
+            "price": 200,
+            "quantity": 1,
+            "ts": t1 + day,
+        },
+        {
+            "action": "ADD",
+            "symbol": "DAY",
+            "order_id": "f",
+            "user_id": "u1",
+            "is_buy": False,
+            "price": 108,
+            "quantity": 1,
+            "ts": t1 + day + 1,
+        },
+    ]
+    with running_service(fast(settings)):
+        put_orders(aws.client("kinesis"), settings.orders_stream, cmds)
+        prev = json.loads(wait_until(lambda: backup_cache.get(keys.prev_day("DAY")), 20, what="prev:{DAY}"))
+        assert prev == {
+            "s": "DAY",
+            "d": "20251216",
+            "o": 100,
+            "h": 120,
+            "l": 100,
+            "c": 120,
+            "v": 11,
+            "pct": 20.0,
+        }
+        t = wait_until(
+            lambda: (
+                orjson.loads(depth_cache.get(keys.ticker("DAY")) or b"{}").get("p") == 200
+                and orjson.loads(depth_cache.get(keys.ticker("DAY")))
+            ),
+            10,
+        )
+        assert (t["c"], t["yc"]) == (0.0, 20.0)
+
+
+def test_snapshot_write_is_fenced_by_the_lease(settings, backup_cache):
+    client = redis.Redis.from_url(settings.backup_cache_url)
+    store = SnapshotStore(client, settings.orders_stream)
+    mine = LeaseManager(client, settings.orders_stream, "e1", "e1:tok", 2000)
+    theirs = LeaseManager(client, settings.orders_stream, "e2", "e2:tok", 2000)
+    assert mine.try_acquire("shardId-000000000000") and not theirs.try_acquire("shardId-000000000000")
+    store.save(Snapshot("shardId-000000000000", "123", engine=b"\x00\x01"), mine.token)
+    with pytest.raises(LeaseLost):
+        store.save(Snapshot("shardId-000000000000", "999"), theirs.token)
+    assert not theirs.renew("shardId-000000000000") and mine.renew("shardId-000000000000")
+    snap = store.load("shardId-000000000000")
+    assert (snap.seq, snap.engine) == ("123", b"\x00\x01")
+    assert mine.release("shardId-000000000000") and theirs.try_acquire("shardId-000000000000")
+
+
+def test_dev_clears_snapshots_and_depth_and_starts_at_latest(settings, aws, depth_cache, backup_cache):
+    kinesis = aws.client("kinesis")
+    old = {
+        "action": "ADD",
+        "symbol": "OLD",
+        "order_id": "o1",
+        "user_id": "u1",
+        "is_buy": True,
+        "price": 5,
+        "quantity": 1,
+        "ts": 1,
+    }
+    put_orders(kinesis, settings.orders_stream, [old])
+    depth_cache.set(keys.depth("STALE"), '{"u":99}')
+    store = SnapshotStore(redis.Redis.from_url(settings.backup_cache_url), settings.orders_stream)
+    store.save(Snapshot("shardId-000000000000", "1", engine=b"garbage"), None)
+    with running_service(fast(settings), dev=True) as svc:
+        wait_until(
+            lambda: len(svc.workers) == 4 and all(w.state.value == "reading" for w in svc.workers.values()),
+            10,
+        )
+        assert depth_cache.get(keys.depth("STALE")) is None
+        new = {**old, "symbol": "NEW", "order_id": "n1"}
+        put_orders(kinesis, settings.orders_stream, [new])
+        wait_until(lambda: depth_cache.get(keys.depth("NEW")), 10, what="NEW depth")
+        assert depth_cache.get(keys.depth("OLD")) is None
+        snaps = {sid: store.load(sid) for sid in svc.shard_ids()}
+    assert all(s is not None for s in snaps.values())
+    assert any(s.seq is not None for s in snaps.values())  # the shard that read NEW checkpointed it
