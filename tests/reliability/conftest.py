@@ -162,3 +162,8 @@ def rel(service_env: dict[str, str], jwt_keys: tuple[Keys, str]) -> Iterator[Rel
         gateway.stop()
         cache.close()
         app_module.services = saved
+        for stream in (settings.orders_stream, settings.fills_stream, settings.status_stream):
+            try:  # kinesalite allows 100 shards in all
+                kinesis.delete_stream(StreamName=stream, EnforceConsumerDeletion=True)
+            except kinesis.exceptions.ResourceNotFoundException:
+                pass
