@@ -1,0 +1,146 @@
+"""What one tier must send this tick: only what changed since that tier's last push.
+
+Per tier and symbol the state remembers the last pushed depth `u`, candle (o h l c v t),
+ticker (p c yc) and which connections were served. A tick then yields:
+
+- `depth` to the tier's `main` subscribers when `u` differs from the last push;
+- `candle_close` (once) when the 1-minute candle's `t` moved on, with that minute's final
+  values, followed by the new minute's `candle`;
+- `candle` when any of o h l c v t changed;
+- `ticker` to `main` and `sub` subscribers (SPEC §6: a main subscription also receives the
+  ticker) when p, c or yc changed (a new `t` alone is not a change);
+- a connection that is new to the symbol in this tier gets the current depth, candle and
+  ticker once, even if unchanged (a fresh subscriber must not wait for the next trade).
+
+Messages are built once per symbol with `chalice_app.messages` and shared by every recipient.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from chalice_app import messages
+from streamer_pkg.reader import CANDLE_FIELDS, Snapshot, SymbolData
+
+log = logging.getLogger("supernoba.streamer.diff")
+
+
+@dataclass
+class Send:
+    recipients: Iterable[str]
+    key: Any  # coalescing key; None = never coalesce
+    data: bytes
+    born: float = 0.0  # epoch seconds of the data's origin (depth `t`), for push lag
+
+
+@dataclass
+class SymbolState:
+    u: int | None = None
+    candle: tuple | None = None
+    ticker: tuple | None = None
+    served_main: frozenset[str] = frozenset()
+    served_ticker: frozenset[str] = frozenset()
+
+
+@dataclass
+class TierState:
+    name: str
+    symbols: dict[str, SymbolState] = field(default_factory=dict)
+
+    def forget_missing(self, present: Iterable[str]) -> None:
+        keep = set(present)
+        for s in [s for s in self.symbols if s not in keep]:
+            del self.symbols[s]
+
+
+def _candle_tuple(c: dict[str, Any] | None) -> tuple | None:
+    return tuple(str(c[f]) for f in CANDLE_FIELDS) if c else None
+
+
+def _ticker_tuple(t: dict | None) -> tuple | None:
+    return (t.get("p"), t.get("c"), t.get("yc")) if t else None
+
+
+def depth_bytes(symbol: str, d: dict) -> tuple[bytes, int, float]:
+    u = int(d["u"])
+    t = int(d.get("t") or 0)
+    msg = messages.depth_message(symbol, t, u, d.get("b") or [], d.get("a") or [])
+    return orjson.dumps(msg), u, t / 1000.0
+
+
+def diff_symbol(
+    st: SymbolState,
+    data: SymbolData,
+    member: Callable[[str], bool],
+    closed: dict | None,
+) -> list[Send]:
+    """Sends for one symbol of one tier; updates `st`. `member(conn)` = belongs to this tier."""
+    sym = data.symbol
+    main = frozenset(c for c in data.main if member(c))
+    tick_to = main | frozenset(c for c in data.sub if member(c))
+    new_main = main - st.served_main
+    new_tick = tick_to - st.served_ticker
+    out: list[Send] = []
+
+    if data.depth is not None and main:
+        try:
+            payload, u, born = depth_bytes(sym, data.depth)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("event=bad_data symbol=%s key=depth reason=%r", sym, exc)
+        else:
+            if u != st.u:
+                out.append(Send(main, ("d", sym), payload, born))
+            elif new_main:
+                out.append(Send(new_main, ("d", sym), payload, born))
+            st.u = u
+
+    cand = _candle_tuple(data.candle)
+    if cand is not None:
+        prev = st.candle
+        if prev is not None and cand[5] > prev[5] and main:
+            final = closed if closed is not None and str(closed.get("t")) == prev[5] else dict(
+                zip(CANDLE_FIELDS, prev, strict=True))
+            out.append(Send(main, None, orjson.dumps(messages.candle_message(sym, final, closed=True))))
+        if main:
+            cmsg = orjson.dumps(messages.candle_message(sym, data.candle or {}))
+            if cand != prev:
+                out.append(Send(main, ("c", sym), cmsg))
+            elif new_main:
+                out.append(Send(new_main, ("c", sym), cmsg))
+        st.candle = cand
+
+    tick = _ticker_tuple(data.ticker)
+    if tick is not None and tick_to:
+        t = data.ticker or {}
+        tmsg = orjson.dumps(messages.ticker_message(sym, t.get("t") or 0, t.get("p"), t.get("c"), t.get("yc")))
+        if tick != st.ticker:
+            out.append(Send(tick_to, ("t", sym), tmsg))
+        elif new_tick:
+            out.append(Send(new_tick, ("t", sym), tmsg))
+    if tick is not None:
+        st.ticker = tick
+
+    st.served_main = main
+    st.served_ticker = tick_to
+    return out
+
+
+def diff_tier(
+    state: TierState,
+    snap: Snapshot,
+    member: Callable[[str], bool],
+    closed: dict[str, dict],
+) -> list[Send]:
+    out: list[Send] = []
+    for sym, data in snap.symbols.items():
+        st = state.symbols.get(sym)
+        if st is None:
+            st = state.symbols[sym] = SymbolState()
+        out.extend(diff_symbol(st, data, member, closed.get(sym)))
+    state.forget_missing(snap.symbols)
+    return out

@@ -1,0 +1,249 @@
+"""Fan-out: deliver queued messages to many connections, fast, in order, isolated from each other.
+
+Model: each connection has its own small outbox (`_Outbox`); a connection with something
+to send sits once in a ready queue; `concurrency` worker tasks take a connection, send
+the head of its outbox, and put it back at the tail if more is waiting. So
+
+- per-connection order is preserved (a connection is in flight at most once);
+- one slow connection holds at most one worker: after a send slower than `slow_after`
+  (or a timeout) it is moved to a small *slow lane* with its own workers, so even many
+  never-reading clients cannot take the fast lane's workers;
+- outboxes are bounded: a newer message with the same coalescing key (`depth:SYM`,
+  `candle:SYM`, `ticker:SYM`) replaces the pending older one in place, so a lagging
+  client gets the latest state, not a backlog; `candle_close` is never coalesced.
+
+Outcomes of one send (see transport.py): success; `ConnectionGone` → the transport already
+ran the shared cleanup, the outbox is dropped and the id ignored for a while;
+`RetryableError` → the message stays at the head, retried after exponential backoff
+(`retries` times, then dropped and counted); `PermanentError` → dropped and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+
+from streamer_pkg.metrics import Metrics
+from streamer_pkg.transport import ConnectionGone, PermanentError, RetryableError, Transport, TransportError
+
+log = logging.getLogger("supernoba.streamer.fanout")
+
+#: Messages kept per connection beyond the coalesced ones (candle_close backlog).
+MAX_OUTBOX = 64
+GONE_MEMORY_SECONDS = 60.0
+
+
+class Lane(enum.Enum):
+    FAST = "fast"
+    SLOW = "slow"
+
+
+class _Outbox:
+    __slots__ = ("items", "lane", "queued", "attempt", "seq", "slow_since")
+
+    def __init__(self) -> None:
+        self.items: OrderedDict[object, tuple[bytes, float]] = OrderedDict()
+        self.lane = Lane.FAST
+        self.queued = False  # in a ready queue, in flight, or waiting for a retry
+        self.attempt = 0
+        self.seq = 0
+        self.slow_since = 0.0
+
+
+class Fanout:
+    """Bounded-concurrency sender; `submit()` is cheap and never blocks."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        metrics: Metrics,
+        *,
+        concurrency: int = 64,
+        slow_concurrency: int = 8,
+        slow_after: float = 0.25,
+        retries: int = 3,
+        backoff: float = 0.05,
+        max_backoff: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.transport = transport
+        self.metrics = metrics
+        self.concurrency = concurrency
+        self.slow_concurrency = slow_concurrency
+        self.slow_after = slow_after
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.clock = clock
+        self._boxes: dict[str, _Outbox] = {}
+        self._ready: dict[Lane, deque[str]] = {Lane.FAST: deque(), Lane.SLOW: deque()}
+        self._wake: dict[Lane, asyncio.Event] = {}
+        self._gone: dict[str, float] = {}
+        self._tasks: list[asyncio.Task] = []
+        self._uniq = 0
+
+    # -- lifecycle -----------------------------------------------------------
+    def start(self) -> None:
+        self._wake = {Lane.FAST: asyncio.Event(), Lane.SLOW: asyncio.Event()}
+        for lane, n in ((Lane.FAST, self.concurrency), (Lane.SLOW, self.slow_concurrency)):
+            for i in range(n):
+                self._tasks.append(asyncio.create_task(self._worker(lane), name=f"fanout-{lane.value}-{i}"))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    # -- producer side -------------------------------------------------------
+    def is_gone(self, conn_id: str) -> bool:
+        at = self._gone.get(conn_id)
+        if at is None:
+            return False
+        if self.clock() - at > GONE_MEMORY_SECONDS:
+            del self._gone[conn_id]
+            return False
+        return True
+
+    def submit(self, conn_id: str, key: object | None, data: bytes, born: float = 0.0) -> None:
+        """Queue `data` for `conn_id`. Same `key` as a pending message replaces it in place;
+        `key=None` never coalesces. `born` (epoch s of the data's origin) feeds push lag."""
+        if conn_id in self._gone and self.is_gone(conn_id):
+            return
+        box = self._boxes.get(conn_id)
+        if box is None:
+            box = self._boxes[conn_id] = _Outbox()
+        if key is None:
+            self._uniq += 1
+            key = ("u", self._uniq)
+        if key in box.items:
+            box.items[key] = (data, born)
+            self.metrics.inc("streamer_coalesced_total")
+        else:
+            if len(box.items) >= MAX_OUTBOX:
+                box.items.popitem(last=False)
+                self.metrics.error("dropped_overflow")
+            box.items[key] = (data, born)
+        if not box.queued:
+            box.queued = True
+            self._ready[box.lane].append(conn_id)
+            self._wake[box.lane].set()
+
+    def pending(self) -> int:
+        return sum(len(b.items) for b in self._boxes.values())
+
+    def idle(self) -> bool:
+        return not any(b.queued for b in self._boxes.values())
+
+    async def drain(self, timeout: float = 10.0) -> bool:
+        deadline = self.clock() + timeout
+        while not self.idle():
+            if self.clock() > deadline:
+                return False
+            await asyncio.sleep(0.002)
+        return True
+
+    # -- workers -------------------------------------------------------------
+    async def _worker(self, lane: Lane) -> None:
+        ready = self._ready[lane]
+        wake = self._wake[lane]
+        while True:
+            if not ready:
+                wake.clear()
+                await wake.wait()
+                continue
+            conn_id = ready.popleft()
+            box = self._boxes.get(conn_id)
+            if box is None or not box.items:
+                if box is not None:
+                    box.queued = False
+                    self._forget_if_empty(conn_id, box)
+                continue
+            if box.lane is not lane:  # moved lanes while waiting: hand over
+                self._ready[box.lane].append(conn_id)
+                self._wake[box.lane].set()
+                continue
+            await self._send_head(conn_id, box)
+
+    async def _send_head(self, conn_id: str, box: _Outbox) -> None:
+        key, (data, born) = next(iter(box.items.items()))
+        started = self.clock()
+        try:
+            await self.transport.post(conn_id, data)
+        except ConnectionGone:
+            self.metrics.error("gone")
+            self._gone[conn_id] = self.clock()
+            self._boxes.pop(conn_id, None)
+            log.info("event=conn_gone conn=%s dropped=%d", conn_id, len(box.items))
+            return
+        except RetryableError as exc:
+            self.metrics.error(exc.kind)
+            self._note_speed(box, self.clock() - started, timed_out=exc.kind == "timeout")
+            box.attempt += 1
+            if box.attempt > self.retries:
+                self._drop_head(conn_id, box, key, f"gave up after {box.attempt} attempts: {exc}")
+            else:
+                delay = min(self.max_backoff, self.backoff * (2 ** (box.attempt - 1)))
+                log.debug("event=send_retry conn=%s attempt=%d delay=%.3f error=%s", conn_id, box.attempt, delay, exc)
+                asyncio.get_running_loop().call_later(delay, self._requeue, conn_id)
+                return
+        except PermanentError as exc:
+            self.metrics.error(exc.kind)
+            self._drop_head(conn_id, box, key, str(exc))
+        except TransportError as exc:  # a transport's own subclass we do not know
+            self.metrics.error(exc.kind)
+            self._drop_head(conn_id, box, key, str(exc))
+        else:
+            box.attempt = 0
+            box.items.pop(key, None)
+            self.metrics.sent(born)
+            self._note_speed(box, self.clock() - started, timed_out=False)
+        self._requeue(conn_id)
+
+    def _drop_head(self, conn_id: str, box: _Outbox, key: object, why: str) -> None:
+        box.items.pop(key, None)
+        box.attempt = 0
+        self.metrics.error("dropped")
+        log.warning("event=send_dropped conn=%s key=%s reason=%s", conn_id, key, why)
+
+    def _note_speed(self, box: _Outbox, took: float, *, timed_out: bool) -> None:
+        if timed_out or took > self.slow_after:
+            if box.lane is Lane.FAST:
+                box.lane = Lane.SLOW
+                box.slow_since = self.clock()
+                self.metrics.inc("streamer_slow_lane_moves_total")
+        elif box.lane is Lane.SLOW and self.clock() - box.slow_since > 5.0:
+            box.lane = Lane.FAST  # fast again for a while: back to the fast lane
+
+    def _requeue(self, conn_id: str) -> None:
+        box = self._boxes.get(conn_id)
+        if box is None:
+            return
+        if box.items:
+            self._ready[box.lane].append(conn_id)
+            self._wake[box.lane].set()
+        else:
+            box.queued = False
+            self._forget_if_empty(conn_id, box)
+
+    def _forget_if_empty(self, conn_id: str, box: _Outbox) -> None:
+        if not box.items and not box.queued and box.lane is Lane.FAST:
+            self._boxes.pop(conn_id, None)
+
+    def prune(self, keep_slow_for: float = 30.0) -> int:
+        """Forget idle slow-lane outboxes older than `keep_slow_for` seconds (and old gone ids)."""
+        now = self.clock()
+        stale = [c for c, b in self._boxes.items()
+                 if not b.items and not b.queued and now - b.slow_since > keep_slow_for]
+        for c in stale:
+            del self._boxes[c]
+        for c in [c for c, at in self._gone.items() if now - at > GONE_MEMORY_SECONDS]:
+            del self._gone[c]
+        return len(stale)
+
+    def slow_connections(self) -> int:
+        return sum(1 for b in self._boxes.values() if b.lane is Lane.SLOW)

@@ -1,0 +1,389 @@
+"""The streamer service: two tiers pushing the depth cache to WebSocket connections.
+
+    realtime tier   logged-in connections (`realtime:connections`); a tick every 50 ms, and
+                    at once when the engine PUBLISHes on `depth:changed` (any payload: a
+                    JSON list of symbols, a plain symbol, or anything — all mean "look now").
+                    Each tick reads the depth cache once (reader.py), updates the roll-ups
+                    (rollups.py), and queues what changed (diff.py) on the fan-out.
+    anonymous tier  every other subscribed connection; a tick every 500 ms, served from the
+                    realtime tier's last snapshot — no Valkey reads of its own. Its last-push
+                    markers (the "anonymous-tier cache") are mirrored to `streamer:anon:cache`
+                    so a restart does not resend unchanged data; `--init` clears it.
+
+States: `StreamerState` below. Errors: a Valkey failure in a tick is logged, counted
+(`redis`) and the tick is retried on the next period; it never stops the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from dataclasses import dataclass
+
+import orjson
+import redis
+import redis.asyncio as aredis
+
+from chalice_app import keys
+from chalice_app.config import Settings
+from streamer_pkg.diff import Send, SymbolState, TierState, diff_tier
+from streamer_pkg.fanout import Fanout
+from streamer_pkg.http import OpsServer
+from streamer_pkg.metrics import Metrics
+from streamer_pkg.reader import Reader, Snapshot
+from streamer_pkg.rollups import MINUTES, Rollups
+from streamer_pkg.transport import Transport, build_transport
+
+log = logging.getLogger("supernoba.streamer")
+
+#: Valkey hash: symbol → JSON {"u","candle","ticker"} last pushed to the anonymous tier.
+ANON_CACHE_KEY = "streamer:anon:cache"
+
+
+class StreamerState(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class StreamerOptions:
+    """Tunables; defaults are the design's. Read from STREAMER_* variables (docs/streamer.md)."""
+
+    realtime_interval: float = 0.05
+    anon_interval: float = 0.5
+    min_wake_gap: float = 0.002
+    concurrency: int = 128
+    slow_concurrency: int = 8
+    slow_after: float = 0.25
+    send_timeout: float = 2.0
+    retries: int = 3
+    transport: str = "http"
+    http_port: int = 9101
+    http_host: str = "0.0.0.0"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StreamerOptions:
+        env = settings.extra
+
+        def num(name: str, default: float) -> float:
+            raw = env.get(name)
+            if not raw:
+                return default
+            try:
+                return float(raw)
+            except ValueError as exc:
+                raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+
+        return cls(
+            realtime_interval=num("STREAMER_REALTIME_MS", 50) / 1000,
+            anon_interval=num("STREAMER_ANON_MS", 500) / 1000,
+            concurrency=int(num("STREAMER_CONCURRENCY", cls.concurrency)),
+            slow_concurrency=int(num("STREAMER_SLOW_CONCURRENCY", cls.slow_concurrency)),
+            send_timeout=num("STREAMER_SEND_TIMEOUT", cls.send_timeout),
+            retries=int(num("STREAMER_RETRIES", cls.retries)),
+            transport=env.get("STREAMER_TRANSPORT", cls.transport) or cls.transport,
+            http_port=settings.streamer_http_port,
+        )
+
+
+class Streamer:
+    def __init__(
+        self,
+        settings: Settings,
+        options: StreamerOptions | None = None,
+        *,
+        transport: Transport | None = None,
+        init: bool = False,
+        serve_http: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.opts = options or StreamerOptions.from_settings(settings)
+        self.init = init
+        self.serve_http = serve_http
+        self.metrics = Metrics()
+        self.state = StreamerState.NEW
+        self.aredis = aredis.Redis.from_url(settings.depth_cache_url, decode_responses=True)
+        self.sync_redis = redis.Redis.from_url(settings.depth_cache_url, decode_responses=True)
+        if transport is None:
+            if not settings.websocket_endpoint:
+                raise ValueError("WEBSOCKET_ENDPOINT is not set")
+            transport = build_transport(
+                self.opts.transport, settings.websocket_endpoint, self.sync_redis, region=settings.aws_region,
+                timeout=self.opts.send_timeout, max_connections=self.opts.concurrency,
+            )
+        self.transport = transport
+        self.fanout = Fanout(
+            transport, self.metrics, concurrency=self.opts.concurrency,
+            slow_concurrency=self.opts.slow_concurrency, slow_after=self.opts.slow_after,
+            retries=self.opts.retries,
+        )
+        self.reader = Reader(self.aredis, on_bad_data=self.metrics.error)
+        self.rollups = Rollups()
+        self.realtime = TierState("realtime")
+        self.anon = TierState("anonymous")
+        self.snapshot: Snapshot | None = None
+        self.closed: dict[str, dict] = {}  # symbol -> last closed 1m candle (final values)
+        self._anon_seed: dict[str, dict] = {}
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self.http: OpsServer | None = None
+        self._last_ok = 0.0
+        self.wakeups = 0
+        self.failed = False
+
+    # -- lifecycle -----------------------------------------------------------
+    async def start(self) -> None:
+        if self.init:
+            await self.aredis.delete(ANON_CACHE_KEY)
+            log.info("event=anon_cache_reset key=%s", ANON_CACHE_KEY)
+        else:
+            raw = await self.aredis.hgetall(ANON_CACHE_KEY)
+            for sym, js in raw.items():
+                try:
+                    self._anon_seed[sym] = orjson.loads(js)
+                except orjson.JSONDecodeError:
+                    log.warning("event=bad_data key=%s symbol=%s", ANON_CACHE_KEY, sym)
+        self.fanout.start()
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="listen"),
+            asyncio.create_task(self._realtime_loop(), name="realtime"),
+            asyncio.create_task(self._anon_loop(), name="anonymous"),
+        ]
+        for task in self._tasks:
+            task.add_done_callback(self._task_done)
+        if self.serve_http:
+            self.http = OpsServer(self.opts.http_port, self.health, self.render_metrics, host=self.opts.http_host)
+            await self.http.start()
+        self.state = StreamerState.RUNNING
+        log.info("event=streamer_start transport=%s concurrency=%d realtime_ms=%d anon_ms=%d init=%s",
+                 self.opts.transport, self.opts.concurrency, self.opts.realtime_interval * 1000,
+                 self.opts.anon_interval * 1000, self.init)
+
+    async def stop(self, drain: float = 5.0) -> None:
+        self.state = StreamerState.STOPPING
+        self._stop.set()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.fanout.drain(drain)
+        await self.fanout.stop()
+        try:
+            await self.reader.flush_writes()
+        except redis.RedisError:
+            log.exception("event=final_flush_failed")
+        if self.http is not None:
+            await self.http.stop()
+        await self.transport.aclose()
+        await self.aredis.aclose()
+        self.sync_redis.close()
+        self.state = StreamerState.STOPPED
+        log.info("event=streamer_stop sends=%d", self.metrics.sends)
+
+    async def run_forever(self) -> None:
+        await self.start()
+        try:
+            await self._stop.wait()
+        finally:
+            await self.stop()
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        """A tier loop must never end on its own: log the bug and stop (systemd restarts us)."""
+        if task.cancelled() or self.state is not StreamerState.RUNNING:
+            return
+        log.error("event=task_crashed task=%s error=%r", task.get_name(), task.exception(),
+                  exc_info=task.exception())
+        self.failed = True
+        self._stop.set()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    # -- change notifications ------------------------------------------------
+    async def _listen(self) -> None:
+        """Wake the realtime tier on every message of DEPTH_CHANGED_CHANNEL (reconnects on error)."""
+        while True:
+            pubsub = self.aredis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(keys.DEPTH_CHANGED_CHANNEL)
+                while True:
+                    msg = await pubsub.get_message(timeout=1.0)
+                    if msg is not None:
+                        log.debug("event=depth_changed data=%s", msg.get("data"))
+                        self.wakeups += 1
+                        self._wake.set()
+            except (redis.RedisError, OSError) as exc:
+                self.metrics.error("redis")
+                log.warning("event=pubsub_error error=%r", exc)
+                await asyncio.sleep(0.5)
+            finally:
+                await pubsub.aclose()
+
+    # -- realtime tier ---------------------------------------------------------
+    async def _realtime_loop(self) -> None:
+        period = self.opts.realtime_interval
+        next_at = time.monotonic()
+        last = 0.0
+        while True:
+            timeout = next_at - time.monotonic()
+            if timeout > 0 and not self._wake.is_set():
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                except TimeoutError:
+                    pass
+            gap = self.opts.min_wake_gap - (time.monotonic() - last)
+            if gap > 0:
+                await asyncio.sleep(gap)
+            self._wake.clear()
+            last = time.monotonic()
+            await self.realtime_tick()
+            next_at = last + period  # at most one period after the last read
+
+    async def realtime_tick(self) -> list[Send]:
+        started = time.perf_counter()
+        try:
+            snap = await self.reader.read(time.time())
+            await self._handle_rollovers(snap)
+        except (redis.RedisError, OSError) as exc:
+            self.metrics.error("redis")
+            log.warning("event=tick_failed tier=realtime error=%r", exc)
+            return []
+        self._last_ok = time.time()
+        self.snapshot = snap
+        rt = snap.realtime
+        sends = diff_tier(self.realtime, snap, rt.__contains__, self.closed)
+        self._submit(sends)
+        self.metrics.connections["realtime"] = len(
+            {c for d in snap.symbols.values() for c in (d.main | d.sub) if c in rt})
+        self.metrics.tick("realtime", time.perf_counter() - started)
+        self.metrics.pending = self.fanout.pending()
+        return sends
+
+    async def _handle_rollovers(self, snap: Snapshot) -> None:
+        """Closed minutes (final values from the engine) and roll-up updates for this snapshot."""
+        rolled, fresh = [], []
+        for sym, data in snap.symbols.items():
+            if sym not in self.rollups.loaded:
+                fresh.append(sym)
+            prev = self.realtime.symbols.get(sym)
+            if data.candle and prev is not None and prev.candle is not None and data.candle["t"] > prev.candle[5]:
+                rolled.append(sym)
+        for sym in [s for s in self.rollups.loaded if s not in snap.symbols]:
+            self.rollups.forget(sym)
+        if fresh:
+            pipe = self.aredis.pipeline(transaction=False)
+            for sym in fresh:
+                for interval in MINUTES:
+                    pipe.hgetall(keys.candle(sym, interval))
+            res = iter(await pipe.execute())
+            for sym in fresh:
+                self.rollups.load(sym, {interval: next(res) for interval in MINUTES})
+        if rolled:
+            found = await self.reader.closed_candles(rolled)
+            for sym in rolled:
+                want = self.realtime.symbols[sym].candle[5]  # type: ignore[index]
+                match = next((c for c in reversed(found.get(sym, [])) if str(c.get("t")) == want), None)
+                if match is not None:
+                    self.closed[sym] = match
+        writes: dict[str, dict[str, str]] = {}
+        for sym, data in snap.symbols.items():
+            if data.candle:
+                prev = self.realtime.symbols.get(sym)
+                if prev is not None and prev.candle == tuple(str(data.candle[f]) for f in ("o", "h", "l", "c", "v", "t")):
+                    continue
+                closed = self.closed.get(sym) if sym in rolled else None
+                writes.update(self.rollups.update(sym, data.candle, closed))
+        if writes:
+            def op(pipe, w=writes):  # noqa: ANN001
+                for key, mapping in w.items():
+                    pipe.hset(key, mapping=mapping)
+            self.reader.queue_write(op)
+
+    def _submit(self, sends: list[Send]) -> None:
+        fanout = self.fanout
+        for s in sends:
+            for conn in s.recipients:
+                fanout.submit(conn, s.key, s.data, s.born)
+
+    # -- anonymous tier --------------------------------------------------------
+    async def _anon_loop(self) -> None:
+        period = self.opts.anon_interval
+        while True:
+            await asyncio.sleep(period)
+            self.anon_tick()
+
+    def anon_tick(self) -> list[Send]:
+        started = time.perf_counter()
+        snap = self.snapshot
+        if snap is None:
+            return []
+        rt = snap.realtime
+
+        def member(c: str) -> bool:
+            return c not in rt
+
+        if self._anon_seed:
+            self._seed_anon(snap, member)
+        sends = diff_tier(self.anon, snap, member, self.closed)
+        self._submit(sends)
+        self._mirror_anon(sends)
+        self.metrics.connections["anonymous"] = len(
+            {c for d in snap.symbols.values() for c in (d.main | d.sub) if c not in rt})
+        self.metrics.tick("anonymous", time.perf_counter() - started)
+        self.fanout.prune()
+        self.metrics.slow = self.fanout.slow_connections()
+        return sends
+
+    def _seed_anon(self, snap: Snapshot, member) -> None:  # noqa: ANN001
+        """After a restart without --init: assume current anonymous subscribers hold the cached state."""
+        for sym, data in snap.symbols.items():
+            seed = self._anon_seed.pop(sym, None)
+            if seed is None:
+                continue
+            main = frozenset(c for c in data.main if member(c))
+            self.anon.symbols[sym] = SymbolState(
+                u=seed.get("u"),
+                candle=tuple(seed["candle"]) if seed.get("candle") else None,
+                ticker=tuple(seed["ticker"]) if seed.get("ticker") else None,
+                served_main=main,
+                served_ticker=main | frozenset(c for c in data.sub if member(c)),
+            )
+        self._anon_seed.clear()
+
+    def _mirror_anon(self, sends: list[Send]) -> None:
+        changed = {s.key[1] for s in sends if isinstance(s.key, tuple) and s.key[0] in ("d", "c", "t")}
+        if not changed:
+            return
+        rows = {}
+        for sym in changed:
+            st = self.anon.symbols.get(sym)
+            if st is not None:
+                rows[sym] = orjson.dumps({"u": st.u, "candle": st.candle, "ticker": st.ticker}).decode()
+        if rows:
+            self.reader.queue_write(lambda pipe, r=rows: pipe.hset(ANON_CACHE_KEY, mapping=r))
+
+    # -- ops -------------------------------------------------------------------
+    def health(self) -> tuple[bool, dict]:
+        now = time.time()
+        started = self.metrics.started
+        rt_age = now - self.metrics.last_tick_at.get("realtime", started)
+        anon_age = now - self.metrics.last_tick_at.get("anonymous", started)
+        ok = (self.state is StreamerState.RUNNING and rt_age < 2.0 and anon_age < 5.0
+              and now - self._last_ok < 5.0)
+        return ok, {
+            "state": self.state.value,
+            "realtime_tick_age_s": round(rt_age, 3),
+            "anonymous_tick_age_s": round(anon_age, 3),
+            "valkey_ok_age_s": round(now - self._last_ok, 3),
+            "symbols": len(self.snapshot.symbols) if self.snapshot else 0,
+            "pending": self.fanout.pending(),
+        }
+
+    def render_metrics(self) -> str:
+        self.metrics.pending = self.fanout.pending()
+        self.metrics.slow = self.fanout.slow_connections()
+        return self.metrics.render()

@@ -1,0 +1,276 @@
+"""The streamer end to end: real Valkey, a real `@connections` HTTP server, the real Streamer."""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import orjson
+import pytest
+
+from chalice_app import keys
+from tests.streamer_pkg.helpers import (
+    RunningStreamer,
+    connect,
+    of,
+    wait_until,
+    write_candle,
+    write_depth,
+    write_ticker,
+)
+from tests.streamer_pkg.mgmt_server import MgmtServer
+
+
+@pytest.fixture
+def server() -> Iterator[MgmtServer]:
+    s = MgmtServer().start()
+    yield s
+    s.stop()
+
+
+@pytest.mark.parametrize("transport", ["http", "chalice"])
+def test_depth_reaches_subscribers_of_that_symbol_only(settings, depth_cache, server, transport):
+    r = depth_cache
+    connect(r, "a", logged_in=True, main="TEST")
+    connect(r, "b", logged_in=True, main="OTHER")
+    connect(r, "c", logged_in=True, subs=("TEST",))
+    write_depth(r, "OTHER", u=1)
+    with RunningStreamer(settings, server.endpoint, transport=transport):
+        wait_until(lambda: of(server.messages("b"), "d"), what="OTHER depth at b")
+        d = write_depth(r, "TEST", u=7, bid=1500)
+        write_ticker(r, "TEST", p=1500)
+        wait_until(lambda: of(server.messages("a"), "d", "TEST"), what="TEST depth at a")
+        wait_until(lambda: of(server.messages("c"), "t", "TEST"), what="TEST ticker at c")
+        time.sleep(0.15)
+    a, b, c = server.messages("a"), server.messages("b"), server.messages("c")
+    depth = of(a, "d", "TEST")
+    assert depth == [{"e": "d", "s": "TEST", "t": d["t"], "u": 7, "b": d["b"], "a": d["a"]}]
+    assert of(a, "t", "TEST")[-1] == {"e": "t", "s": "TEST", "t": 0, "p": 1500, "c": 1.5, "yc": -0.5}
+    assert not [m for m in b if m.get("s") == "TEST"]
+    assert of(b, "d", "OTHER") and not of(a, "d", "OTHER")
+    assert not of(c, "d")  # a sub subscription gets the ticker only
+
+
+def test_realtime_is_pushed_on_publish_well_before_the_poll(settings, depth_cache, server):
+    r = depth_cache
+    connect(r, "rt", logged_in=True, main="TEST")
+    # a long realtime period: only the change notification can explain a fast delivery
+    with RunningStreamer(settings, server.endpoint, realtime_interval=5.0) as s:
+        time.sleep(0.2)
+        lags = []
+        for u in range(1, 6):
+            t0 = time.time()
+            write_depth(r, "TEST", u=u)
+            wait_until(lambda u=u: [m for m in of(server.messages("rt"), "d") if m["u"] == u], timeout=2)
+            lags.append(time.time() - t0)
+        assert s.wakeups >= 5
+    assert max(lags) < 1.0, lags
+
+
+def test_anonymous_get_at_most_two_updates_per_second(settings, depth_cache, server):
+    r = depth_cache
+    connect(r, "anon", logged_in=False, main="TEST")
+    connect(r, "rt", logged_in=True, main="TEST")
+    with RunningStreamer(settings, server.endpoint):
+        wait_until(lambda: server.messages("anon") or True)
+        t_end = time.monotonic() + 2.0
+        u = 0
+        while time.monotonic() < t_end:
+            u += 1
+            write_depth(r, "TEST", u=u)
+            time.sleep(0.02)
+        time.sleep(0.6)
+    anon = of(server.messages("anon"), "d")
+    rt = of(server.messages("rt"), "d")
+    assert 2 <= len(anon) <= 6, len(anon)  # ~2.6 s of updates at 2/s
+    times = [t for t, m in server.timed_messages("anon") if m["e"] == "d"]
+    assert all(b - a > 0.3 for a, b in zip(times, times[1:], strict=False)), times
+    assert len(rt) >= 20, len(rt)
+    assert [m["u"] for m in rt] == sorted(m["u"] for m in rt)  # per-connection order kept
+
+
+def test_unchanged_data_is_not_resent_and_new_subscribers_get_a_snapshot(settings, depth_cache, server):
+    r = depth_cache
+    connect(r, "a", logged_in=True, main="TEST")
+    write_depth(r, "TEST", u=5)
+    write_ticker(r, "TEST", p=100, t=1)
+    write_candle(r, "TEST", "202501010000", 100, 110, 90, 105, 7)
+    with RunningStreamer(settings, server.endpoint, anon_interval=0.1):
+        wait_until(lambda: len(server.messages("a")) >= 3, what="initial snapshot")
+        time.sleep(0.2)
+        before = len(server.messages("a"))
+        for _ in range(5):  # same u, same candle, ticker with only `t` changed
+            write_depth(r, "TEST", u=5)
+            write_ticker(r, "TEST", p=100, t=int(time.time() * 1000))
+            write_candle(r, "TEST", "202501010000", 100, 110, 90, 105, 7)
+            time.sleep(0.06)
+        time.sleep(0.2)
+        assert len(server.messages("a")) == before
+        # a late subscriber (anonymous too) gets the current state although nothing changed
+        connect(r, "late", logged_in=True, main="TEST")
+        connect(r, "late-anon", logged_in=False, main="TEST")
+        for cid in ("late", "late-anon"):
+            wait_until(lambda cid=cid: {m["e"] for m in server.messages(cid)} >= {"d", "t", "candle"},
+                       what=f"snapshot at {cid}")
+        time.sleep(0.3)
+    assert len(server.messages("a")) == before
+    assert [m["e"] for m in server.messages("late")].count("d") == 1
+
+
+def test_candle_close_exactly_once_per_minute_and_rollups(settings, depth_cache, server):
+    r = depth_cache
+    connect(r, "rt", logged_in=True, main="TEST")
+    connect(r, "anon", logged_in=False, main="TEST")
+    with RunningStreamer(settings, server.endpoint, anon_interval=0.1):
+        write_candle(r, "TEST", "202501010001", 100, 100, 100, 100, 1)
+        wait_until(lambda: of(server.messages("rt"), "candle"), what="first candle")
+        write_candle(r, "TEST", "202501010001", 100, 120, 95, 110, 4)
+        for cid in ("rt", "anon"):
+            wait_until(lambda cid=cid: [m for m in of(server.messages(cid), "candle") if m["v"] == "4"])
+        # the minute closes: the engine pushes the final candle (a trade we never saw: h=130)
+        r.rpush(keys.candle_closed("TEST"), orjson.dumps(
+            {"s": "TEST", "o": 100, "h": 130, "l": 95, "c": 125, "v": 9, "t": "202501010001"}))
+        write_candle(r, "TEST", "202501010002", 125, 125, 125, 125, 2)
+        for cid in ("rt", "anon"):
+            wait_until(lambda cid=cid: of(server.messages(cid), "candle_close"), what=f"close at {cid}")
+        for _ in range(5):  # more ticks and notifications: no second close
+            write_candle(r, "TEST", "202501010002", 125, 126, 125, 126, 3)
+            time.sleep(0.05)
+        write_candle(r, "TEST", "202501010003", 126, 126, 126, 126, 1)  # next minute, no closed entry
+        wait_until(lambda: len(of(server.messages("rt"), "candle_close")) == 2)
+        time.sleep(0.3)
+        rollup5 = wait_until(lambda: r.hgetall(keys.candle("TEST", "5m")).get("v") == "13"
+                             and r.hgetall(keys.candle("TEST", "5m")), what="5m roll-up")
+        rollup1h = r.hgetall(keys.candle("TEST", "1h"))
+        rollup3m = r.hgetall(keys.candle("TEST", "3m"))
+    for cid in ("rt", "anon"):
+        closes = of(server.messages(cid), "candle_close")
+        assert [c["t"] for c in closes] == ["202501010001", "202501010002"], closes
+        assert closes[0] == {"e": "candle_close", "s": "TEST", "o": "100", "h": "130", "l": "95",
+                             "c": "125", "v": "9", "t": "202501010001"}
+        assert closes[1]["v"] == "3"  # fallback: the last values seen of minute 0002
+    # minutes 0001 (final v 9) + 0002 (last seen v 3) + 0003 (open, v 1), all in the 0000 5m bucket
+    assert {k: rollup5[k] for k in "ohlcvt"} == {"o": "100", "h": "130", "l": "95", "c": "126", "v": "13",
+                                                  "t": "202501010000"}
+    assert rollup1h["t"] == "202501010000" and rollup1h["v"] == "13"
+    assert rollup3m["t"] == "202501010003" and rollup3m["v"] == "1" and rollup3m["o"] == "126"
+
+
+def test_gone_connection_is_removed_from_every_set(settings, depth_cache, server):
+    r = depth_cache
+    connect(r, "ok", logged_in=True, main="TEST")
+    connect(r, "dead", logged_in=True, main="TEST", subs=("AAA", "BBB"))
+    server.gone.add("dead")
+    with RunningStreamer(settings, server.endpoint) as s:
+        write_depth(r, "TEST", u=1)
+        wait_until(lambda: not r.exists(keys.ws_conn("dead")), what="cleanup of dead")
+        wait_until(lambda: of(server.messages("ok"), "d"))
+        write_depth(r, "TEST", u=2)
+        wait_until(lambda: len(of(server.messages("ok"), "d")) == 2)
+        assert s.metrics.errors["gone"] >= 1
+    assert "dead" not in r.smembers(keys.symbol_main("TEST"))
+    assert "dead" not in r.smembers(keys.symbol_sub("AAA")) | r.smembers(keys.symbol_sub("BBB"))
+    assert "dead" not in r.smembers(keys.REALTIME_CONNECTIONS)
+    assert "dead" not in r.smembers(keys.ALL_CONNECTIONS)
+    assert "dead" not in r.smembers(keys.user_connections("user-dead"))
+    assert r.smembers(keys.SUBSCRIBED_SYMBOLS) == {"TEST"}  # AAA/BBB lost their only subscriber
+    assert not r.exists(keys.conn_main("dead"), keys.conn_subs("dead"), keys.conn_user("dead"))
+
+
+def test_a_connection_that_never_reads_does_not_stall_the_others(settings, depth_cache, server):
+    r = depth_cache
+    server.delays["stuck"] = 1.5
+    others = [f"c{i}" for i in range(30)]
+    connect(r, "stuck", logged_in=True, main="TEST")
+    for c in others:
+        connect(r, c, logged_in=True, main="TEST")
+    with RunningStreamer(settings, server.endpoint, concurrency=8, slow_concurrency=2, slow_after=0.2):
+        for u in range(1, 11):
+            t0 = time.time()
+            write_depth(r, "TEST", u=u)
+            wait_until(lambda u=u: all(of(server.messages(c), "d") and server.messages(c)[-1]["u"] == u
+                                       for c in others), timeout=1.0, what=f"u={u} at all others")
+            assert time.time() - t0 < 1.0
+            time.sleep(0.05)
+        stuck = [m["u"] for m in of(server.messages("stuck"), "d")]
+    # the stuck client got few, but in order and coalesced to the latest
+    assert len(stuck) < 10 and stuck == sorted(stuck)
+
+
+def test_errors_are_retried_with_backoff_and_counted(settings, depth_cache, server):
+    r = depth_cache
+    connect(r, "flaky", logged_in=True, main="TEST")
+    server.fail_next["flaky"] = 2
+    with RunningStreamer(settings, server.endpoint) as s:
+        write_depth(r, "TEST", u=3)
+        wait_until(lambda: of(server.messages("flaky"), "d"), what="delivery after retries")
+        assert s.metrics.errors["http_5xx"] == 2
+        assert "streamer_send_errors_total{kind=\"http_5xx\"} 2" in s.render_metrics()
+
+
+def test_bad_data_is_counted_and_does_not_stop_the_tick(settings, depth_cache, server):
+    r = depth_cache
+    connect(r, "a", logged_in=True, main="BAD", subs=("TEST",))
+    r.set(keys.depth("BAD"), b"{not json")
+    write_ticker(r, "TEST", p=5)
+    with RunningStreamer(settings, server.endpoint) as s:
+        wait_until(lambda: of(server.messages("a"), "t", "TEST"))
+        assert s.metrics.errors["bad_data"] >= 1
+
+
+def test_init_resets_the_anonymous_tier_cache(settings, depth_cache, server):
+    r = depth_cache
+    connect(r, "anon", logged_in=False, main="TEST")
+    write_depth(r, "TEST", u=9)
+    with RunningStreamer(settings, server.endpoint, anon_interval=0.1):
+        wait_until(lambda: of(server.messages("anon"), "d"))
+        wait_until(lambda: r.hexists("streamer:anon:cache", "TEST"), what="anon cache written")
+    server.clear()
+    with RunningStreamer(settings, server.endpoint, anon_interval=0.1):  # restart: nothing new
+        time.sleep(0.5)
+        assert server.messages("anon") == []
+        write_depth(r, "TEST", u=10)
+        wait_until(lambda: of(server.messages("anon"), "d"))
+    server.clear()
+    with RunningStreamer(settings, server.endpoint, anon_interval=0.1, init=True):  # --init: full snapshot
+        wait_until(lambda: [m for m in of(server.messages("anon"), "d") if m["u"] == 10])
+
+
+def test_health_and_metrics_endpoints(settings, depth_cache, server):
+    r = depth_cache
+    connect(r, "a", logged_in=True, main="TEST")
+    connect(r, "b", logged_in=False, main="TEST")
+    write_depth(r, "TEST", u=1)
+    with RunningStreamer(settings, server.endpoint, anon_interval=0.1) as s:
+        base = f"http://127.0.0.1:{s.http.port}"
+        wait_until(lambda: of(server.messages("b"), "d"))
+        with urllib.request.urlopen(base + "/health", timeout=5) as resp:
+            health = orjson.loads(resp.read())
+        with urllib.request.urlopen(base + "/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(base + "/nope", timeout=5)
+        assert orjson.loads(err.value.read())["code"] == "NOT_FOUND"
+    assert health["status"] == "ok" and health["symbols"] == 1
+    assert 'streamer_connections{tier="realtime"} 1' in text
+    assert 'streamer_connections{tier="anonymous"} 1' in text
+    sends = int(next(line.split()[1] for line in text.splitlines() if line.startswith("streamer_sends_total")))
+    assert sends >= 2
+    assert "streamer_tick_duration_seconds_count{tier=\"realtime\"}" in text
+    assert "streamer_push_lag_seconds_count" in text and "streamer_sends_per_second" in text
+
+
+def test_valkey_outage_is_survived(settings, depth_cache, server):
+    """A tick that cannot reach Valkey is counted; the streamer carries on when it is back."""
+    r = depth_cache
+    connect(r, "a", logged_in=True, main="TEST")
+    with RunningStreamer(settings, server.endpoint) as s:
+        write_depth(r, "TEST", u=1)
+        wait_until(lambda: of(server.messages("a"), "d"))
+        r.client_kill_filter(_type="normal", skipme=True)  # drop the streamer's Valkey connections
+        time.sleep(0.2)
+        write_depth(r, "TEST", u=2)
+        wait_until(lambda: [m for m in of(server.messages("a"), "d") if m["u"] == 2], what="after reconnect")
+        assert s.health()[0], s.health()
