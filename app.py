@@ -153,12 +153,20 @@ def ws_disconnect(event):
 # ---------------------------------------------------------------------------- Kinesis triggers
 
 
-@app.on_kinesis_record(stream=_settings.fills_stream, batch_size=100, starting_position="TRIM_HORIZON")
+@app.on_kinesis_record(
+    stream=_settings.fills_stream,
+    batch_size=_settings.fills_trigger_batch_size,
+    starting_position=_settings.fills_trigger_starting_position,
+)
 def on_fills(event):
     return services.notifier.handle_fills(record.data for record in event).to_dict()
 
 
-@app.on_kinesis_record(stream=_settings.status_stream, batch_size=100, starting_position="TRIM_HORIZON")
+@app.on_kinesis_record(
+    stream=_settings.status_stream,
+    batch_size=_settings.status_trigger_batch_size,
+    starting_position=_settings.status_trigger_starting_position,
+)
 def on_order_status(event):
     return services.notifier.handle_statuses(record.data for record in event).to_dict()
 

@@ -10,29 +10,21 @@ import pytest
 from chalice_app import connections as conns
 from chalice_app import keys
 from chalice_app.ws_send import SendResult, WsSender, WsSendError
-from tests.chalice_app.helpers import ConnectionsServer
 
 
-@pytest.fixture
-def ws_server():
-    server = ConnectionsServer().start()
-    yield server
-    server.stop()
-
-
-def test_register_writes_every_key_with_ttl(depth_cache):
-    conns.register_connection(depth_cache, "c1", "u1", is_logged_in=True, now_ms=123)
-    raw = depth_cache.get(keys.ws_conn("c1"))
+def test_register_writes_every_key_with_ttl(cache):
+    conns.register_connection(cache, "c1", "u1", is_logged_in=True, now_ms=123)
+    raw = cache.get(keys.ws_conn("c1"))
     assert orjson.loads(raw) == {"userId": "u1", "isLoggedIn": True, "connectedAt": 123}
-    assert 0 < depth_cache.ttl(keys.ws_conn("c1")) <= conns.CONNECTION_TTL_SECONDS
-    assert depth_cache.smembers("user:u1:connections") == {"c1"}
-    assert depth_cache.sismember("realtime:connections", "c1")
-    conns.register_connection(depth_cache, "anon", None, is_logged_in=False)
-    assert not depth_cache.sismember("realtime:connections", "anon")
+    assert 0 < cache.ttl(keys.ws_conn("c1")) <= conns.CONNECTION_TTL_SECONDS
+    assert cache.smembers("user:u1:connections") == {"c1"}
+    assert cache.sismember("realtime:connections", "c1")
+    conns.register_connection(cache, "anon", None, is_logged_in=False)
+    assert not cache.sismember("realtime:connections", "anon")
 
 
-def test_subscribe_replaces_main_and_cleanup_drops_last_subscriber(depth_cache):
-    r = depth_cache
+def test_subscribe_replaces_main_and_cleanup_drops_last_subscriber(cache):
+    r = cache
     conns.register_connection(r, "c1", "u1", is_logged_in=True)
     conns.register_connection(r, "c2", None, is_logged_in=False)
     conns.subscribe(r, "c1", "AAA", ["BBB", "CCC"])
@@ -53,8 +45,8 @@ def test_subscribe_replaces_main_and_cleanup_drops_last_subscriber(depth_cache):
     assert r.smembers("subscribed:symbols") == set()
 
 
-def test_subscribe_cap_and_bad_symbols_change_nothing(depth_cache):
-    r = depth_cache
+def test_subscribe_cap_and_bad_symbols_change_nothing(cache):
+    r = cache
     conns.register_connection(r, "c1", None, is_logged_in=False)
     with pytest.raises(conns.SubscriptionLimit):
         conns.subscribe(r, "c1", None, [f"S{i}" for i in range(conns.MAX_SUB_SYMBOLS + 1)])
@@ -64,8 +56,8 @@ def test_subscribe_cap_and_bad_symbols_change_nothing(depth_cache):
     assert r.smembers("conn:c1:sub") == set()
 
 
-def test_stale_connections_are_removed_everywhere(depth_cache):
-    r = depth_cache
+def test_stale_connections_are_removed_everywhere(cache):
+    r = cache
     conns.register_connection(r, "old", "u9", is_logged_in=True, ttl_seconds=1)
     conns.register_connection(r, "live", "u9", is_logged_in=True)
     conns.subscribe(r, "old", "AAA", ["BBB"])
@@ -77,13 +69,13 @@ def test_stale_connections_are_removed_everywhere(depth_cache):
     assert r.smembers("realtime:connections") == {"live"}
 
 
-def test_ws_sender_sends_and_cleans_gone(depth_cache, ws_server, settings):
-    r = depth_cache
+def test_ws_sender_sends_and_cleans_gone(cache, ws_server, app_settings):
+    r = cache
     ws_server.open_ids.add("c1")
     conns.register_connection(r, "c1", "u1", is_logged_in=True)
     conns.register_connection(r, "c2", "u1", is_logged_in=True)
     conns.subscribe(r, "c2", "AAA")
-    sender = WsSender(ws_server.endpoint, r, region=settings.aws_region)
+    sender = WsSender(ws_server.endpoint, r, region=app_settings.aws_region)
     assert sender.send("c1", {"e": "order", "x": 1}) is SendResult.SENT
     assert ws_server.messages("c1") == [{"e": "order", "x": 1}]
     res = sender.send_many(["c1", "c2"], b'{"e":"fill"}')
@@ -92,10 +84,10 @@ def test_ws_sender_sends_and_cleans_gone(depth_cache, ws_server, settings):
     assert "AAA" not in r.smembers("subscribed:symbols")
 
 
-def test_ws_sender_errors_are_typed(depth_cache):
+def test_ws_sender_errors_are_typed(cache):
     with pytest.raises(WsSendError):
-        WsSender("", depth_cache).send("c1", {})
-    sender = WsSender("http://127.0.0.1:9/api", depth_cache, timeout=0.5)
+        WsSender("", cache).send("c1", {})
+    sender = WsSender("http://127.0.0.1:9/api", cache, timeout=0.5)
     t0 = time.monotonic()
     assert sender.send_many(["c1"], {}) == {"c1": SendResult.FAILED}
     assert time.monotonic() - t0 < 10

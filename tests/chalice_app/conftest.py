@@ -1,0 +1,187 @@
+"""Fixtures for the Chalice app tests: a local Supabase-like JWKS server, token signing,
+an `@connections` server, and the app wired to the real services of tests/conftest.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from threading import Thread
+from typing import Any
+
+import boto3
+import jwt
+import pytest
+import redis
+from chalice.test import Client
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+import app as app_module
+from chalice_app.config import Settings
+from chalice_app.services import Services, build
+from tests.chalice_app.helpers import ConnectionsServer
+
+HS_SECRET = "test-hs256-secret-that-is-long-enough-for-hmac"
+ADMIN_KEY = "local-admin-key"
+
+
+class AuthServer:
+    """Serves `/auth/v1/.well-known/jwks.json` with one EC P-256 and one RSA key."""
+
+    def __init__(self) -> None:
+        self.ec_key = ec.generate_private_key(ec.SECP256R1())
+        self.rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        ec_jwk = json.loads(ECAlgorithm.to_jwk(self.ec_key.public_key()))
+        rsa_jwk = json.loads(RSAAlgorithm.to_jwk(self.rsa_key.public_key()))
+        ec_jwk.update(kid="ec-1", alg="ES256", use="sig")
+        rsa_jwk.update(kid="rsa-1", alg="RS256", use="sig")
+        self.jwks = {"keys": [ec_jwk, rsa_jwk]}
+        self.fetches = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                if self.path != "/auth/v1/.well-known/jwks.json":
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                outer.fetches += 1
+                body = json.dumps(outer.jwks).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    @property
+    def issuer(self) -> str:
+        return self.url + "/auth/v1"
+
+    def claims(self, sub: str = "u_alice", **extra: Any) -> dict[str, Any]:
+        now = int(time.time())
+        return {"sub": sub, "aud": "authenticated", "iss": self.issuer, "iat": now, "exp": now + 600,
+                "role": "authenticated", **extra}
+
+    def es256(self, sub: str = "u_alice", *, key: Any = None, kid: str = "ec-1", **extra: Any) -> str:
+        return jwt.encode(self.claims(sub, **extra), key or self.ec_key, algorithm="ES256", headers={"kid": kid})
+
+    def rs256(self, sub: str = "u_alice", **extra: Any) -> str:
+        return jwt.encode(self.claims(sub, **extra), self.rsa_key, algorithm="RS256", headers={"kid": "rsa-1"})
+
+    def hs256(self, sub: str = "u_alice", *, secret: str = HS_SECRET, **extra: Any) -> str:
+        return jwt.encode(self.claims(sub, **extra), secret, algorithm="HS256")
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="session")
+def auth_server() -> Iterator[AuthServer]:
+    server = AuthServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def _ws_server_session() -> Iterator[ConnectionsServer]:
+    server = ConnectionsServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def ws_server(_ws_server_session: ConnectionsServer) -> ConnectionsServer:
+    """The `@connections` server, with no open connection and nothing received."""
+    with _ws_server_session.lock:
+        _ws_server_session.open_ids.clear()
+        _ws_server_session.received.clear()
+    return _ws_server_session
+
+
+@pytest.fixture(scope="session")
+def kinesis_client(boto_session: boto3.Session) -> Any:
+    return boto_session.client("kinesis")
+
+
+@pytest.fixture
+def app_settings(service_env: dict[str, str], kinesis_client: Any, auth_server: AuthServer,
+                 ws_server: ConnectionsServer) -> Iterator[Settings]:
+    """Settings for one test: fresh streams (made directly — quicker than a full provision;
+    tables and bucket were provisioned once by `service_env`), empty caches, auth on the
+    local JWKS server, test mode on, an admin key, WebSocket sends to `ws_server`."""
+    suffix = uuid.uuid4().hex[:8]
+    base = Settings.from_env()
+    s = dataclasses.replace(
+        base,
+        orders_stream=f"{base.orders_stream}-{suffix}",
+        fills_stream=f"{base.fills_stream}-{suffix}",
+        status_stream=f"{base.status_stream}-{suffix}",
+        supabase_url=auth_server.url,
+        supabase_jwt_secret=HS_SECRET,
+        allow_test_mode=True,
+        admin_api_key=ADMIN_KEY,
+        websocket_endpoint=ws_server.endpoint,
+    )
+    streams = {s.orders_stream: 4, s.fills_stream: 1, s.status_stream: 1}
+    for name, shards in streams.items():
+        kinesis_client.create_stream(StreamName=name, ShardCount=shards)
+    for name in streams:
+        while kinesis_client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"][
+                "StreamStatus"] != "ACTIVE":
+            time.sleep(0.02)
+    for url in {s.depth_cache_url, s.backup_cache_url}:
+        redis.Redis.from_url(url).flushdb()
+    yield s
+    for name in streams:
+        kinesis_client.delete_stream(StreamName=name, EnforceConsumerDeletion=True)
+
+
+@pytest.fixture
+def cache(app_settings: Settings) -> Iterator[redis.Redis]:
+    """The depth cache (decoded strings) of `app_settings`."""
+    client = redis.Redis.from_url(app_settings.depth_cache_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def boto_session(service_env: dict[str, str]) -> boto3.Session:
+    """One boto3 session for every test (client creation from a warm session is fast)."""
+    return boto3.Session(region_name=service_env["AWS_REGION"])
+
+
+@pytest.fixture
+def svc(app_settings: Settings, monkeypatch: pytest.MonkeyPatch, boto_session: boto3.Session) -> Services:
+    services = build(app_settings, session=boto_session)
+    monkeypatch.setattr(app_module, "services", services)
+    return services
+
+
+@pytest.fixture
+def client(svc: Services) -> Iterator[Client]:
+    with Client(app_module.app) as c:
+        yield c
+
+
+@pytest.fixture
+def make_svc(monkeypatch: pytest.MonkeyPatch, app_settings: Settings, boto_session: boto3.Session):
+    """Rebuild the app's services with some settings changed."""
+
+    def make(**changes: Any) -> Services:
+        services = build(dataclasses.replace(app_settings, **changes), session=boto_session)
+        monkeypatch.setattr(app_module, "services", services)
+        return services
+
+    return make
