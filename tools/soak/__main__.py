@@ -1,0 +1,202 @@
+"""`python -m tools.soak` (`make soak`): load + faults for a bounded time, then docs/reliability.md.
+
+Starts its own local stack (`tools.dev.LocalStack`, in a child process, free ports, a
+temporary data folder), then runs a baseline load and one load per fault (see
+`tools/faults.py`), each followed by the ground-truth checks of `tools/load/verify.py`.
+Then it runs the bad-input corpus (`pytest tests/reliability`) for the "inputs tried"
+figures, and writes the report. Every step is bounded; `--max-minutes` bounds the whole.
+
+Exit status: 0 when every fault was survived and nothing was lost, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import orjson
+
+from chalice_app.config import Settings
+from tools.faults import FAULTS, FaultError, resumed_after
+from tools.load.model import LoadConfig, build_report
+from tools.load.runner import LoadContext, run_load
+from tools.load.verify import VerifyError, read_stream, verify
+from tools.services import REPO_ROOT
+from tools.soak.report import InputsTried, ScenarioResult, render
+from tools.soak.stack import StackError, StackProcess
+
+log = logging.getLogger("supernoba.soak")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m tools.soak", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--flow", type=float, default=20.0, help="seconds of order flow per scenario (default 20)")
+    p.add_argument("--rate", type=float, default=30.0, help="orders per second (default 30)")
+    p.add_argument("--clients", type=int, default=30, help="WebSocket clients besides the traders (default 30)")
+    p.add_argument("--mode", choices=("logged-in", "anonymous", "mixed"), default="mixed")
+    p.add_argument("--symbols", default="TEST,SOAK2", help="comma-separated symbols (default TEST,SOAK2)")
+    p.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated, of {', '.join(FAULTS)}")
+    p.add_argument("--no-baseline", action="store_true", help="skip the run without a fault")
+    p.add_argument("--no-inputs", action="store_true", help="skip the bad-input corpus run")
+    p.add_argument("--max-minutes", type=float, default=10.0, help="stop starting scenarios after this")
+    p.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "reliability.md")
+    p.add_argument("--json", type=Path, help="also write every figure as JSON")
+    p.add_argument("--data-dir", type=Path, help="stack data folder (default: a temporary one, removed after)")
+    p.add_argument("--verbose", "-v", action="store_true")
+    return p.parse_args(argv)
+
+
+def run_inputs(timeout: float = 300.0) -> InputsTried:
+    """Run the bad-input corpus and count its cases per module (from a JUnit XML report)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        xml = Path(tmp) / "junit.xml"
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}",
+               "tests/reliability"]
+        print(f"soak: bad-input corpus: {' '.join(cmd[2:])}", flush=True)
+        try:
+            subprocess.run(cmd, cwd=REPO_ROOT, timeout=timeout, check=False, stdout=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            log.error("event=inputs_timeout seconds=%s", timeout)
+        out = InputsTried()
+        if not xml.exists():
+            return out
+        for case in ET.parse(xml).getroot().iter("testcase"):
+            mod = (case.get("classname") or "?").split(".")[-1]
+            failed = case.find("failure") is not None or case.find("error") is not None
+            if case.find("skipped") is not None:
+                continue
+            if failed:
+                out.tests_failed += 1
+            else:
+                out.tests_passed += 1
+                out.by_module[mod] = out.by_module.get(mod, 0) + 1
+            for prop in case.iter("property"):
+                if prop.get("name") == "fuzz_examples":
+                    out.fuzz_examples += int(prop.get("value") or 0)
+        return out
+
+
+def _truth(settings: Settings) -> tuple[list[dict], list[dict]]:
+    import boto3
+
+    kinesis = boto3.Session(region_name=settings.aws_region).client("kinesis")
+    statuses = [orjson.loads(r) for r in read_stream(kinesis, settings.status_stream)]
+    fills = [orjson.loads(r) for r in read_stream(kinesis, settings.fills_stream)]
+    return statuses, fills
+
+
+def run_scenario(name: str, cfg: LoadConfig, stack: StackProcess, settings: Settings) -> ScenarioResult:
+    t0 = time.monotonic()
+    fault_fn = FAULTS.get(name)
+    errors: list[str] = []
+
+    async def script(ctx: LoadContext) -> None:
+        if fault_fn is None:
+            return
+        try:
+            await fault_fn(ctx, stack)
+        except (FaultError, StackError) as exc:
+            errors.append(str(exc))
+            log.error("event=fault_failed fault=%s error=%s", name, exc)
+
+    print(f"soak: scenario {name}: {cfg.clients} clients + {cfg.users} traders, {cfg.rate:g} orders/s for "
+          f"{cfg.duration:g}s", flush=True)
+    rec, depth_u = asyncio.run(run_load(cfg, script if fault_fn else None))
+    try:
+        statuses, fills = _truth(settings)
+        report = build_report(rec, final_depth_u=depth_u, status_truth=statuses, fill_truth=fills)
+        accepted = [o.order_id for o in rec.orders if o.accepted and o.kind != "cancel" and o.order_id]
+        verdict = verify(settings, accepted)
+    except VerifyError as exc:
+        report = build_report(rec, final_depth_u=depth_u)
+        return ScenarioResult(name, report, None, rec.faults[0] if rec.faults else None, None,
+                              f"verify failed: {exc}", time.monotonic() - t0)
+    fault = rec.faults[0] if rec.faults else None
+    resumed = resumed_after(rec, fault) if fault else None
+    if fault_fn is not None and fault is None and not errors:
+        errors.append("the fault was not injected (the flow ended first)")
+    res = ScenarioResult(name, report, verdict, fault, resumed, "; ".join(errors) or None, time.monotonic() - t0)
+    print(f"soak: scenario {name}: {'survived' if res.survived else 'FAILED'}; lost {res.lost}; "
+          f"{verdict.summary()}", flush=True)
+    print(report.table(), flush=True)
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    for noisy in ("httpx", "httpcore", "websockets", "botocore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    names = [n.strip() for n in args.faults.split(",") if n.strip()]
+    unknown = [n for n in names if n not in FAULTS]
+    if unknown:
+        print(f"soak: unknown fault(s) {unknown}; known: {', '.join(FAULTS)}", file=sys.stderr)
+        return 2
+    scenarios = ([] if args.no_baseline else ["baseline"]) + names
+    symbols = tuple(s.strip() for s in args.symbols.split(",") if s.strip())
+    t_start = time.monotonic()
+    deadline = t_start + args.max_minutes * 60
+    tmp = None
+    data_dir = args.data_dir
+    if data_dir is None:
+        tmp = tempfile.mkdtemp(prefix="supernoba-soak-")
+        data_dir = Path(tmp)
+    results: list[ScenarioResult] = []
+    print(f"soak: starting the local stack in {data_dir}", flush=True)
+    stack = StackProcess(data_dir, log_level="INFO")
+    try:
+        stack.start()
+        assert stack.info is not None
+        os.environ.update(stack.info.env)  # boto3 / redis of the verifier point at the stack
+        settings = Settings.from_env(stack.info.env)
+        print(f"soak: stack up: REST {stack.info.rest_url}, WebSocket {stack.info.ws_url}, logs {stack.info.log_dir}",
+              flush=True)
+        for i, name in enumerate(scenarios):
+            if time.monotonic() > deadline:
+                print(f"soak: time bound reached; skipping {scenarios[i:]}", flush=True)
+                break
+            cfg = LoadConfig(rest_url=stack.info.rest_url, ws_url=stack.info.ws_url, clients=args.clients,
+                             mode=args.mode, rate=args.rate, duration=args.flow, symbols=symbols,
+                             admin_key=stack.info.admin_key, seed=i + 1, run_id=uuid.uuid4().hex[:6], drain=30.0)
+            results.append(run_scenario(name, cfg, stack, settings))
+    except StackError as exc:
+        print(f"soak: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        stack.stop()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    inputs = None if args.no_inputs else run_inputs()
+    wall = time.monotonic() - t_start
+    settings_txt = {"flow per scenario": f"{args.flow:g}s", "rate": f"{args.rate:g}/s", "clients": args.clients,
+                    "traders": 8, "mode": args.mode, "symbols": ",".join(symbols)}
+    text = render(results, inputs, settings_txt, wall)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(f"soak: wrote {args.out}", flush=True)
+    if args.json:
+        args.json.write_text(orjson.dumps([{"name": r.name, "report": r.report.as_dict(),
+                                            "verdict": r.verdict.__dict__ if r.verdict else None,
+                                            "fault": r.fault, "resumed": r.resumed, "error": r.error}
+                                           for r in results], default=str).decode())
+    ok = all(r.survived for r in results) and (inputs is None or inputs.tests_failed == 0)
+    lost = sum(r.lost for r in results)
+    print(f"soak: {'PASS' if ok else 'FAIL'}: {sum(1 for r in results if r.survived)}/{len(results)} scenarios "
+          f"survived, lost {lost}", flush=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
