@@ -1,5 +1,5 @@
 # Supernoba: `make dev` runs the whole exchange locally, `make test` runs every test.
-.PHONY: setup dev test lint bench clean help
+.PHONY: setup dev test lint bench clean help load soak
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -21,6 +21,12 @@ lint: setup  ## ruff
 	$(VENV)/bin/ruff check .
 
 bench: setup  ## run every benchmark and print the figures
+
+load: setup  ## N WebSocket clients + M orders/s against a running `make dev`: make load ARGS="--clients 50 --rate 20 --duration 30"
+	$(PY) -m tools.load $(ARGS)
+
+soak: setup  ## load + faults (kill -9, restarts) on its own stack for a bounded time; writes docs/reliability.md
+	$(PY) -m tools.soak $(ARGS)
 
 clean:  ## remove the venv, build output and local data
 	rm -rf $(VENV) .local build *.egg-info engine_pkg/_book*.so
