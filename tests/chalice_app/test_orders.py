@@ -1,0 +1,172 @@
+"""POST/DELETE/PATCH /orders: the order router against Valkey and kinesalite."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chalice_app import keys
+from chalice_app.models import MAX_BODY_BYTES
+from chalice_app.orders import OrderIdGenerator
+from tests.chalice_app.helpers import add_symbol, post_json, read_stream
+
+U1 = {"X-Test-User": "u1"}
+
+
+@pytest.fixture
+def sym(client):
+    add_symbol(client, "TEST")
+    return "TEST"
+
+
+def records(svc, n=0, timeout=2.0):
+    return read_stream(svc.kinesis, svc.settings.orders_stream, n, timeout=timeout)
+
+
+def test_limit_order_is_one_record_in_spec_format(client, svc, sym):
+    resp = post_json(client, "/orders", {"symbol": "TEST", "side": "BUY", "price": 15000, "quantity": 100}, U1)
+    assert resp.status_code == 202
+    body = resp.json_body
+    assert body["status"] == "QUEUED" and body["order_id"].startswith("ord_")
+    [(pkey, rec)] = records(svc, 1)
+    assert pkey == "TEST"
+    assert list(rec) == ["action", "symbol", "order_id", "user_id", "is_buy", "price", "quantity", "type", "tif", "ts"]
+    assert rec["action"] == "ADD" and rec["symbol"] == "TEST" and rec["order_id"] == body["order_id"]
+    assert rec["user_id"] == "u1" and rec["is_buy"] is True and rec["price"] == 15000 and rec["quantity"] == 100
+    assert rec["type"] == "LIMIT" and rec["tif"] == "GTC" and isinstance(rec["ts"], int)
+
+
+def test_order_ids_are_sortable_and_unique():
+    gen = OrderIdGenerator()
+    ids = [gen() for _ in range(2000)] + [gen(now_ms=1) for _ in range(3)]
+    assert len(set(ids)) == len(ids)
+    assert ids[:2000] == sorted(ids[:2000])
+    assert all(len(i) == 30 for i in ids)
+    assert OrderIdGenerator()(now_ms=10**12) < OrderIdGenerator()(now_ms=10**12 + 1)
+
+
+def test_client_order_id_is_idempotent(client, svc, sym):
+    body = {"symbol": "TEST", "side": "SELL", "price": 101, "quantity": 5, "client_order_id": "c-1"}
+    first = post_json(client, "/orders", body, U1)
+    again = post_json(client, "/orders", body, U1)
+    assert first.status_code == again.status_code == 202
+    assert first.json_body["order_id"] == again.json_body["order_id"]
+    other_user = post_json(client, "/orders", body, {"X-Test-User": "u2"})
+    assert other_user.json_body["order_id"] != first.json_body["order_id"]
+    changed = post_json(client, "/orders", {**body, "quantity": 6}, U1)
+    assert changed.status_code == 409 and changed.json_body["code"] == "IDEMPOTENCY_CONFLICT"
+    recs = records(svc, 2)
+    assert sorted(r["user_id"] for _, r in recs) == ["u1", "u2"]
+
+
+def test_market_order_without_liquidity_is_refused(client, svc, sym, cache):
+    resp = post_json(client, "/orders", {"symbol": "TEST", "side": "BUY", "quantity": 5, "type": "MARKET"}, U1)
+    assert resp.status_code == 409 and resp.json_body["code"] == "NO_LIQUIDITY"
+    cache.set(keys.depth("TEST"), json.dumps({"e": "d", "s": "TEST", "t": 1, "u": 3, "b": [[99, 5]], "a": []}))
+    resp = post_json(client, "/orders", {"symbol": "TEST", "side": "BUY", "quantity": 5, "type": "MARKET"}, U1)
+    assert resp.status_code == 409, "bids do not help a market buy"
+    assert records(svc, 0, timeout=0) == []
+    cache.set(keys.depth("TEST"), json.dumps({"e": "d", "s": "TEST", "t": 1, "u": 3, "b": [], "a": [[101, 5]]}))
+    resp = post_json(client, "/orders", {"symbol": "TEST", "side": "BUY", "quantity": 5, "type": "MARKET",
+                                         "tif": "GTC", "price": 7}, U1)
+    assert resp.status_code == 202
+    resp = post_json(client, "/orders", {"symbol": "TEST", "side": "BUY", "quantity": 5, "type": "MARKET",
+                                         "tif": "FOK"}, U1)
+    assert resp.status_code == 202
+    recs = [r for _, r in records(svc, 2)]
+    assert sorted(r["tif"] for r in recs) == ["FOK", "IOC"]
+    assert all("price" not in r and r["type"] == "MARKET" for r in recs)
+
+
+def test_tick_size_and_price_band(client, svc, cache):
+    add_symbol(client, "TICK", tick_size=5, price_band_pct=10, min_price=50, max_price=100000)
+    def place(price):
+        return post_json(client, "/orders", {"symbol": "TICK", "side": "BUY", "price": price, "quantity": 1}, U1)
+    assert place(12).json_body["code"] == "INVALID_TICK"
+    assert place(45).json_body["code"] == "PRICE_OUT_OF_BAND"
+    assert place(100005).json_body["code"] == "PRICE_OUT_OF_BAND"
+    assert place(5000).status_code == 202, "no last price yet: the band does not apply"
+    cache.set(keys.ticker("TICK"), json.dumps({"e": "t", "s": "TICK", "t": 1, "p": 1000, "c": 0, "yc": 0}))
+    assert place(1200).status_code == 400 and place(1200).json_body["code"] == "PRICE_OUT_OF_BAND"
+    assert place(900).status_code == 202 and place(1100).status_code == 202
+    assert len(records(svc, 3)) == 3
+
+
+BAD_INPUT = [
+    ({"symbol": "TEST", "side": "BUY", "price": 1.5, "quantity": 1}, "VALIDATION_ERROR"),
+    ({"symbol": "TEST", "side": "BUY", "price": "100", "quantity": 1}, "VALIDATION_ERROR"),
+    ({"symbol": "TEST", "side": "BUY", "price": True, "quantity": 1}, "VALIDATION_ERROR"),
+    ({"symbol": "TEST", "side": "BUY", "price": 100, "quantity": 0}, "VALIDATION_ERROR"),
+    ({"symbol": "TEST", "side": "BUY", "price": 100, "quantity": 10**12 + 1}, "VALIDATION_ERROR"),
+    ({"symbol": "TEST", "side": "BUY", "price": -1, "quantity": 1}, "VALIDATION_ERROR"),
+    ({"symbol": "TEST", "side": "buy", "price": 100, "quantity": 1}, "VALIDATION_ERROR"),
+    ({"symbol": "TEST", "side": "BUY", "quantity": 1}, "PRICE_REQUIRED"),
+    ({"symbol": "TEST", "side": "BUY", "price": 100, "quantity": 1, "tif": "DAY"}, "VALIDATION_ERROR"),
+    ({"symbol": "TEST", "side": "BUY", "price": 100, "quantity": 1, "client_order_id": "a b"}, "VALIDATION_ERROR"),
+    ({"symbol": "X}:*", "side": "BUY", "price": 100, "quantity": 1}, "INVALID_SYMBOL"),
+    ({"symbol": "TEST\n", "side": "BUY", "price": 100, "quantity": 1}, "INVALID_SYMBOL"),
+    ({"symbol": "{TEST}", "side": "BUY", "price": 100, "quantity": 1}, "INVALID_SYMBOL"),
+    ({"symbol": "test", "side": "BUY", "price": 100, "quantity": 1}, "INVALID_SYMBOL"),
+    ([1, 2], "INVALID_JSON"),
+    (b"{not json", "INVALID_JSON"),
+    (b"", "INVALID_JSON"),
+]
+
+
+def test_bad_input_is_400_with_code(client, svc, sym):
+    for body, code in BAD_INPUT:
+        resp = post_json(client, "/orders", body, U1)
+        assert resp.status_code == 400, (body, resp.body)
+        assert resp.json_body["code"] == code and resp.json_body["message"], (body, resp.body)
+    assert records(svc, 0, timeout=0) == []
+
+
+def test_unknown_symbol_is_404_and_other_keys_are_not_touched(client, svc, cache):
+    cache.set("depth:{OTHER}", "x")
+    resp = post_json(client, "/orders", {"symbol": "NOPE", "side": "BUY", "price": 1, "quantity": 1}, U1)
+    assert resp.status_code == 404 and resp.json_body["code"] == "UNKNOWN_SYMBOL"
+    resp = client.http.delete("/orders/ord_1?symbol=" + "%2A", headers=U1)
+    assert resp.status_code == 400 and resp.json_body["code"] == "INVALID_SYMBOL"
+    assert cache.get("depth:{OTHER}") == "x"
+
+
+def test_oversize_body_is_413(client, svc, sym):
+    body = json.dumps({"symbol": "TEST", "side": "BUY", "price": 1, "quantity": 1, "pad": "x" * MAX_BODY_BYTES})
+    resp = post_json(client, "/orders", body.encode(), U1)
+    assert resp.status_code == 413 and resp.json_body["code"] == "PAYLOAD_TOO_LARGE"
+
+
+def test_cancel_and_replace(client, svc, sym):
+    resp = client.http.delete("/orders/ord_abc?symbol=TEST", headers=U1)
+    assert resp.status_code == 202 and resp.json_body == {"order_id": "ord_abc", "status": "QUEUED"}
+    resp = post_json(client, "/orders/ord_abc", {"symbol": "TEST", "quantity": 7}, U1, method="patch")
+    assert resp.status_code == 202
+    resp = post_json(client, "/orders/ord_abc", {"symbol": "TEST", "price": 120, "quantity": 3}, U1, method="patch")
+    assert resp.status_code == 202
+    recs = [r for _, r in records(svc, 3)]
+    by_action = sorted(recs, key=lambda r: (r["action"], r.get("price", 0)))
+    cancel, rep_q, rep_pq = by_action
+    assert {k: v for k, v in cancel.items() if k != "ts"} == {
+        "action": "CANCEL", "symbol": "TEST", "order_id": "ord_abc", "user_id": "u1"}
+    assert rep_q["action"] == "REPLACE" and rep_q["quantity"] == 7 and "price" not in rep_q
+    assert rep_pq["price"] == 120 and rep_pq["quantity"] == 3
+
+
+def test_cancel_replace_errors(client, svc, sym):
+    assert client.http.delete("/orders/ord_abc", headers=U1).json_body["code"] == "INVALID_SYMBOL"
+    assert client.http.delete("/orders/ord_abc?symbol=ZZZ", headers=U1).status_code == 404
+    assert client.http.delete("/orders/ord_abc?symbol=TEST").status_code == 401
+    resp = post_json(client, "/orders/ord_abc", {"symbol": "TEST"}, U1, method="patch")
+    assert resp.status_code == 400 and resp.json_body["code"] == "VALIDATION_ERROR"
+    resp = post_json(client, "/orders/" + "x" * 65, {"symbol": "TEST", "quantity": 1}, U1, method="patch")
+    assert resp.status_code == 400 and resp.json_body["code"] == "INVALID_ORDER_ID"
+    assert records(svc, 0, timeout=0) == []
+
+
+def test_kinesis_outage_is_503_and_frees_the_client_order_id(client, svc, sym, make_svc):
+    broken = make_svc(orders_stream="no-such-stream")
+    body = {"symbol": "TEST", "side": "BUY", "price": 1, "quantity": 1, "client_order_id": "retry-me"}
+    resp = post_json(client, "/orders", body, U1)
+    assert resp.status_code == 503 and resp.json_body["code"] == "ORDER_STREAM_UNAVAILABLE"
+    assert not broken.redis.exists(keys.idempotency("u1", "retry-me"))
