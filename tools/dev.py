@@ -600,6 +600,69 @@ class LocalStack:
         self.stop()
 
 
+# --------------------------------------------------------------------- as a child process
+class DevProcess:
+    """`python -m tools.dev` run as a child (the end-to-end test and the benchmark use it).
+
+    Every port is a free one unless given; `start()` returns once `<data>/run/stack.json`
+    says the stack is up, and `.info` holds its URLs, ports, admin key and environment.
+    `stop()` sends SIGTERM, as Ctrl-C would, and returns the exit code.
+    """
+
+    def __init__(self, data_dir: Path, *extra_args: str, timeout: float = 120.0) -> None:
+        self.data_dir = data_dir.resolve()
+        self.args = [sys.executable, "-m", "tools.dev", "--data-dir", str(self.data_dir), "--quiet",
+                     *(a for part in DEFAULT_PORTS for a in (f"--{part}-port", "0")), *extra_args]
+        self.timeout = timeout
+        self.proc: subprocess.Popen | None = None
+        self.info: dict[str, Any] = {}
+
+    def start(self) -> DevProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        out = open(self.data_dir / "dev-stdout.txt", "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(self.args, cwd=str(REPO_ROOT), stdout=out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        out.close()
+        stack_file = self.data_dir / "run" / "stack.json"
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise PartFailed(f"tools.dev exited with {self.proc.returncode}: {self.output()[-3000:]}")
+            if stack_file.exists():
+                try:
+                    self.info = json.loads(stack_file.read_text())
+                except ValueError:
+                    time.sleep(0.05)
+                    continue
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise PartFailed(f"the local stack was not up within {self.timeout}s: {self.output()[-3000:]}")
+
+    def output(self) -> str:
+        path = self.data_dir / "dev-stdout.txt"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self, timeout: float = 60.0) -> int | None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        return proc.returncode
+
+    def __enter__(self) -> DevProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 # --------------------------------------------------------------------- command line
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(

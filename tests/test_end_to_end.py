@@ -1,0 +1,223 @@
+"""End to end, on the whole local stack started the way `make dev` starts it.
+
+`python -m tools.dev` runs as a child (free ports, a temporary data folder): services,
+provisioning, REST in process, gateway, pump, engine, streamer, console. Then:
+
+- a test-mode user places crossing orders over REST; a websocket-client connection of
+  that user, subscribed to TEST, receives `depth`, `candle`, `ticker`, its own `order`
+  events and its `fill` (and nobody else's order events);
+- `/chart` returns the candle;
+- after `trades_backup` runs (`python -m tools.pump invoke trades_backup`, what
+  `make invoke NAME=trades_backup` runs), the closed candle is in DynamoDB and in S3.
+
+The backup only moves CLOSED 1-minute candles, and a candle closes when a trade of a later
+minute arrives (SPEC §3a: event time = the command's `ts`). So before the REST orders
+the test writes one crossing pair straight onto `supernoba-orders` with a `ts` one minute
+in the past — a legitimate order command (§2), as a delayed producer would send — and the
+REST trade of the current minute then closes that candle. No waiting for the clock.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+import websocket
+
+from tools.dev import DevProcess
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevProcess]:
+    dev = DevProcess(tmp_path_factory.mktemp("e2e-stack"), timeout=150).start()
+    try:
+        yield dev
+    finally:
+        code = dev.stop()
+        assert code == 0, f"tools.dev did not stop cleanly ({code}):\n{dev.output()[-2000:]}"
+
+
+class WsClient:
+    def __init__(self, url: str) -> None:
+        self.ws = websocket.create_connection(url, timeout=10)
+        self.messages: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                raw = self.ws.recv()
+            except (websocket.WebSocketException, OSError):
+                return
+            if not raw:
+                return
+            with self.lock:
+                self.messages.append(json.loads(raw))
+
+    def send(self, obj: dict[str, Any]) -> None:
+        self.ws.send(json.dumps(obj))
+
+    def wait_for(self, pred, what: str, timeout: float = 20.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                for m in self.messages:
+                    if pred(m):
+                        return m
+            time.sleep(0.02)
+        with self.lock:
+            seen = [m.get("e") for m in self.messages]
+        raise AssertionError(f"no {what} within {timeout}s; got events {seen}")
+
+    def all(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return list(self.messages)
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+def _aws(env: dict[str, str], service: str) -> Any:
+    return boto3.Session(
+        region_name=env["AWS_REGION"], aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    ).client(service, endpoint_url=env[f"AWS_ENDPOINT_URL_{service.upper()}"])
+
+
+def _minute(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC).replace(second=0, microsecond=0)
+
+
+def test_orders_to_websocket_chart_and_backup(stack: DevProcess) -> None:
+    t0 = time.monotonic()
+
+    def phase(name: str) -> None:
+        print(f"e2e {time.monotonic() - t0:6.1f}s {name}", flush=True)
+
+    info = stack.info
+    env = info["env"]
+    assert all(s["healthy"] for s in info["status"]), info["status"]
+    rest = httpx.Client(base_url=info["urls"]["rest"], timeout=10)
+
+    # TEST was activated on first start, through the admin API
+    symbols = rest.get("/admin/symbols", headers={"X-Admin-Key": info["admin_api_key"]}).json()
+    assert "TEST" in [s["symbol"] for s in symbols["symbols"]]
+
+    # 1. a trade one minute in the past, written as plain order commands
+    past_ms = int(time.time() * 1000) - 60_000
+    kinesis = _aws(env, "kinesis")
+    for cmd in (
+        {"action": "ADD", "symbol": "TEST", "order_id": "e2e-seed-s", "user_id": "e2e-seed-a", "is_buy": False,
+         "price": 990, "quantity": 3, "ts": past_ms},
+        {"action": "ADD", "symbol": "TEST", "order_id": "e2e-seed-b", "user_id": "e2e-seed-b", "is_buy": True,
+         "price": 990, "quantity": 3, "ts": past_ms + 1},
+    ):
+        kinesis.put_record(StreamName=env.get("KINESIS_ORDERS_STREAM", "supernoba-orders"), PartitionKey="TEST",
+                           Data=json.dumps(cmd).encode())
+
+    def chart() -> list[dict[str, Any]]:
+        resp = rest.get("/chart", params={"symbol": "TEST", "interval": "1m", "limit": 10})
+        assert resp.status_code == 200, resp.text
+        return resp.json()["data"]
+
+    past_epoch = int(_minute(past_ms).timestamp())
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not any(c["time"] == past_epoch for c in chart()):
+        time.sleep(0.1)
+    assert any(c["time"] == past_epoch and c["close"] == 990 for c in chart()), chart()
+
+    phase("seed candle visible")
+    # 2. the buyer watches TEST over WebSocket; a bystander is connected too
+    buyer = WsClient(info["urls"]["ws"] + "?testMode=true&userId=e2e-buyer")
+    other = WsClient(info["urls"]["ws"] + "?testMode=true&userId=e2e-bystander")
+    try:
+        for c in (buyer, other):
+            c.send({"action": "subscribe", "main": "TEST"})
+            c.wait_for(lambda m: m.get("e") == "subscribed", "subscribed")
+
+        phase("subscribed")
+        # 3. crossing orders over REST, test-mode users
+        sell = rest.post("/orders", headers={"X-Test-User": "e2e-seller"},
+                         json={"symbol": "TEST", "side": "SELL", "price": 1010, "quantity": 10})
+        assert sell.status_code == 202, sell.text
+        buy = rest.post("/orders", headers={"X-Test-User": "e2e-buyer"},
+                        json={"symbol": "TEST", "side": "BUY", "price": 1010, "quantity": 4})
+        assert buy.status_code == 202, buy.text
+        assert buy.json()["status"] == "QUEUED"
+        buy_id, sell_id = buy.json()["order_id"], sell.json()["order_id"]
+
+        depth = buyer.wait_for(lambda m: m.get("e") == "d" and m.get("a") == [[1010, 6]], "depth after the trade")
+        assert depth["s"] == "TEST" and depth["b"] == []
+        candle = buyer.wait_for(lambda m: m.get("e") == "candle" and m.get("c") == "1010", "candle of the trade")
+        assert candle["s"] == "TEST" and candle["v"] == "4"
+        ticker = buyer.wait_for(lambda m: m.get("e") == "t" and m.get("p") == 1010, "ticker of the trade")
+        assert ticker["s"] == "TEST"
+        filled = buyer.wait_for(lambda m: m.get("e") == "order" and m.get("order_id") == buy_id
+                                and m.get("status") == "FILLED", "own FILLED order event")
+        assert filled["filled"] == 4 and filled["remaining"] == 0 and filled["user_id"] == "e2e-buyer"
+        buyer.wait_for(lambda m: m.get("e") == "order" and m.get("order_id") == buy_id
+                       and m.get("status") == "ACCEPTED", "own ACCEPTED order event")
+        fill = buyer.wait_for(lambda m: m.get("e") == "fill" and m.get("taker_order_id") == buy_id, "own fill")
+        assert fill["p"] == 1010 and fill["q"] == 4 and fill["maker_order_id"] == sell_id
+
+        phase("buyer got every event")
+        # the bystander sees the market, never the buyer's orders or fills
+        other.wait_for(lambda m: m.get("e") == "d" and m.get("a") == [[1010, 6]], "bystander depth")
+        time.sleep(0.3)
+        assert not [m for m in other.all() if m.get("e") in ("order", "fill")]
+        assert not [m for m in buyer.all() if m.get("e") == "order" and m.get("order_id") == sell_id]
+    finally:
+        buyer.close()
+        other.close()
+
+    phase("bystander checked")
+    # 4. /chart has the new candle (hot) and the older one
+    now_candles = {c["time"]: c for c in chart()}
+    current = [c for c in now_candles.values() if c["close"] == 1010]
+    assert current and current[0]["volume"] == 4 and current[0]["time"] > past_epoch
+
+    phase("chart checked")
+    # 5. the backup moves the closed candle to DynamoDB and S3
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.pump", "--data-dir", str(stack.data_dir), "invoke", "trades_backup"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["name"] == "trades_backup" and report["result"]["candles"] >= 1
+
+    phase("backup invoked")
+    ddb = _aws(env, "dynamodb")
+    items = ddb.query(
+        TableName=env.get("CANDLE_TABLE", "candle_history"),
+        KeyConditionExpression="pk = :pk AND sk = :sk",
+        ExpressionAttributeValues={":pk": {"S": "CANDLE#TEST#1m"}, ":sk": {"N": str(past_epoch)}},
+    )["Items"]
+    assert len(items) == 1, items
+    s3 = _aws(env, "s3")
+    key = _minute(past_ms).strftime("candles/TEST/1m/%Y/%m/%d/%H%M.jsonl")
+    body = s3.get_object(Bucket=env.get("BACKUP_BUCKET", "supernoba-backup"), Key=key)["Body"].read().decode()
+    line = json.loads(body.strip().splitlines()[0])
+    assert str(line.get("c", line.get("close"))) == "990"
+
+    # the trade itself was persisted by the fills trigger
+    trades = ddb.query(
+        TableName=env.get("DYNAMODB_TABLE", "trade_history"),
+        KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": {"S": "TRADE#TEST"}},
+    )["Items"]
+    assert len(trades) >= 2
