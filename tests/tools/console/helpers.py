@@ -214,3 +214,97 @@ class FakeBackend:
             do_GET = do_POST = do_DELETE = do_PATCH = _handle
 
         return Handler
+
+
+class DevStack:
+    """`python -m tools.dev` (what `make dev` runs) in a subprocess, on free ports, in a fresh
+    data folder; `.urls`, `.admin_key` from its `run/stack.json` once every part is healthy."""
+
+    def __init__(self, data_dir: Path, timeout: float = 150.0) -> None:
+        self.data_dir = data_dir
+        self.timeout = timeout
+        self.proc: Any = None
+        self.info: dict[str, Any] = {}
+        self.out_path = data_dir.parent / f"{data_dir.name}-dev.out"
+
+    def __enter__(self) -> DevStack:
+        import subprocess
+        import sys
+
+        cmd = [sys.executable, "-m", "tools.dev", "--data-dir", str(self.data_dir), "--quiet", "--no-schedules"]
+        for part in ("rest", "ws", "console", "engine", "streamer"):
+            cmd += [f"--{part}-port", "0"]
+        self._out = open(self.out_path, "w")  # noqa: SIM115 - closed in __exit__
+        self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=self._out, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        stack_json = self.data_dir / "run" / "stack.json"
+        deadline = time.monotonic() + self.timeout
+        while True:
+            if self.proc.poll() is not None:
+                self._out.flush()
+                raise RuntimeError(f"tools.dev exited with {self.proc.returncode}:\n{self.out_path.read_text()[-4000:]}")
+            if stack_json.exists():
+                try:
+                    info = json.loads(stack_json.read_text())
+                except ValueError:
+                    info = {}
+                if info.get("status") and all(s.get("healthy") for s in info["status"]):
+                    self.info = info
+                    return self
+            if time.monotonic() > deadline:
+                self.__exit__()
+                raise RuntimeError(f"local stack not healthy after {self.timeout}s:\n{self.out_path.read_text()[-4000:]}")
+            time.sleep(0.25)
+
+    def __exit__(self, *exc: object) -> None:
+        import os
+        import signal
+        import subprocess
+
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # the group this object started
+                self.proc.wait(10)
+        self._out.close()
+
+    @property
+    def urls(self) -> dict[str, str]:
+        return self.info["urls"]
+
+    @property
+    def admin_key(self) -> str:
+        return self.info["admin_api_key"]
+
+    # --- REST helpers ----------------------------------------------------------------------
+    def rest(self, method: str, path: str, body: Any = None, user: str | None = None,
+             admin: bool = False) -> tuple[int, Any]:
+        import urllib.error
+        import urllib.request
+
+        headers = {"Content-Type": "application/json"}
+        if user:
+            headers["X-Test-User"] = user
+        if admin:
+            headers["X-Admin-Key"] = self.admin_key
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.urls["rest"] + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as res:
+                raw = res.read()
+                return res.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            return exc.code, json.loads(raw) if raw else None
+
+    def add_symbol(self, symbol: str) -> None:
+        status, body = self.rest("POST", "/admin/symbols", {"symbol": symbol}, admin=True)
+        assert status in (200, 201), body
+
+    def order(self, user: str, symbol: str, side: str, price: int, quantity: int) -> str:
+        status, body = self.rest("POST", "/orders", {"symbol": symbol, "side": side, "price": price,
+                                                     "quantity": quantity}, user=user)
+        assert status == 202, body
+        return body["order_id"]

@@ -8,6 +8,9 @@
 
 import { ApiError } from './api.js';
 
+/** Symbol metadata shown in the list (the app's SymbolMeta has more, e.g. created_at). */
+const SHOWN_META = ['display_name', 'tick_size', 'price_band_pct', 'min_price', 'max_price'];
+
 /** The payload of a JWT, unverified (only to decide what to show), or null. */
 export function jwtPayload(token) {
   try {
@@ -75,7 +78,8 @@ export class AdminPanel {
     const li = document.createElement('li');
     li.dataset.testid = `admin-symbol-${entry.symbol}`;
     const name = document.createElement('span');
-    const extra = Object.entries(entry).filter(([k, v]) => k !== 'symbol' && v !== null && v !== undefined).map(([k, v]) => `${k}=${v}`).join(' ');
+    const extra = SHOWN_META.filter((k) => entry[k] !== null && entry[k] !== undefined && entry[k] !== entry.symbol)
+      .map((k) => `${k}=${entry[k]}`).join(' ');
     name.textContent = extra ? `${entry.symbol}  ${extra}` : entry.symbol;
     const rm = document.createElement('button');
     rm.type = 'button';

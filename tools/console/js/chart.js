@@ -29,6 +29,7 @@ export class CandleChart {
     });
     this.candles = this.chart.addSeries(CandlestickSeries, {
       upColor: UP, downColor: DOWN, wickUpColor: UP, wickDownColor: DOWN, borderVisible: false,
+      priceFormat: { type: 'price', precision: 0, minMove: 1 }, // prices are integer ticks
     });
     this.candles.priceScale().applyOptions({ scaleMargins: { top: 0.08, bottom: 0.28 } });
     this.volume = this.chart.addSeries(HistogramSeries, {
