@@ -80,6 +80,7 @@ int sb_restore(sb_engine *e, const char *buf, size_t len);
 /* Binary door for benchmarks: events are counted, not written. */
 void sb_set_emit(sb_engine *e, int emit_json);
 int sb_core_cmd(sb_engine *e, const sb_cmd *c);
+int sb_core_batch(sb_engine *e, const sb_cmd *cmds, uint32_t n); /* with software prefetch */
 uint64_t sb_event_count(sb_engine *e);
 
 #endif
