@@ -1,5 +1,5 @@
 # Supernoba: `make dev` runs the whole exchange locally, `make test` runs every test.
-.PHONY: setup dev test lint bench clean help load soak
+.PHONY: setup dev test lint bench clean help load soak invoke bench-local-stack
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -20,7 +20,14 @@ test: setup  ## run every test
 lint: setup  ## ruff
 	$(VENV)/bin/ruff check .
 
-bench: setup  ## run every benchmark and print the figures
+bench: setup bench-local-stack  ## run every benchmark and print the figures
+
+invoke:  ## fire one schedule of the running local stack now: make invoke NAME=trades_backup
+	@test -n "$(NAME)" || { echo "usage: make invoke NAME=trades_backup  (names: $(PY) -m tools.pump list)"; exit 2; }
+	$(PY) -m tools.pump $(ARGS) invoke $(NAME)
+
+bench-local-stack: setup  ## POST /orders -> depth at a WebSocket client, on the whole local stack
+	$(PY) -m tools.bench.bench_local_stack $(BENCH_ARGS)
 
 load: setup  ## N WebSocket clients + M orders/s against a running `make dev`: make load ARGS="--clients 50 --rate 20 --duration 30"
 	$(PY) -m tools.load $(ARGS)
