@@ -262,3 +262,31 @@ def test_admin_panel_only_with_admin_key(new_page: Any, console: Any, backend: F
     assert backend.admin_symbols == ["TEST"]
     watch.screenshot("page_admin")
     assert watch.errors == []
+
+
+def test_jwt_session_sends_the_token_and_shows_admin_for_admin_role(new_page: Any, console: Any,
+                                                                    backend: FakeBackend) -> None:
+    import base64
+    import json
+
+    def b64(obj: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
+    token = f"{b64({'alg': 'HS256', 'typ': 'JWT'})}.{b64({'sub': 'u_jwt', 'app_metadata': {'role': 'admin'}})}.sig"
+    page, watch = open_page(new_page, console)
+    page.select_option("#conn-mode", "jwt")
+    page.fill("#jwt", token)
+    page.click("#btn-connect")
+    page.wait_for_selector("#order-form[data-guard=open]")
+    assert page.inner_text("#whoami") == "as u_jwt"
+    wait_until(lambda: any(f"token={token}" in p for p in backend.ws_paths), what="connect with ?token=")
+    assert page.is_visible("#admin-panel")  # role admin in the token; the server still decides
+    page.wait_for_selector("#admin-error:has-text('FORBIDDEN')")
+    page.fill("#order-price", "5")
+    page.fill("#order-qty", "1")
+    page.click("#btn-buy")
+    page.wait_for_selector("[data-testid=order-row][data-status=QUEUED]")
+    assert backend.calls("POST", "/orders")[-1][2]["authorization"] == f"Bearer {token}"
+    assert "x-test-user" not in backend.calls("POST", "/orders")[-1][2]
+    watch.screenshot("page_jwt")
+    assert [e for e in watch.errors if "status of 403" not in e] == []

@@ -24,7 +24,7 @@ export class CandleChart {
       autoSize: true,
       layout: { background: { type: ColorType.Solid, color: '#0f141b' }, textColor: '#aeb9c6' },
       grid: { vertLines: { color: '#1c2430' }, horzLines: { color: '#1c2430' } },
-      timeScale: { timeVisible: true, secondsVisible: false, borderColor: '#2a3442' },
+      timeScale: { timeVisible: true, secondsVisible: false, borderColor: '#2a3442', barSpacing: 9, rightOffset: 4 },
       rightPriceScale: { borderColor: '#2a3442' },
     });
     this.candles = this.chart.addSeries(CandlestickSeries, {
