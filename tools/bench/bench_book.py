@@ -1,0 +1,273 @@
+"""Engine-core benchmark (issue 3): the C book alone, Engine.process with JSON, liquibook, memory.
+
+Workload A is Liquibook's pt_order_book pattern (alternating buy/sell, buy 1880 + r%10,
+sell 1884 + r%10, quantity (r%10 + 1) * 100); B adds 30% cancels, 10% replaces and 5% market
+orders.  The same xorshift64 generator as tools/bench/book_bench.c gives both sides the same
+orders.  Throughput figures are per CPU-second of the measuring thread/process, so that a busy
+shared machine does not distort them (wall-clock figures are printed beside them).
+
+    python -m tools.bench.bench_book [--orders N] [--batch 500] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CSRC = REPO / "engine_pkg" / "csrc"
+MASK64 = (1 << 64) - 1
+
+
+def log(msg: str) -> None:
+    print(f"[bench-engine] {msg}", file=sys.stderr, flush=True)
+
+
+def gen(n: int, mixed: bool) -> list[tuple[int, int, int, int, int, int, int]]:
+    """(action, is_buy, type, user, id, price, qty) per command; mirrors book_bench.c:gen()."""
+    s = 88172645463325252
+    out: list[tuple[int, int, int, int, int, int, int]] = []
+    adds: list[int] = []
+
+    def rnd() -> int:
+        nonlocal s
+        s ^= (s << 13) & MASK64
+        s ^= s >> 7
+        s ^= (s << 17) & MASK64
+        return s >> 33
+
+    for i in range(n):
+        r = rnd()
+        k = rnd() % 100 if mixed else 99
+        is_buy = 1 if i % 2 == 0 else 0
+        user, oid = i % 997, i
+        price = 1880 + r % 10 if is_buy else 1884 + r % 10
+        qty = (r % 10 + 1) * 100
+        if k < 30 and adds:
+            t = out[adds[rnd() % len(adds)]]
+            out.append((1, is_buy, 0, t[3], t[4], price, qty))
+        elif k < 40 and adds:
+            t = out[adds[rnd() % len(adds)]]
+            price = 1880 + r % 10 if t[1] else 1884 + r % 10
+            out.append((2, is_buy, 0, t[3], t[4], price, qty))
+        else:
+            out.append((0, is_buy, 1 if k < 45 else 0, user, oid, price, qty))
+            adds.append(i)
+    return out
+
+
+def to_json(cmds: list[tuple[int, int, int, int, int, int, int]]) -> list[bytes]:
+    recs = []
+    for action, is_buy, typ, user, oid, price, qty in cmds:
+        if action == 0:
+            recs.append(
+                b'{"action":"ADD","symbol":"BENCH","order_id":"o%d","user_id":"u%d","is_buy":%s,"price":%d,'
+                b'"quantity":%d,"type":"%s"}'
+                % (oid, user, b"true" if is_buy else b"false", price, qty, b"MARKET" if typ else b"LIMIT")
+            )
+        elif action == 1:
+            recs.append(
+                b'{"action":"CANCEL","symbol":"BENCH","order_id":"o%d","user_id":"u%d"}' % (oid, user)
+            )
+        else:
+            recs.append(
+                b'{"action":"REPLACE","symbol":"BENCH","order_id":"o%d","user_id":"u%d","price":%d,"quantity":%d}'
+                % (oid, user, price, qty)
+            )
+    return recs
+
+
+def run_c_driver(n: int) -> dict | None:
+    """Compile and run book_bench.c (C core alone, latency, C-side memory)."""
+    out = Path(tempfile.mkdtemp(prefix="sn-bench-")) / "book_bench"
+    cc = os.environ.get("CC", "gcc")
+    cmd = [
+        cc,
+        "-O3",
+        "-march=native",
+        "-std=c11",
+        "-I",
+        str(CSRC),
+        str(REPO / "tools/bench/book_bench.c"),
+        str(CSRC / "book.c"),
+        "-o",
+        str(out),
+    ]
+    log("compiling the C driver: " + " ".join(cmd))
+    if subprocess.run(cmd, check=False).returncode != 0:
+        log("C driver failed to compile")
+        return None
+    log(f"C core: workloads A and B x3, latency, memory ({n:,} orders)...")
+    p = subprocess.run([str(out), str(n)], capture_output=True, text=True, check=False)
+    if p.returncode != 0:
+        log("C driver failed: " + p.stderr)
+        return None
+    return json.loads(p.stdout)
+
+
+def bench_engine(recs: list[bytes], batch: int) -> tuple[float, float, int]:
+    """Engine.process over batches; returns (orders per CPU second, per wall second, events)."""
+    from engine_pkg import Engine
+
+    eng = Engine(clock=lambda: 0)
+    batches = [recs[i : i + batch] for i in range(0, len(recs), batch)]
+    gc.collect()
+    gc.freeze()  # the benchmark's own million input objects must not make every GC pass slower
+    events = 0
+    c0, w0 = time.process_time(), time.perf_counter()
+    for b in batches:
+        res = eng.process(b)
+        events += len(res.fills) + len(res.statuses)
+    cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+    return len(recs) / cpu, len(recs) / wall, events
+
+
+def bench_liquibook(cmds: list[tuple[int, int, int, int, int, int, int]]) -> tuple[float, float] | str:
+    """The PyPI liquibook binding's insert-only loop on the same orders (adds only)."""
+    try:
+        import liquibook  # type: ignore[import-not-found]
+    except ImportError as exc:
+        return f"liquibook not installed ({exc}); pip install liquibook"
+    book = liquibook.liquibook_book_OrderBook()
+    orders = [liquibook.SimpleOrder(bool(c[1]), c[5], c[6]) for c in cmds if c[0] == 0 and c[2] == 0]
+    c0, w0 = time.process_time(), time.perf_counter()
+    for o in orders:
+        book.add(o)
+    cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+    return len(orders) / cpu, len(orders) / wall
+
+
+RSS_SCRIPT = """
+import resource, sys
+from engine_pkg import Engine
+n = int(sys.argv[1])
+eng = Engine(clock=lambda: 0)
+B = 5000
+for s in range(0, n, B):
+    eng.process([b'{"action":"ADD","symbol":"BENCH","order_id":"r%d","user_id":"u%d","is_buy":true,'
+                 b'"price":%d,"quantity":100}' % (i, i % 997, 1000 + i % 1000) for i in range(s, min(n, s + B))])
+print(eng.open_orders(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def bench_rss(n: int) -> tuple[int, int]:
+    """Peak RSS (KiB) of a fresh Python process holding n resting orders in an Engine."""
+    p = subprocess.run(
+        [sys.executable, "-c", RSS_SCRIPT, str(n)], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    resting, kb = p.stdout.split()
+    return int(resting), int(kb)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--orders", type=int, default=1_000_000, help="orders per workload (default 1,000,000)")
+    ap.add_argument("--batch", type=int, default=500, help="Engine.process batch size (default 500)")
+    ap.add_argument("--quick", action="store_true", help="100,000 orders: a smoke run")
+    ap.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    args = ap.parse_args(argv)
+    n = 100_000 if args.quick else args.orders
+    sys.path.insert(0, str(REPO))
+
+    c = run_c_driver(n)
+    rows: list[tuple[str, str, str, str]] = []
+    figures: dict[str, object] = {"orders": n, "c": c}
+    if c:
+        rows.append(
+            (
+                "C core alone, A (orders/s)",
+                f"{c['a_ops']:,.0f}",
+                ">= 20,000,000",
+                "ok" if c["a_ops"] >= 20e6 else "MISSED",
+            )
+        )
+        rows.append(
+            (
+                "C core alone, B (orders/s)",
+                f"{c['b_ops']:,.0f}",
+                ">= 20,000,000",
+                "ok" if c["b_ops"] >= 20e6 else "MISSED",
+            )
+        )
+    for name, mixed in (("A", False), ("B", True)):
+        log(f"generating workload {name} as JSON ({n:,} orders)...")
+        cmds = gen(n, mixed)
+        recs = to_json(cmds)
+        log(f"Engine.process workload {name}, batches of {args.batch}...")
+        cpu_ops, wall_ops, events = bench_engine(recs, args.batch)
+        figures[f"engine_{name}"] = {"cpu_ops": cpu_ops, "wall_ops": wall_ops, "events": events}
+        rows.append(
+            (
+                f"Engine.process JSON, {name} (orders/s)",
+                f"{cpu_ops:,.0f} (wall {wall_ops:,.0f})",
+                ">= 2,500,000",
+                "ok" if cpu_ops >= 2.5e6 else "MISSED",
+            )
+        )
+        log(f"liquibook insert-only loop, workload {name} adds...")
+        lb = bench_liquibook(cmds)
+        if isinstance(lb, str):
+            rows.append((f"liquibook insert-only, {name}", lb, "", ""))
+        else:
+            figures[f"liquibook_{name}"] = {"cpu_ops": lb[0], "wall_ops": lb[1]}
+            ratio = cpu_ops / lb[0]
+            rows.append(
+                (f"liquibook insert-only, {name} (orders/s)", f"{lb[0]:,.0f} (wall {lb[1]:,.0f})", "", "")
+            )
+            rows.append(
+                (
+                    f"ratio Engine.process / liquibook, {name}",
+                    f"{ratio:.2f}x",
+                    ">= 2x",
+                    "ok" if ratio >= 2 else "MISSED",
+                )
+            )
+    if c:
+        rows.append(
+            (
+                "C latency p50 / p99 / p99.9 (ns)",
+                f"{c['p50_ns']:.0f} / {c['p99_ns']:.0f} / {c['p999_ns']:.0f}",
+                "p99 < 1000",
+                "ok" if c["p99_ns"] < 1000 else "MISSED",
+            )
+        )
+        delta_mb = (c["rss_kb"] - c["rss_base_kb"]) / 1024
+        rows.append((f"C book memory, {c['resting']:,} resting (MB)", f"{delta_mb:.0f}", "", ""))
+    log(f"RSS of a Python process with {n:,} resting orders...")
+    resting, kb = bench_rss(n)
+    figures["rss_kb"] = kb
+    rows.append(
+        (
+            f"Python process RSS, {resting:,} resting (MB)",
+            f"{kb / 1024:.0f}",
+            "<= 200",
+            "ok" if kb / 1024 <= 200 else "MISSED",
+        )
+    )
+
+    load = os.getloadavg()[0]
+    print(
+        f"\nEngine core benchmark (issue 3) -- {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{platform.python_implementation()} {platform.python_version()}, load avg {load:.1f}, "
+        f"{time.strftime('%Y-%m-%d %H:%M')}"
+    )
+    w = max(len(r[0]) for r in rows)
+    w2 = max(len(r[1]) for r in rows)
+    print(f"{'measure':<{w}}  {'result':<{w2}}  {'goal':<13}  status")
+    for r in rows:
+        print(f"{r[0]:<{w}}  {r[1]:<{w2}}  {r[2]:<13}  {r[3]}")
+    if args.json:
+        print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
