@@ -1,0 +1,134 @@
+"""WebSocket handlers on `app` through the real local gateway (tools/gateway.py)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+import websocket
+
+import app as app_module
+from chalice_app import keys
+from tools.gateway import Gateway
+
+
+@pytest.fixture
+def gw(make_svc) -> Iterator[tuple[Gateway, object]]:
+    gateway = Gateway(app_module.app, stage="api", port=0).start()
+    services = make_svc(websocket_endpoint=gateway.endpoint_url)
+    services.redis.sadd("active:symbols", "TEST", "AAA", "BBB")
+    yield gateway, services
+    gateway.stop()
+
+
+def connect(gateway: Gateway, query: str = "") -> websocket.WebSocket:
+    ws = websocket.create_connection(gateway.url + (f"/?{query}" if query else ""), timeout=5)
+    return ws
+
+
+def recv(ws: websocket.WebSocket) -> dict:
+    return json.loads(ws.recv())
+
+
+def ask(ws: websocket.WebSocket, msg) -> dict:
+    ws.send(msg if isinstance(msg, str) else json.dumps(msg))
+    return recv(ws)
+
+
+def wait_until(pred, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        time.sleep(0.02)
+
+
+def only_conn(cache, key: str) -> str:
+    [conn] = cache.smembers(key)
+    return conn
+
+
+def test_connect_kinds_register(gw, cache, auth_server):
+    gateway, _ = gw
+    anon = connect(gateway)
+    token = connect(gateway, f"token={auth_server.es256('u_jwt')}")
+    test = connect(gateway, "testMode=true&userId=u_test")
+    wait_until(lambda: cache.scard("connections:all") == 3)
+    jwt_conn = only_conn(cache, "user:u_jwt:connections")
+    test_conn = only_conn(cache, "user:u_test:connections")
+    info = json.loads(cache.get(f"ws:{jwt_conn}"))
+    assert info["userId"] == "u_jwt" and info["isLoggedIn"] is True and isinstance(info["connectedAt"], int)
+    assert 0 < cache.ttl(f"ws:{jwt_conn}") <= 7800
+    assert cache.smembers("realtime:connections") == {jwt_conn, test_conn}
+    for ws in (anon, token, test):
+        ws.close()
+    wait_until(lambda: cache.scard("connections:all") == 0)
+    assert cache.keys("ws:*") == [] and cache.keys("user:*") == []
+
+
+def test_connect_refusals(gw, make_svc, auth_server):
+    gateway, _ = gw
+    for query in (f"token={auth_server.es256(aud='x')}", "token=garbage",
+                  f"token={auth_server.hs256(secret='wrong-secret-but-long-enough-to-use')}",
+                  "testMode=true&userId=bad%20id"):
+        with pytest.raises(websocket.WebSocketBadStatusException) as exc:
+            connect(gateway, query)
+        assert exc.value.status_code in (400, 401)
+    make_svc(websocket_endpoint=gateway.endpoint_url, allow_test_mode=False)
+    with pytest.raises(websocket.WebSocketBadStatusException) as exc:
+        connect(gateway, "testMode=true&userId=u1")
+    assert exc.value.status_code == 403
+
+
+def test_subscribe_unsubscribe_ping(gw, cache):
+    gateway, _ = gw
+    cache.set(keys.depth("TEST"), json.dumps({"e": "d", "s": "TEST", "t": 1, "u": 2, "b": [[1, 1]], "a": []}))
+    cache.set(keys.ticker("AAA"), json.dumps({"e": "t", "s": "AAA", "t": 1, "p": 5, "c": 0.0, "yc": 0.0}))
+    ws = connect(gateway)
+    assert ask(ws, {"action": "ping"})["e"] == "pong"
+    reply = ask(ws, {"action": "subscribe", "main": "TEST", "sub": ["AAA", "BBB"]})
+    assert reply == {"e": "subscribed", "main": "TEST", "sub": ["AAA", "BBB"]}
+    snapshot = [recv(ws), recv(ws)]
+    assert snapshot[0]["e"] == "d" and snapshot[0]["s"] == "TEST"
+    assert snapshot[1] == {"e": "t", "s": "AAA", "t": 1, "p": 5, "c": 0.0, "yc": 0.0}
+    conn = only_conn(cache, "connections:all")
+    assert cache.smembers("symbol:{TEST}:main") == {conn}
+    assert cache.smembers("subscribed:symbols") == {"TEST", "AAA", "BBB"}
+    assert ask(ws, {"action": "subscribe", "main": "AAA"})["main"] == "AAA"
+    recv(ws)  # AAA ticker snapshot
+    assert cache.smembers("symbol:{TEST}:main") == set() and "TEST" not in cache.smembers("subscribed:symbols")
+    reply = ask(ws, {"action": "unsubscribe", "sub": ["BBB"]})
+    assert reply == {"e": "unsubscribed", "main": "AAA", "sub": ["AAA"]}
+    assert ask(ws, {"action": "unsubscribe"}) == {"e": "unsubscribed", "main": None, "sub": []}
+    assert cache.smembers("subscribed:symbols") == set()
+    ws.close()
+
+
+def test_bad_messages_get_error_events(gw, cache):
+    gateway, services = gw
+    ws = connect(gateway)
+    cases = [
+        ("hello", "INVALID_JSON"),
+        ("[1,2]", "INVALID_JSON"),
+        ({"action": "dance"}, "UNKNOWN_ACTION"),
+        ({"action": "subscribe", "main": "NOPE"}, "UNKNOWN_SYMBOL"),
+        ({"action": "subscribe", "main": "TEST", "sub": ["AAA", "ZZZ"]}, "UNKNOWN_SYMBOL"),
+        ({"action": "subscribe", "main": "X}:*"}, "INVALID_SYMBOL"),
+        ({"action": "subscribe", "sub": [1]}, "INVALID_SYMBOL"),
+        ({"action": "subscribe", "sub": {"a": 1}}, "BAD_REQUEST"),
+        ({"action": "subscribe"}, "BAD_REQUEST"),
+        ({"action": "subscribe", "sub": [f"S{i}" for i in range(21)]}, "TOO_MANY_SUBSCRIPTIONS"),
+        ({"action": "ping", "pad": "x" * 5000}, "MESSAGE_TOO_LARGE"),
+    ]
+    for msg, code in cases:
+        reply = ask(ws, msg)
+        assert reply["e"] == "error" and reply["code"] == code and reply["message"], (msg, reply)
+    assert cache.smembers("subscribed:symbols") == set(), "refused subscribes change nothing"
+    # the cap counts what the connection already holds
+    services.redis.sadd("active:symbols", *[f"S{i}" for i in range(21)])
+    assert ask(ws, {"action": "subscribe", "sub": [f"S{i}" for i in range(20)]})["e"] == "subscribed"
+    assert ask(ws, {"action": "subscribe", "sub": ["S20"]})["code"] == "TOO_MANY_SUBSCRIPTIONS"
+    assert ask(ws, {"action": "ping"})["e"] == "pong", "the connection survives all of it"
+    ws.close()
