@@ -20,6 +20,9 @@ configure_logging(_settings)
 services = build(_settings)
 
 app = Chalice(app_name="supernoba")
+# WebSocket handlers are still an experimental Chalice feature: without this opt-in
+# `chalice package` / `chalice deploy` refuse the app (issue 9).
+app.experimental_feature_flags.update(["WEBSOCKETS"])
 app.api.cors = CORSConfig(
     allow_origin="*",
     allow_headers=["Authorization", "Content-Type", "X-Test-User", "X-Admin-Key"],
