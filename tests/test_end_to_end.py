@@ -40,14 +40,33 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 
 
+class Stack:
+    """The running `python -m tools.dev` of this module; `restart()` keeps its data folder."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.dev = DevProcess(data_dir, "--no-console", timeout=150).start()
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return self.dev.info
+
+    def stop(self) -> None:
+        code = self.dev.stop()
+        assert code == 0, f"tools.dev did not stop cleanly ({code}):\n{self.dev.output()[-2000:]}"
+
+    def restart(self) -> None:
+        self.stop()
+        self.dev = DevProcess(self.data_dir, "--no-console", timeout=150).start()
+
+
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevProcess]:
-    dev = DevProcess(tmp_path_factory.mktemp("e2e-stack"), timeout=150).start()
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    holder = Stack(tmp_path_factory.mktemp("e2e-stack"))
     try:
-        yield dev
+        yield holder
     finally:
-        code = dev.stop()
-        assert code == 0, f"tools.dev did not stop cleanly ({code}):\n{dev.output()[-2000:]}"
+        holder.stop()
 
 
 class WsClient:
@@ -103,7 +122,7 @@ def _minute(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC).replace(second=0, microsecond=0)
 
 
-def test_orders_to_websocket_chart_and_backup(stack: DevProcess) -> None:
+def test_orders_to_websocket_chart_and_backup(stack: Stack) -> None:
     t0 = time.monotonic()
 
     def phase(name: str) -> None:
@@ -221,3 +240,47 @@ def test_orders_to_websocket_chart_and_backup(stack: DevProcess) -> None:
         KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": {"S": "TRADE#TEST"}},
     )["Items"]
     assert len(trades) >= 2
+
+
+def test_a_restart_keeps_books_symbols_and_trigger_positions(stack: Stack) -> None:
+    """Runs after the test above, on the same data folder (SPEC §11: a restart keeps data)."""
+    rest = httpx.Client(base_url=stack.info["urls"]["rest"], timeout=10)
+    before = rest.get("/depth/TEST").json()
+    assert before["a"] == [[1010, 6]], before
+    checkpoints = stack.data_dir / "pump" / "checkpoints.json"
+    assert checkpoints.exists()
+
+    stack.restart()
+    assert (stack.data_dir / "initialized").exists()
+    rest = httpx.Client(base_url=stack.info["urls"]["rest"], timeout=10)
+    after = rest.get("/depth/TEST").json()
+    assert after["a"] == [[1010, 6]] and after["u"] == before["u"], after
+    # trading goes on from the restored book, and its notifications still flow
+    buyer = WsClient(stack.info["urls"]["ws"] + "?testMode=true&userId=e2e-buyer2")
+    try:
+        buyer.send({"action": "subscribe", "main": "TEST"})
+        buyer.wait_for(lambda m: m.get("e") == "subscribed", "subscribed")
+        buy = rest.post("/orders", headers={"X-Test-User": "e2e-buyer2"},
+                        json={"symbol": "TEST", "side": "BUY", "price": 1010, "quantity": 6})
+        assert buy.status_code == 202, buy.text
+        buyer.wait_for(lambda m: m.get("e") == "d" and m.get("a") == [] and m.get("u", 0) > before["u"],
+                       "depth of the emptied ask side")
+        buyer.wait_for(lambda m: m.get("e") == "order" and m.get("order_id") == buy.json()["order_id"]
+                       and m.get("status") == "FILLED", "FILLED after the restart")
+    finally:
+        buyer.close()
+    # the fills trigger resumed after its checkpoint and stored the new trade (3 in all)
+    ddb = _aws(stack.info["env"], "dynamodb")
+
+    def trades() -> list[dict[str, Any]]:
+        return ddb.query(
+            TableName=stack.info["env"].get("DYNAMODB_TABLE", "trade_history"),
+            KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": {"S": "TRADE#TEST"}},
+        )["Items"]
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(trades()) < 3:
+        time.sleep(0.2)
+    assert len(trades()) == 3
+    log = (stack.data_dir / "logs" / "pump.log").read_text()
+    assert "source=on_fills stream=supernoba-fills" in log and "from=AFTER_SEQUENCE_NUMBER" in log
