@@ -263,7 +263,12 @@ class ShardWorker(threading.Thread):
         t0 = time.perf_counter()
         datas = [r["Data"] for r in records]
         arrival = records[-1].get("ApproximateArrivalTimestamp")
-        self._batch_clock = int(arrival.timestamp() * 1000) if arrival is not None else int(time.time() * 1000)
+        if isinstance(arrival, (int, float)):
+            self._batch_clock = int(arrival * 1000)
+        elif arrival is not None:  # a datetime, from a default botocore client
+            self._batch_clock = int(arrival.timestamp() * 1000)
+        else:
+            self._batch_clock = int(time.time() * 1000)
         with self.lock:
             res = self._process(datas)
             depths = {s: self.engine.depth(s, DEPTH_LEVELS) for s in res.touched}

@@ -77,7 +77,7 @@ def test_kill_9_while_producing_then_restart_equals_uninterrupted_run(
     settings, aws, depth_cache, backup_cache, tmp_path
 ):
     kinesis = aws.client("kinesis")
-    cmds = order_flow(3000, SYMBOLS, step_ms=40, seed=11)
+    cmds = order_flow(2000, SYMBOLS, step_ms=40, seed=11)
     ref, ref_res = _reference(cmds)
     port = free_port()
     env = fast_env(settings, ENGINE_HTTP_PORT=str(port), ENGINE_ID="crashy")
@@ -86,7 +86,7 @@ def test_kill_9_while_producing_then_restart_equals_uninterrupted_run(
     try:
         wait_until(lambda: len(list(backup_cache.scan_iter("lease:*"))) == 4, 20, what="4 leases")
         producer.start()
-        for kill_at in (900, 2000):
+        for kill_at in (600, 1300):
             wait_until(lambda k=kill_at: producer.sent >= k, 60, what=f"{kill_at} orders sent")
             # a snapshot with a checkpoint exists, and records were processed after it
             wait_until(
@@ -119,7 +119,7 @@ def test_two_engines_split_four_shards_and_one_takes_over_after_kill_9(
     settings, aws, depth_cache, backup_cache, tmp_path
 ):
     kinesis = aws.client("kinesis")
-    cmds = order_flow(2000, SYMBOLS, step_ms=40, seed=5)
+    cmds = order_flow(1500, SYMBOLS, step_ms=40, seed=5)
     ref, ref_res = _reference(cmds)
 
     def holders() -> dict[str, str]:
@@ -136,7 +136,7 @@ def test_two_engines_split_four_shards_and_one_takes_over_after_kill_9(
 
         wait_until(split, 30, what="2 + 2 shards")
         producer.start()
-        wait_until(lambda: producer.sent >= 800, 60)
+        wait_until(lambda: producer.sent >= 600, 60)
         e1.kill9()
         wait_until(lambda: sorted(holders().values()) == ["e2"] * 4, 20, what="e2 takes over all shards")
         producer.join(60)

@@ -1,0 +1,316 @@
+"""Benchmark of the engine service (issue 4) on local kinesalite + valkey-server.
+
+    python -m tools.bench.bench_engine_service [--orders N] [--latency-samples N] [--replay N] [--profile]
+
+1. throughput: N orders pre-loaded on a fresh 4-shard orders stream, then
+   `python -m engine_pkg` (a child process) reads them from TRIM_HORIZON; orders/s from the
+   first to the last processed order (its /metrics), CPU seconds of the engine, kinesalite and
+   valkey over that window, and (--profile) the engine's hottest functions from py-spy.
+2. latency: PutRecord → `depth:{SYM}` updated (seen through the `depth:changed` PUBLISH that
+   follows the write in the same pipeline), one order at a time with random 5–30 ms gaps.
+3. replay: time for a fresh engine (no snapshot, like after `--dev` plus a crash) to rebuild the
+   books from an R-record stream, and the time `Engine.process` alone needs for them.
+
+Prints progress on stderr and the figures on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import boto3
+import orjson
+import redis
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from chalice_app import keys  # noqa: E402
+from chalice_app.config import Settings  # noqa: E402
+from tools.services import KinesisService, ValkeyService, free_port  # noqa: E402
+
+SYMBOLS = [f"S{i:02d}" for i in range(16)]
+
+
+def progress(msg: str) -> None:
+    print(f"[bench-engine-service] {msg}", file=sys.stderr, flush=True)
+
+
+def order_stream(n: int, seed: int = 1, symbols: list[str] = SYMBOLS) -> list[bytes]:
+    """Limit orders around a drifting mid (about half cross), 10% cancels, 3% markets."""
+    rnd = random.Random(seed)
+    mid = {s: 10_000 for s in symbols}
+    resting: dict[str, list[tuple[str, str]]] = {s: [] for s in symbols}
+    out: list[bytes] = []
+    t0 = int(time.time() * 1000)
+    for i in range(n):
+        s = symbols[rnd.randrange(len(symbols))]
+        u = f"u{rnd.randrange(200)}"
+        r = rnd.random()
+        if r < 0.10 and resting[s]:
+            oid, owner = resting[s].pop(rnd.randrange(len(resting[s])))
+            cmd = {"action": "CANCEL", "symbol": s, "order_id": oid, "user_id": owner}
+        elif r < 0.13:
+            cmd = {"action": "ADD", "symbol": s, "order_id": f"o{i}", "user_id": u, "is_buy": rnd.random() < 0.5,
+                   "quantity": rnd.randrange(1, 20), "type": "MARKET"}
+        else:
+            mid[s] += rnd.choice((-1, 0, 1))
+            buy = rnd.random() < 0.5
+            price = mid[s] + (rnd.randrange(-3, 8) * (-1 if buy else 1))
+            cmd = {"action": "ADD", "symbol": s, "order_id": f"o{i}", "user_id": u, "is_buy": buy,
+                   "price": price, "quantity": rnd.randrange(1, 100)}
+            resting[s].append((f"o{i}", u))
+            if len(resting[s]) > 2000:
+                resting[s] = resting[s][-1000:]
+        cmd["ts"] = t0 + i
+        out.append(orjson.dumps(cmd))
+    return out
+
+
+def load(kinesis, stream: str, records: list[bytes], threads: int = 4) -> float:
+    """PutRecords 500 at a time from a few threads; returns records/s."""
+    def put(chunk: list[bytes]) -> None:
+        pending = [{"Data": d, "PartitionKey": orjson.loads(d)["symbol"]} for d in chunk]
+        while pending:
+            resp = kinesis.put_records(StreamName=stream, Records=pending)
+            pending = [r for r, x in zip(pending, resp["Records"], strict=True) if "ErrorCode" in x]
+    # keep per-symbol order: one thread per group of symbols
+    groups: dict[int, list[bytes]] = collections.defaultdict(list)
+    for d in records:
+        groups[hash(orjson.loads(d)["symbol"]) % threads].append(d)
+    start = time.monotonic()
+    done = [0]
+
+    def run(group: list[bytes]) -> None:
+        for i in range(0, len(group), 500):
+            put(group[i:i + 500])
+            done[0] += len(group[i:i + 500])
+            if done[0] % 50_000 < 500:
+                progress(f"loaded {done[0]:,}/{len(records):,}")
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(run, groups.values()))
+    return len(records) / (time.monotonic() - start)
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def metric(port: int, name: str) -> float:
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return -1
+    for line in text.splitlines():
+        if line.startswith(f"supernoba_engine_{name} "):
+            return float(line.split()[1])
+    return -1
+
+
+class Stack:
+    def __init__(self) -> None:
+        self.valkey = ValkeyService().start()
+        self.kin = KinesisService(start_timeout=60).start()
+        self.env = {**os.environ, "AWS_ENDPOINT_URL_KINESIS": self.kin.url, "AWS_ACCESS_KEY_ID": "local",
+                    "AWS_SECRET_ACCESS_KEY": "local", "AWS_REGION": "ap-northeast-2",
+                    "AWS_DEFAULT_REGION": "ap-northeast-2", "DEPTH_CACHE_URL": self.valkey.depth_url,
+                    "BACKUP_CACHE_URL": self.valkey.backup_url, "LOG_LEVEL": "WARNING"}
+        os.environ.update({k: v for k, v in self.env.items() if k.startswith(("AWS_", "DEPTH_", "BACKUP_"))})
+        self.kinesis = boto3.client("kinesis", region_name="ap-northeast-2")
+
+    def streams(self, tag: str) -> Settings:
+        env = {**self.env, "KINESIS_ORDERS_STREAM": f"orders-{tag}", "KINESIS_FILLS_STREAM": f"fills-{tag}",
+               "KINESIS_STATUS_STREAM": f"status-{tag}"}
+        s = Settings.from_env(env)
+        k = self.kinesis
+        for name, shards in ((s.orders_stream, 4), (s.fills_stream, 2), (s.status_stream, 2)):
+            k.create_stream(StreamName=name, ShardCount=shards)
+            k.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.2})
+        return s
+
+    def engine(self, s: Settings, *args: str, **env: str) -> tuple[subprocess.Popen, int]:
+        port = free_port()
+        full = {**self.env, "KINESIS_ORDERS_STREAM": s.orders_stream, "KINESIS_FILLS_STREAM": s.fills_stream,
+                "KINESIS_STATUS_STREAM": s.status_stream, "ENGINE_HTTP_PORT": str(port), **env}
+        proc = subprocess.Popen([sys.executable, "-m", "engine_pkg", *args], cwd=str(REPO), env=full,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while metric(port, "orders_total") < 0:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("engine did not start")
+            time.sleep(0.1)
+        return proc, port
+
+    @staticmethod
+    def stop_engine(proc: subprocess.Popen) -> None:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+
+    def close(self) -> None:
+        self.kin.stop()
+        self.valkey.stop()
+
+
+def drain(stack: Stack, s: Settings, n: int, profile: bool, label: str) -> dict:
+    """Run an engine over a pre-loaded stream of n records; time first→last processed order."""
+    redis.Redis.from_url(s.backup_cache_url).flushdb()
+    redis.Redis.from_url(s.depth_cache_url).flushdb()
+    proc, port = stack.engine(s)
+    spy = None
+    if profile:
+        out = Path(tempfile.mkdtemp()) / "profile.txt"
+        spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(proc.pid),
+                                "--format", "raw", "--output", str(out), "--rate", "200", "--threads",
+                                "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pids = {"engine": proc.pid, "kinesalite": stack.kin.proc.pid, "valkey": stack.valkey.proc.pid}
+    cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
+    t_first = None
+    last_report = 0.0
+    while True:
+        done = metric(port, "orders_total")
+        now = time.monotonic()
+        if done > 0 and t_first is None:
+            t_first = now
+            cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
+        if done >= n:
+            break
+        if now - last_report > 5:
+            progress(f"{label}: {int(done):,}/{n:,} orders processed")
+            last_report = now
+        time.sleep(0.05)
+    elapsed = time.monotonic() - t_first
+    cpu = {k: round(cpu_seconds(p) - cpu0[k], 1) for k, p in pids.items()}
+    top: list[tuple[str, float]] = []
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
+        top = hot_functions(out)
+    stack.stop_engine(proc)
+    return {"orders": n, "seconds": round(elapsed, 2), "orders_per_s": round(n / elapsed), "cpu_s": cpu,
+            "wall_s": round(elapsed, 1), "top": top}
+
+
+def hot_functions(path: Path, k: int = 12) -> list[tuple[str, float]]:
+    """Self time per function (leaf frame) from py-spy's collapsed stacks, idle frames excluded."""
+    counts: collections.Counter[str] = collections.Counter()
+    total = 0
+    if not path.exists():
+        return []
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        frames = stack.split(";")
+        leaf = frames[-1]
+        if any(w in leaf for w in ("wait (threading", "select (", "_wait_for_tstate_lock", "serve_forever",
+                                   "poll (selectors", "sleep", "get (queue", "_worker (concurrent")):
+            continue
+        counts[leaf.split(" (")[0] + " (" + leaf.split("/")[-1]] += int(n)
+        total += int(n)
+    return [(f, round(100.0 * c / total, 1)) for f, c in counts.most_common(k)] if total else []
+
+
+def latency(stack: Stack, samples: int, **env: str) -> dict:
+    s = stack.streams(f"lat{int(time.time())}{random.randrange(1000)}")
+    proc, port = stack.engine(s, "--dev", **env)
+    time.sleep(1.5)  # leases taken, iterators at LATEST
+    sub = redis.Redis.from_url(s.depth_cache_url).pubsub()
+    sub.subscribe(keys.DEPTH_CHANGED_CHANNEL)
+    sub.get_message(timeout=1)
+    cache = redis.Redis.from_url(s.depth_cache_url)
+    rnd = random.Random(3)
+    lat: list[float] = []
+    for i in range(samples):
+        sym = SYMBOLS[i % len(SYMBOLS)]
+        cmd = orjson.dumps({"action": "ADD", "symbol": sym, "order_id": f"l{i}", "user_id": "u1", "is_buy": True,
+                            "price": 100 + rnd.randrange(50), "quantity": 1, "ts": int(time.time() * 1000)})
+        t0 = time.perf_counter()
+        stack.kinesis.put_record(StreamName=s.orders_stream, Data=cmd, PartitionKey=sym)
+        while True:
+            msg = sub.get_message(ignore_subscribe_messages=True, timeout=2)
+            if msg is None:
+                raise RuntimeError(f"no depth update for order {i}")
+            if sym in json.loads(msg["data"]):
+                break
+        lat.append((time.perf_counter() - t0) * 1000)
+        if i == 0:
+            assert cache.get(keys.depth(sym))
+        time.sleep(rnd.uniform(0.005, 0.030))
+    stack.stop_engine(proc)
+    lat.sort()
+    q = statistics.quantiles(lat, n=100)
+    return {"samples": samples, "p50_ms": round(q[49], 1), "p90_ms": round(q[89], 1), "p99_ms": round(q[98], 1),
+            "max_ms": round(lat[-1], 1), "env": env}
+
+
+def engine_only(records: list[bytes]) -> float:
+    from engine_pkg import Engine
+
+    eng = Engine(clock=lambda: 0)
+    t0 = time.perf_counter()
+    for i in range(0, len(records), 10_000):
+        eng.process(records[i:i + 10_000])
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tools.bench.bench_engine_service", description=__doc__.splitlines()[0])
+    p.add_argument("--orders", type=int, default=100_000, help="throughput run size (default 100,000)")
+    p.add_argument("--latency-samples", type=int, default=500, help="latency samples (default 500)")
+    p.add_argument("--replay", type=int, default=200_000,
+                   help="replay stream size (default 200,000; 1,000,000 for the full figure)")
+    p.add_argument("--profile", action="store_true", help="py-spy the engine during the throughput run")
+    p.add_argument("--skip", default="", help="comma list of phases to skip: throughput,latency,replay")
+    args = p.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
+    stack = Stack()
+    results: dict = {"machine": f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}"}
+    try:
+        if "latency" not in skip:
+            progress("latency: floor 10 ms, idle max 50 ms (local defaults)")
+            results["latency_default"] = latency(stack, args.latency_samples)
+            progress("latency: floor 10 ms, idle max 10 ms")
+            results["latency_idle10"] = latency(stack, args.latency_samples, ENGINE_POLL_IDLE_MAX_MS="10")
+        if "throughput" not in skip:
+            s = stack.streams("tp")
+            records = order_stream(args.orders)
+            progress(f"throughput: loading {len(records):,} orders")
+            results["load_rate_per_s"] = round(load(stack.kinesis, s.orders_stream, records))
+            results["throughput"] = drain(stack, s, len(records), args.profile, "throughput")
+            results["throughput"]["engine_process_only_s"] = round(engine_only(records), 2)
+        if "replay" not in skip:
+            s = stack.streams("rp")
+            records = order_stream(args.replay, seed=2)
+            progress(f"replay: loading {len(records):,} orders")
+            results["replay_load_rate_per_s"] = round(load(stack.kinesis, s.orders_stream, records))
+            results["replay"] = drain(stack, s, len(records), False, "replay")
+            results["replay"]["engine_process_only_s"] = round(engine_only(records), 2)
+            results["replay"]["extrapolated_1m_s"] = round(results["replay"]["seconds"] * 1_000_000 / len(records))
+    finally:
+        stack.close()
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
