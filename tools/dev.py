@@ -352,6 +352,7 @@ class LocalStack:
                 if pid != os.getpid():
                     raise AlreadyRunning(f"a local stack (pid {pid}) already uses {self.data_dir}; stop it "
                                          f"first, or pass another --data-dir")
+        self._kill_leftovers()
         self._pid_file.write_text(str(os.getpid()))
         self._owns_pid = True
         wanted = {"engine": self.cfg.engine, "streamer": self.cfg.streamer, "console": self.cfg.console,
@@ -368,9 +369,61 @@ class LocalStack:
             raise PortBusy("in use: " + ", ".join(busy) + "; stop what uses it or choose another port")
         self.say(f"supernoba local stack: data in {self.data_dir}, logs in {self.log_dir}")
 
+    def _kill_leftovers(self) -> None:
+        """End the processes a previous stack on this folder started and left behind (a crash,
+        SIGKILL): two valkey-servers or kinesalites on one data folder would corrupt it.
+        Only pids recorded in run/children.json whose command line is unchanged are touched."""
+        record = self.run_dir / "children.json"
+        if not record.exists():
+            return
+        try:
+            children = json.loads(record.read_text())
+        except ValueError:
+            children = {}
+        for name, entry in children.items():
+            pid, cmdline = int(entry["pid"]), entry["cmdline"]
+            try:
+                current = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+            except OSError:
+                continue
+            if current != cmdline:
+                continue
+            log.warning("event=leftover_killed part=%s pid=%d", name, pid)
+            self.say(f"  ending {name} (pid {pid}) left behind by an earlier run")
+            try:
+                os.killpg(pid, signal.SIGTERM)
+                for _ in range(100):
+                    if not Path(f"/proc/{pid}").exists():
+                        break
+                    time.sleep(0.05)
+                else:
+                    os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        record.unlink(missing_ok=True)
+
+    def _record_children(self) -> None:
+        procs: dict[str, Any] = {}
+        if self.services is not None:
+            procs.update({svc.name: svc.proc for svc in self.services.all})
+        procs.update({name: child.proc for name, child in self.children.items()})
+        out = {}
+        for name, proc in procs.items():
+            if proc is None or proc.poll() is not None:
+                continue
+            try:
+                cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+            except OSError:
+                continue
+            out[name] = {"pid": proc.pid, "cmdline": cmdline}
+        (self.run_dir / "children.json").write_text(json.dumps(out, indent=1))
+
     def _start_services(self) -> None:
         self.services = LocalServices(data_dir=self.data_dir, log_dir=self.log_dir, ports=self.cfg.service_ports)
-        self.services.start()
+        try:
+            self.services.start()
+        finally:
+            self._record_children()
 
     def _base_env(self) -> dict[str, str]:
         assert self.services is not None
@@ -466,6 +519,7 @@ class LocalStack:
                               f"http://{self.cfg.host}:{self.ports[name]}/health")
         self.children[name] = child
         child.start()
+        self._record_children()
 
     def _start_console(self) -> None:
         from tools.console.serve import serve
@@ -555,7 +609,10 @@ class LocalStack:
     def _supervise(self) -> None:
         while not self._stop.wait(1.0):
             for child in list(self.children.values()):
+                pid = child.proc.pid if child.proc else None
                 child.supervise()
+                if child.proc is not None and child.proc.pid != pid:
+                    self._record_children()
 
     # ----------------------------------------------------------------- stop
     def stop(self) -> None:
@@ -586,6 +643,7 @@ class LocalStack:
         for name in ("env.json", "stack.json"):
             (self.run_dir / name).unlink(missing_ok=True)
         if self._owns_pid:
+            (self.run_dir / "children.json").unlink(missing_ok=True)
             self._pid_file.unlink(missing_ok=True)
             self._owns_pid = False
 
@@ -714,8 +772,11 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(cfg.data_dir)
     setup_logging(cfg.data_dir.resolve() / "logs", cfg.log_level)
     stop = threading.Event()
+    started = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
+        if not started.is_set():
+            raise KeyboardInterrupt  # during start: unwinds start(), which stops what it started
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -726,6 +787,10 @@ def main(argv: list[str] | None = None) -> int:
     except DevError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted; everything started was stopped", file=sys.stderr, flush=True)
+        return 130
+    started.set()
     try:
         print("\n" + stack.status_table() + "\n", flush=True)
         while not stop.wait(0.5):
