@@ -11,7 +11,8 @@
 
 `serve(host, port, rest_url, ws_url, admin_key=None)` starts the server on a background
 thread and returns a running `ConsoleServer` (port 0 picks a free port; `.url`, `.stop()`,
-context manager). `python -m tools.console.serve --help` runs it in the foreground.
+context manager). `python -m tools.console.serve --help` runs it in the foreground;
+`--export DIR` (`export(...)`) writes the same files as a static site for a deployed stage.
 
 Errors:
 
@@ -28,6 +29,7 @@ import argparse
 import json
 import logging
 import mimetypes
+import shutil
 import threading
 import urllib.error
 import urllib.parse
@@ -230,6 +232,28 @@ def serve(
     return server
 
 
+def export(out_dir: Path, rest_url: str, ws_url: str, admin_key: str | None = None, *, stage: str = "local") -> Path:
+    """Write the page as plain static files (for S3 or any web server), pointed at a stage.
+
+    The REST URL is called directly from the browser (no proxy), so the API must allow
+    CORS from where the files are hosted (the Chalice app allows `*`).
+    """
+    if not (LWC_DIST / LWC_FILE).is_file():
+        raise MissingAsset(f"{LWC_DIST / LWC_FILE} not found: run `make setup` (npm install in tools/)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "js").mkdir(exist_ok=True)
+    (out_dir / "vendor").mkdir(exist_ok=True)
+    for name in ("index.html", "style.css"):
+        shutil.copyfile(HERE / name, out_dir / name)
+    for js in sorted((HERE / "js").glob("*.js")):
+        shutil.copyfile(js, out_dir / "js" / js.name)
+    shutil.copyfile(LWC_DIST / LWC_FILE, out_dir / VENDOR_PATH.lstrip("/"))
+    config = console_config(rest_url, ws_url, admin_key, proxy=False, stage=stage)
+    (out_dir / "console-config.json").write_text(json.dumps(config, indent=2) + "\n")
+    log.info("console_exported dir=%s rest=%s ws=%s", out_dir, rest_url, ws_url)
+    return out_dir
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.console.serve", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -241,9 +265,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stage", default="local", help="stage name shown by the page (default local)")
     p.add_argument("--no-proxy", action="store_true",
                    help="let the browser call --rest directly (needs CORS) instead of through /rest")
+    p.add_argument("--export", type=Path, metavar="DIR",
+                   help="write the page as static files into DIR (for S3 or any web server) and exit")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.export:
+        try:
+            out = export(args.export, args.rest, args.ws, args.admin_key, stage=args.stage)
+        except (ConsoleServeError, OSError) as exc:
+            print(f"error: {exc}")
+            return 1
+        print(f"console written to {out} (REST {args.rest}, WS {args.ws})", flush=True)
+        return 0
     try:
         server = serve(args.host, args.port, args.rest, args.ws, args.admin_key, proxy=not args.no_proxy,
                        stage=args.stage)

@@ -68,7 +68,7 @@ class PageWatch:
     def screenshot(self, name: str) -> Path:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"{name}.png"
-        self.page.screenshot(path=str(path), full_page=True)
+        self.page.screenshot(path=str(path))
         return path
 
 
@@ -171,8 +171,17 @@ class FakeBackend:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
+                self.send_header("Access-Control-Allow-Origin", "*")  # like the Chalice app's CORS
                 self.end_headers()
                 self.wfile.write(body)
+
+            def do_OPTIONS(self) -> None:  # CORS preflight
+                self.send_response(204)
+                self.send_header("Access-Control-Allow-Origin", "*")
+                self.send_header("Access-Control-Allow-Methods", "GET,POST,PATCH,DELETE")
+                self.send_header("Access-Control-Allow-Headers", "Content-Type,Authorization,X-Test-User,X-Admin-Key")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def _handle(self) -> None:
                 url = urllib.parse.urlsplit(self.path)

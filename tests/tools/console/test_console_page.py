@@ -290,3 +290,36 @@ def test_jwt_session_sends_the_token_and_shows_admin_for_admin_role(new_page: An
     assert "x-test-user" not in backend.calls("POST", "/orders")[-1][2]
     watch.screenshot("page_jwt")
     assert [e for e in watch.errors if "status of 403" not in e] == []
+
+
+def test_exported_static_site_talks_to_the_api_directly(new_page: Any, backend: FakeBackend, tmp_path: Any) -> None:
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from tools.console.serve import export
+
+    out = export(tmp_path / "site", backend.rest_url, backend.ws_url, stage="dev")
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(out))
+    handler.log_message = lambda *a: None  # type: ignore[method-assign]
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        backend.depth["TEST"] = {"e": "d", "s": "TEST", "t": 1, "u": 3, "b": [[50, 2]], "a": [[51, 1]]}
+        page = new_page()
+        watch = PageWatch(page)
+        page.goto(f"http://127.0.0.1:{httpd.server_address[1]}/")
+        page.wait_for_selector("#ladder[data-u='3']")  # GET /depth straight to the API (CORS)
+        page.select_option("#conn-mode", "test")
+        page.fill("#user-id", "u_static")
+        page.click("#btn-connect")
+        page.fill("#order-price", "50")
+        page.fill("#order-qty", "1")
+        page.click("#btn-sell")
+        page.wait_for_selector("[data-testid=order-row][data-status=QUEUED]")
+        assert backend.calls("POST", "/orders")[-1][2]["x-test-user"] == "u_static"
+        watch.screenshot("page_exported")
+        assert watch.errors == []
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
