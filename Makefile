@@ -1,5 +1,5 @@
 # Supernoba: `make dev` runs the whole exchange locally, `make test` runs every test.
-.PHONY: setup dev test lint bench clean help load soak invoke bench-local-stack bench-engine fuzz
+.PHONY: setup dev test lint bench clean help load soak invoke bench-local-stack bench-engine bench-streamer fuzz
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -20,7 +20,7 @@ test: setup  ## run every test
 lint: setup  ## ruff
 	$(VENV)/bin/ruff check .
 
-bench: setup bench-engine bench-local-stack  ## run every benchmark and print the figures
+bench: setup bench-engine bench-local-stack bench-streamer  ## run every benchmark and print the figures
 
 invoke:  ## fire one schedule of the running local stack now: make invoke NAME=trades_backup
 	@test -n "$(NAME)" || { echo "usage: make invoke NAME=trades_backup  (names: $(PY) -m tools.pump list)"; exit 2; }
@@ -31,6 +31,9 @@ bench-local-stack: setup  ## POST /orders -> depth at a WebSocket client, on the
 
 bench-engine: setup  ## C order book alone, Engine.process JSON vs liquibook, latency, memory (issue 3)
 	$(PY) -m tools.bench.bench_book $(BENCH_ENGINE_ARGS)
+
+bench-streamer: setup  ## streamer sends/s with 1,000/5,000 connections, depth write -> receipt latency (issue 6)
+	$(PY) -m tools.bench.bench_streamer $(BENCH_STREAMER_ARGS)
 
 fuzz:  ## libFuzzer + ASan/UBSan on the C order book for FUZZ_SECONDS (default 120)
 	bash tools/fuzz/run.sh

@@ -197,6 +197,10 @@ class Fanout:
         except TransportError as exc:  # a transport's own subclass we do not know
             self.metrics.error(exc.kind)
             self._drop_head(conn_id, box, key, str(exc))
+        except Exception as exc:  # a bug below us must not kill this worker (and stall the lane)
+            log.exception("event=send_bug conn=%s", conn_id)
+            self.metrics.error("internal")
+            self._drop_head(conn_id, box, key, repr(exc))
         else:
             box.attempt = 0
             box.items.pop(key, None)

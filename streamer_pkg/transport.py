@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import logging
 import ssl
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
@@ -86,6 +87,13 @@ class SigV4Signer:
         self.region = region
         self._provider = credentials_provider
         self._key_cache: tuple[str, str, bytes] | None = None
+        self._date_cache: tuple[int, str] = (0, "")
+
+    def _amz_date(self) -> str:
+        sec = int(time.time())
+        if sec != self._date_cache[0]:
+            self._date_cache = (sec, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(sec)))
+        return self._date_cache[1]
 
     def _signing_key(self, secret: str, date: str) -> bytes:
         cached = self._key_cache
@@ -100,8 +108,7 @@ class SigV4Signer:
 
     def headers(self, method: str, host: str, path: str, body: bytes, now: dt.datetime | None = None) -> dict[str, str]:
         creds = self._provider()
-        now = now or dt.datetime.now(dt.UTC)
-        amz_date = now.strftime("%Y%m%dT%H%M%SZ")
+        amz_date = now.strftime("%Y%m%dT%H%M%SZ") if now is not None else self._amz_date()
         date = amz_date[:8]
         headers = {"host": host, "x-amz-date": amz_date}
         if creds is None:
@@ -205,7 +212,8 @@ class HttpTransport:
         request = ("\r\n".join(head) + "\r\n\r\n").encode() + data
         async with self._slots:
             try:
-                status, error_type, keep = await asyncio.wait_for(self._roundtrip(request), self.timeout)
+                async with asyncio.timeout(self.timeout):
+                    status, error_type, keep = await self._roundtrip(request)
             except TimeoutError as exc:
                 raise RetryableError(f"timeout after {self.timeout}s", "timeout") from exc
             except (OSError, asyncio.IncompleteReadError, ValueError) as exc:

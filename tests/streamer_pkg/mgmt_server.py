@@ -39,6 +39,13 @@ _SERVER_ERROR = (
 )
 
 
+async def _cancel_all() -> None:
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 class MgmtServer:
     """The `@connections` API on 127.0.0.1:port. `open_ids=None` accepts any id not in `gone`."""
 
@@ -89,10 +96,7 @@ class MgmtServer:
             loop.run_forever()
         finally:
             self._server.close()
-            tasks = asyncio.all_tasks(loop)
-            for t in tasks:
-                t.cancel()
-            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.run_until_complete(_cancel_all())
             loop.close()
 
     # -- state helpers -------------------------------------------------------

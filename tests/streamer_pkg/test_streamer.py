@@ -169,7 +169,7 @@ def test_gone_connection_is_removed_from_every_set(settings, depth_cache, server
         wait_until(lambda: of(server.messages("ok"), "d"))
         write_depth(r, "TEST", u=2)
         wait_until(lambda: len(of(server.messages("ok"), "d")) == 2)
-        assert s.metrics.errors["gone"] >= 1
+        wait_until(lambda: s.metrics.errors["gone"] >= 1, what="gone counted")
     assert "dead" not in r.smembers(keys.symbol_main("TEST"))
     assert "dead" not in r.smembers(keys.symbol_sub("AAA")) | r.smembers(keys.symbol_sub("BBB"))
     assert "dead" not in r.smembers(keys.REALTIME_CONNECTIONS)
