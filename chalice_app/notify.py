@@ -105,19 +105,27 @@ class Notifier:
         self.sender = sender
         self.trades = trade_table
 
-    def _send_to_user(self, user_id: str, payload: bytes, report: BatchReport) -> None:
-        if not self.sender.configured:
-            log.warning("event=notify_skipped reason=no_websocket_endpoint user=%s", user_id)
+    def _deliver(self, per_user: list[tuple[str, bytes]], report: BatchReport) -> None:
+        """Send each (user_id, payload) to all that user's connections, concurrently."""
+        if not per_user:
             return
-        conn_ids = user_connection_ids(self.r, user_id)
-        for conn_id, result in self.sender.send_many(sorted(conn_ids), payload).items():
+        if not self.sender.configured:
+            log.warning("event=notify_skipped reason=no_websocket_endpoint n=%d", len(per_user))
+            return
+        conn_cache: dict[str, list[str]] = {}
+        pairs: list[tuple[str, bytes]] = []
+        for user_id, payload in per_user:
+            if user_id not in conn_cache:
+                conn_cache[user_id] = sorted(user_connection_ids(self.r, user_id))
+            pairs.extend((conn_id, payload) for conn_id in conn_cache[user_id])
+        for (conn_id, _), result in zip(pairs, self.sender.send_batch(pairs), strict=True):
             if result is SendResult.SENT:
                 report.sent += 1
             elif result is SendResult.GONE:
                 report.gone += 1
             else:
                 report.failed += 1
-                log.warning("event=notify_failed user=%s conn=%s", user_id, conn_id)
+                log.warning("event=notify_failed conn=%s", conn_id)
 
     def handle_fills(self, records: Iterable[bytes]) -> BatchReport:
         report = BatchReport()
@@ -137,15 +145,18 @@ class Notifier:
                 for fill in fills:
                     batch.put_item(Item=trade_item(fill))
             report.written = len(fills)
+        per_user: list[tuple[str, bytes]] = []
         for fill, raw in zip(fills, raws, strict=True):
             for user_id in dict.fromkeys((fill["maker_user_id"], fill["taker_user_id"])):
-                self._send_to_user(user_id, raw, report)
+                per_user.append((user_id, raw))
             log.info("event=fill_stored symbol=%s trade=%s maker=%s taker=%s",
                      fill["s"], fill["trade_id"], fill["maker_user_id"], fill["taker_user_id"])
+        self._deliver(per_user, report)
         return report
 
     def handle_statuses(self, records: Iterable[bytes]) -> BatchReport:
         report = BatchReport()
+        per_user: list[tuple[str, bytes]] = []
         for data in records:
             report.records += 1
             ev = parse_status(data)
@@ -153,7 +164,8 @@ class Notifier:
                 report.bad += 1
                 log.error("event=bad_status_record data=%r", bytes(data)[:200])
                 continue
-            self._send_to_user(ev["user_id"], data, report)
+            per_user.append((ev["user_id"], data))
             log.info("event=order_notified user=%s order=%s status=%s reason=%s",
                      ev["user_id"], ev.get("order_id"), ev.get("status"), ev.get("reason"))
+        self._deliver(per_user, report)
         return report

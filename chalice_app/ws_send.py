@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -94,6 +95,7 @@ class WsSender:
         self.endpoint = endpoint.rstrip("/")
         self.redis = redis_client
         self.api = WebsocketAPI(env={"AWS_REGION": region})
+        self._pool: ThreadPoolExecutor | None = None
         if self.endpoint:
             parts = urlsplit(self.endpoint)
             session = session or boto3.Session(region_name=region)
@@ -137,6 +139,41 @@ class WsSender:
             except WsSendError as exc:
                 log.warning("event=ws_send_failed conn=%s error=%s", conn_id, exc)
                 results[conn_id] = SendResult.FAILED
+        return results
+
+    PARALLEL_MIN_CONNECTIONS = 4
+    MAX_WORKERS = 16
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.MAX_WORKERS, thread_name_prefix="ws-send")
+        return self._pool
+
+    def send_batch(self, pairs: Sequence[tuple[str, Any]]) -> list[SendResult]:
+        """Send many (conn_id, message) pairs, connections in parallel once there are a few
+        (boto3 clients are thread-safe); results in the order given. Messages to one
+        connection keep their relative order; after a GONE the rest to it are skipped."""
+        if not pairs:
+            return []
+        by_conn: dict[str, list[int]] = {}
+        for i, (conn_id, _) in enumerate(pairs):
+            by_conn.setdefault(conn_id, []).append(i)
+        results: list[SendResult] = [SendResult.FAILED] * len(pairs)
+
+        def run(conn_id: str) -> None:
+            gone = False
+            for i in by_conn[conn_id]:
+                if gone:  # the connection is gone: do not knock again for each message
+                    results[i] = SendResult.GONE
+                    continue
+                results[i] = self.send_many([conn_id], pairs[i][1])[conn_id]
+                gone = results[i] is SendResult.GONE
+
+        if len(by_conn) < self.PARALLEL_MIN_CONNECTIONS:
+            for conn_id in by_conn:
+                run(conn_id)
+        else:
+            list(self._executor().map(run, by_conn))
         return results
 
     def close(self, conn_id: str) -> SendResult:

@@ -24,6 +24,9 @@ class ConnectionsServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            disable_nagle_algorithm = True  # else headers + body cost a 40 ms delayed ACK
+            protocol_version = "HTTP/1.1"
+
             def log_message(self, *args: object) -> None:
                 pass
 
