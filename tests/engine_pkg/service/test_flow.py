@@ -168,3 +168,29 @@ def test_bad_records_get_reasons_and_the_rest_flows(settings, aws, depth_cache):
         assert [(f["p"], f["q"]) for f in fills] == [(100, 2)]
         d = orjson.loads(wait_until(lambda: depth_cache.get(keys.depth("AAA")), 10))
         assert d["a"] == [[100, 3]] and d["b"] == []
+
+
+def test_a_batch_that_makes_the_engine_raise_is_rerun_record_by_record(settings, aws, depth_cache, monkeypatch):
+    """Fault injection over the real engine: any batch holding the record b'BOOM' raises."""
+    from engine_pkg.service import shard_reader
+
+    class Fragile(shard_reader.Engine):
+        def process(self, records):
+            if b"BOOM" in records:
+                raise ValueError("engine bug triggered by one record")
+            return super().process(records)
+
+    monkeypatch.setattr(shard_reader, "Engine", Fragile)
+    kinesis = aws.client("kinesis")
+    a = {"action": "ADD", "symbol": "AAA", "order_id": "a1", "user_id": "u1", "is_buy": True, "price": 10,
+         "quantity": 3, "ts": 5}
+    b = {**a, "order_id": "a2", "price": 11}
+    with running_service(fast(settings)) as svc:
+        kinesis.put_records(StreamName=settings.orders_stream, Records=[
+            {"Data": orjson.dumps(a), "PartitionKey": "AAA"}, {"Data": b"BOOM", "PartitionKey": "AAA"},
+            {"Data": orjson.dumps(b), "PartitionKey": "AAA"}])
+        d = wait_until(lambda: orjson.loads(depth_cache.get(keys.depth("AAA")) or b'{"b":[]}')["b"] == [[11, 3], [10, 3]]
+                       and depth_cache.get(keys.depth("AAA")), 15, what="both orders on the book")
+        assert orjson.loads(d)["u"] == 2
+        assert svc.metrics.counters["dropped_records_total"] == 1
+        assert all_reading(svc)
