@@ -93,6 +93,16 @@ class _Connection:
     close_reason: str = ""
 
 
+def _snapshot(d: dict) -> dict:
+    """A copy of a dict the event-loop thread may be changing (called from other threads)."""
+    for _ in range(100):
+        try:
+            return dict(d)
+        except RuntimeError:  # changed size during iteration: try again
+            continue
+    return {}
+
+
 def new_connection_id() -> str:
     """An id shaped like API Gateway's (16 characters ending in `=`)."""
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(15)) + "="
@@ -211,12 +221,12 @@ class Gateway:
 
     def stats(self) -> dict[str, int]:
         """Counters: connections opened/refused/closed, messages and bytes each way, ..."""
-        out = dict(self._counters)
-        out["connections_current"] = sum(1 for c in list(self._conns.values()) if c.state is ConnState.OPEN)
+        out = _snapshot(self._counters)
+        out["connections_current"] = len(self.connection_ids())
         return out
 
     def connection_ids(self) -> list[str]:
-        return [c.conn_id for c in list(self._conns.values()) if c.state is ConnState.OPEN]
+        return [c.conn_id for c in _snapshot(self._conns).values() if c.state is ConnState.OPEN]
 
     def __enter__(self) -> Gateway:
         return self.start()
@@ -261,11 +271,13 @@ class Gateway:
         self._started.set()
         await self._stopping.wait()
         reaper.cancel()
+        closing = []
         for conn in list(self._conns.values()):
             if conn.ws is not None and conn.state is ConnState.OPEN:
                 conn.state = ConnState.CLOSING
                 conn.close_reason = "Gateway shutting down"
-                await conn.ws.close(code=WSCloseCode.GOING_AWAY, message=b"Going away")
+                closing.append(conn.ws.close(code=WSCloseCode.GOING_AWAY, message=b"Going away"))
+        await asyncio.gather(*closing, return_exceptions=True)  # concurrently: a dead client waits 5 s
         # give the handlers' finally blocks ($disconnect) a moment to run
         deadline = time.monotonic() + 5
         while self._conns and time.monotonic() < deadline:
