@@ -1,5 +1,5 @@
 # Supernoba: `make dev` runs the whole exchange locally, `make test` runs every test.
-.PHONY: setup dev test lint bench clean help load soak invoke bench-local-stack bench-engine bench-streamer bench-engine-service fuzz
+.PHONY: setup dev test lint bench clean help load soak invoke bench-local-stack bench-engine bench-streamer bench-engine-service bench-scaling fuzz
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -20,7 +20,7 @@ test: setup  ## run every test
 lint: setup  ## ruff
 	$(VENV)/bin/ruff check .
 
-bench: setup bench-engine bench-local-stack bench-streamer bench-engine-service  ## run every benchmark and print the figures
+bench: setup bench-engine bench-local-stack bench-streamer bench-engine-service bench-scaling  ## run every benchmark and print the figures
 
 invoke:  ## fire one schedule of the running local stack now: make invoke NAME=trades_backup
 	@test -n "$(NAME)" || { echo "usage: make invoke NAME=trades_backup  (names: $(PY) -m tools.pump list)"; exit 2; }
@@ -37,6 +37,9 @@ bench-streamer: setup  ## streamer sends/s with 1,000/5,000 connections, depth w
 
 bench-engine-service: setup  ## engine service orders/s, PutRecord -> depth latency, replay speed (issue 4)
 	$(PY) -m tools.bench.bench_engine_service --profile $(BENCH_ENGINE_SERVICE_ARGS)
+
+bench-scaling: setup  ## 1/2/4 engines on an 8-shard local stream: orders/s, takeover after kill -9 / SIGTERM (issue 9)
+	$(PY) -m tools.bench.bench_scaling $(BENCH_SCALING_ARGS)
 
 fuzz:  ## libFuzzer + ASan/UBSan on the C order book for FUZZ_SECONDS (default 120)
 	bash tools/fuzz/run.sh

@@ -15,7 +15,7 @@ here on free ports, in memory):
    the dead engine's shards right after the kill is matched (its `depth:{SYM}` appears);
    for K = 4 also a graceful stop (SIGTERM), which releases the leases at once.
 
-    python -m tools.bench.bench_scaling [--engines 1,2,4] [--orders 60000] [--json FILE]
+    python -m tools.bench.bench_scaling [--engines 1,2,4] [--orders 30000] [--json FILE]
 
 Figures are printed (and optionally written as JSON); nothing is asserted. Run it on an
 otherwise idle machine: every engine, kinesalite and valkey share the same cores.
@@ -109,7 +109,7 @@ class Bench:
         self.args = args
         self.log_dir = log_dir
         self.env = {**os.environ, **services.env(), "LOG_LEVEL": "WARNING",
-                    "ENGINE_LEASE_TTL_MS": str(args.lease_ttl_ms)}
+                    "ENGINE_LEASE_TTL_MS": str(args.lease_ttl_ms), "ENGINE_GET_LIMIT": str(args.get_limit)}
         self.session = boto3.Session(region_name=self.env["AWS_REGION"])
         self.kinesis = self.session.client(
             "kinesis", endpoint_url=self.env["AWS_ENDPOINT_URL_KINESIS"],
@@ -189,7 +189,7 @@ class Bench:
                 e.proc.send_signal(signal.SIGTERM)
         for e in procs:
             try:
-                e.proc.wait(60)
+                e.proc.wait(30)
             except subprocess.TimeoutExpired:
                 e.proc.kill()
                 e.proc.wait(10)
@@ -345,6 +345,10 @@ class Bench:
                 f" (process exited: {leaving.proc.wait(60)} after {time.monotonic() - t_term:.1f}s)")
 
 
+def _interrupt(_signum, _frame) -> None:
+    raise KeyboardInterrupt
+
+
 def _fmt(seconds: float | None) -> str:
     return "n/a" if seconds is None else f"{seconds:.1f}s"
 
@@ -353,12 +357,18 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.bench.bench_scaling", description=__doc__.split("\n\n")[0])
     p.add_argument("--engines", default="1,2,4", help="engine counts to run, comma separated (default %(default)s)")
     p.add_argument("--shards", type=int, default=8, help="shards of the orders stream (default %(default)s)")
-    p.add_argument("--orders", type=int, default=60000, help="orders preloaded per run (default %(default)s)")
+    p.add_argument("--orders", type=int, default=30000, help="orders preloaded per run (default %(default)s)")
     p.add_argument("--symbols", type=int, default=64, help="symbols the orders are spread over (default %(default)s)")
     p.add_argument("--lease-ttl-ms", type=int, default=10000, help="ENGINE_LEASE_TTL_MS (default %(default)s)")
+    p.add_argument("--get-limit", type=int, default=1000,
+                   help="ENGINE_GET_LIMIT, records per GetRecords (default %(default)s: kinesalite slows down "
+                        "badly on 10,000-record reads; AWS does not)")
     p.add_argument("--timeout", type=float, default=600, help="give up a run after this many seconds")
     p.add_argument("--json", help="also write the figures to this JSON file")
     args = p.parse_args(argv)
+    # clean up (engines, services) on Ctrl-C and on SIGTERM, also when started in the background
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     counts = [int(x) for x in args.engines.split(",") if x.strip()]
     log_dir = REPO / ".local" / "bench-scaling"
     log_dir.mkdir(parents=True, exist_ok=True)
