@@ -55,7 +55,7 @@ class StreamerOptions:
 
     realtime_interval: float = 0.05
     anon_interval: float = 0.5
-    min_wake_gap: float = 0.002
+    min_wake_gap: float = 0.005
     concurrency: int = 128
     slow_concurrency: int = 8
     slow_after: float = 0.25
@@ -169,7 +169,10 @@ class Streamer:
         self._stop.set()
         for t in self._tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=2.0)
+            for t in stuck:
+                log.warning("event=stop_task_stuck task=%s", t.get_name())
         await self.fanout.drain(drain)
         await self.fanout.stop()
         try:
@@ -228,8 +231,11 @@ class Streamer:
         period = self.opts.realtime_interval
         next_at = time.monotonic()
         last = 0.0
-        while True:
+        while not self._stop.is_set():
             timeout = next_at - time.monotonic()
+            if self.fanout.pending() > self.opts.concurrency * 4:
+                # backlog: wake-ups would only re-read what coalescing will merge; keep the period
+                self._wake.clear()
             if timeout > 0 and not self._wake.is_set():
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout)
@@ -312,7 +318,7 @@ class Streamer:
     # -- anonymous tier --------------------------------------------------------
     async def _anon_loop(self) -> None:
         period = self.opts.anon_interval
-        while True:
+        while not self._stop.is_set():
             await asyncio.sleep(period)
             self.anon_tick()
 

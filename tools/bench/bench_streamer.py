@@ -156,6 +156,7 @@ def latency(settings: Settings, opts: StreamerOptions, srv: ServerHandle, n: int
     r = redis.Redis.from_url(settings.depth_cache_url)
     symbols = [f"LAT{i}" for i in range(nsym)]
     by_sym = setup_connections(r, n, symbols)
+    srv.ask("clear")
     for sym in symbols:
         write_depth(r, sym, 1)
     writes: dict[tuple[str, int], float] = {}
