@@ -92,7 +92,7 @@ class ConnectionsServer:
         with self.lock:
             return [json.loads(b) for b in self.received.get(conn_id, [])]
 
-    def wait_for(self, conn_id: str, pred, timeout: float = 5.0) -> list[dict]:
+    def wait_for(self, conn_id: str, pred, timeout: float = 20.0) -> list[dict]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             msgs = self.messages(conn_id)
@@ -118,7 +118,7 @@ def add_symbol(client, symbol: str, **meta) -> None:
     assert resp.status_code in (200, 201), resp.body
 
 
-def read_stream(kinesis, stream: str, min_records: int = 0, timeout: float = 5.0) -> list[tuple[str, dict]]:
+def read_stream(kinesis, stream: str, min_records: int = 0, timeout: float = 15.0) -> list[tuple[str, dict]]:
     """All records on a stream as (partition key, decoded JSON), polling until min_records."""
     deadline = time.monotonic() + timeout
     while True:

@@ -24,7 +24,7 @@ def gw(make_svc) -> Iterator[tuple[Gateway, object]]:
 
 
 def connect(gateway: Gateway, query: str = "") -> websocket.WebSocket:
-    ws = websocket.create_connection(gateway.url + (f"/?{query}" if query else ""), timeout=5)
+    ws = websocket.create_connection(gateway.url + (f"/?{query}" if query else ""), timeout=20)
     return ws
 
 
@@ -37,7 +37,7 @@ def ask(ws: websocket.WebSocket, msg) -> dict:
     return recv(ws)
 
 
-def wait_until(pred, timeout: float = 5.0) -> None:
+def wait_until(pred, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
         if time.monotonic() > deadline:
