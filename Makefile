@@ -1,5 +1,5 @@
 # Supernoba: `make dev` runs the whole exchange locally, `make test` runs every test.
-.PHONY: setup dev test lint bench clean help load soak invoke bench-local-stack bench-engine bench-streamer bench-engine-service bench-scaling fuzz
+.PHONY: setup dev test lint bench clean help load soak invoke bench-local-stack bench-engine bench-streamer bench-engine-service bench-scaling fuzz bench-chalice-app
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -20,7 +20,7 @@ test: setup  ## run every test
 lint: setup  ## ruff
 	$(VENV)/bin/ruff check .
 
-bench: setup bench-engine bench-local-stack bench-streamer bench-engine-service bench-scaling  ## run every benchmark and print the figures
+bench: setup bench-engine bench-local-stack bench-streamer bench-engine-service bench-scaling bench-chalice-app  ## run every benchmark and print the figures
 
 invoke:  ## fire one schedule of the running local stack now: make invoke NAME=trades_backup
 	@test -n "$(NAME)" || { echo "usage: make invoke NAME=trades_backup  (names: $(PY) -m tools.pump list)"; exit 2; }
@@ -40,6 +40,9 @@ bench-engine-service: setup  ## engine service orders/s, PutRecord -> depth late
 
 bench-scaling: setup  ## 1/2/4 engines on an 8-shard local stream: orders/s, takeover after kill -9 / SIGTERM (issue 9)
 	$(PY) -m tools.bench.bench_scaling $(BENCH_SCALING_ARGS)
+
+bench-chalice-app: setup  ## Chalice handlers in process: POST /orders, /chart, on_fills, trades_backup (issue 5)
+	$(PY) -m tools.bench.bench_chalice_app $(BENCH_CHALICE_APP_ARGS)
 
 fuzz:  ## libFuzzer + ASan/UBSan on the C order book for FUZZ_SECONDS (default 120)
 	bash tools/fuzz/run.sh
