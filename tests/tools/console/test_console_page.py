@@ -225,7 +225,7 @@ def test_higher_timeframes_aggregate_one_minute_events(new_page: Any, console: A
 
 
 def test_reconnects_with_backoff_and_resubscribes(new_page: Any, console: Any, backend: FakeBackend) -> None:
-    page, watch = open_page(new_page, console, "?main=TEST&sub=AAA,BBB")
+    page, watch = open_page(new_page, console, "?main=TEST&sub=AAA,BBB&user=u_rc")
     page.wait_for_selector("#conn-state[data-state=open]")
     wait_until(lambda: backend.subscribes(), what="subscribe")
     assert backend.subscribes()[-1] == {"action": "subscribe", "main": "TEST", "sub": ["AAA", "BBB"]}
@@ -240,6 +240,10 @@ def test_reconnects_with_backoff_and_resubscribes(new_page: Any, console: Any, b
     wait_until(lambda: len(backend.subscribes()) > n, what="resubscribe")
     assert backend.subscribes()[-1] == {"action": "subscribe", "main": "TEST", "sub": ["AAA", "BBB"]}
     assert page.evaluate("() => supernoba.conn.opens") == 2
+    # ?user= opened the page as a test-mode user, and the reconnect kept the user
+    assert len(backend.ws_paths) == 2
+    assert all("testMode=true" in p and "userId=u_rc" in p for p in backend.ws_paths)
+    assert page.get_attribute("#order-form", "data-guard") == "open"
     delays = page.evaluate("async () => { const m = await import('./js/ws.js');"
                            " return [0, 1, 2, 3, 10].map(n => m.backoffDelay(n, () => 0.5)); }")
     assert delays == [500, 1000, 2000, 4000, 15000]

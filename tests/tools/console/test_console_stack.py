@@ -36,15 +36,10 @@ def open_console(new_page: Any, stack: DevStack, symbol: str, user: str | None =
                  sub: str = "") -> tuple[Any, PageWatch]:
     page = new_page()
     watch = PageWatch(page)
-    page.goto(f"{stack.urls['console']}?main={symbol}&sub={sub}")
+    page.goto(f"{stack.urls['console']}?main={symbol}&sub={sub}" + (f"&user={user}" if user else ""))
     page.wait_for_selector("body[data-ready=true]")
     page.wait_for_selector("#conn-state[data-state=open]")
-    if user:
-        page.select_option("#conn-mode", "test")
-        page.fill("#user-id", user)
-        page.click("#btn-connect")
-        page.wait_for_selector("#order-form[data-guard=open]")
-        page.wait_for_selector("#conn-state[data-state=open]")
+    page.wait_for_selector("#order-form[data-guard=open]" if user else "#order-form[data-guard=blocked]")
     page.wait_for_selector(f"#event-log li.ok:has-text('subscribed main={symbol}')")
     return page, watch
 

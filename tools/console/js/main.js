@@ -2,8 +2,8 @@
  * main.js — wires the console together: configuration, session, WebSocket connection,
  * ladder, chart, ticker strip, order entry, my orders/fills, admin panel, event log.
  *
- * On load it connects (anonymous) and subscribes to the main symbol field unless the page
- * was opened with `?auto=0`. `window.supernoba` exposes the parts for debugging and tests.
+ * On load it connects (anonymous, or as the test-mode user of `?user=`) and subscribes to
+ * the main symbol field (`?main=`, `?sub=`) unless the page was opened with `?auto=0`. `window.supernoba` exposes the parts for debugging and tests.
  */
 
 import { AdminPanel, jwtPayload } from './admin.js';
@@ -192,6 +192,12 @@ async function start() {
   showMode();
   window.supernoba = { config, api, conn, ladder, chart, ticker, myOrders, myFills, admin, get session() { return session; } };
   document.body.dataset.ready = 'true';
+  if (query.get('user')) {
+    // ?user=u1 opens the page as that test-mode user (a JWT is never taken from the URL)
+    $('#conn-mode').value = 'test';
+    $('#user-id').value = query.get('user');
+    showMode();
+  }
   if (query.get('auto') !== '0') {
     if (query.get('main')) $('#main-symbol').value = query.get('main');
     connect();
