@@ -26,6 +26,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import redis
 from chalice import Response
 
 log = logging.getLogger("supernoba.errors")
@@ -105,6 +106,10 @@ def http_errors(view: Callable[..., Any]) -> Callable[..., Any]:
         except ApiError as err:
             log.info("event=http_error status=%d code=%s message=%r", err.status, err.code, err.message)
             return error_response(err)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            # Valkey restarting or unreachable: a clear, retryable 503, not a 500 (found by `make soak`)
+            log.warning("event=http_cache_unavailable view=%s error=%s", view.__name__, exc)
+            return error_response(Unavailable("the cache is unavailable; retry", "CACHE_UNAVAILABLE"))
         except Exception:
             log.exception("event=http_unhandled view=%s", view.__name__)
             return Response(
