@@ -7,9 +7,11 @@ Checks made here, before anything is sent (the engine re-validates everything):
   when `price_band_pct` > 0, within that percentage of the last trade (`ticker:{SYM}`);
 - MARKET: the tif becomes IOC unless it is FOK, and the order is refused up front
   (409 NO_LIQUIDITY) when the opposite side of `depth:{SYM}` is empty;
-- `client_order_id`: the first request claims `idem:USER:COID` with SET NX (24 h TTL);
-  a retry with the same body gets the same order_id and sends nothing; the same id with
-  a different body is 409 IDEMPOTENCY_CONFLICT.
+- `client_order_id`: the first request claims `idem:USER:COID` with SET NX (24 h TTL,
+  state pending), sends, then marks it sent; a retry with the same body gets the same
+  order_id and sends nothing — unless the claim stayed pending for PENDING_STALE_MS (the
+  first Lambda died mid-way), then the retry resends the same order_id once. The same id
+  with a different body is 409 IDEMPOTENCY_CONFLICT.
 
 Order ids are sortable and unique: `ord_` + 26 Crockford base-32 characters (48-bit
 millisecond time + 80-bit random part, incremented within one millisecond — a ULID).
@@ -48,6 +50,8 @@ log = logging.getLogger("supernoba.orders")
 
 ORDER_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 IDEMPOTENCY_TTL_S = 24 * 3600
+#: a claimed client_order_id whose PutRecord is unconfirmed for this long is resent on retry
+PENDING_STALE_MS = 30_000
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
@@ -173,26 +177,22 @@ class OrderRouter:
                 raise BadRequest("price is required for a LIMIT order", "PRICE_REQUIRED")
             self._check_price(self.symbols.meta(symbol), price)
 
-        idem_key = None
         order_id = self.new_id()
+        idem_key = fingerprint = None
         if req.client_order_id:
             idem_key = keys.idempotency(user_id, req.client_order_id)
             fingerprint = hashlib.sha256(dumps(req.model_dump(exclude={"client_order_id"}))).hexdigest()[:16]
-            claimed = self.r.set(idem_key, f"{order_id} {fingerprint}", nx=True, ex=IDEMPOTENCY_TTL_S)
-            if not claimed:
-                existing = self.r.get(idem_key)
-                if existing is not None:
-                    prev_id, _, prev_fp = _s(existing).partition(" ")
-                    if prev_fp != fingerprint:
-                        raise Conflict(
-                            f"client_order_id {req.client_order_id} was already used for a different order",
-                            "IDEMPOTENCY_CONFLICT",
-                        )
+            claim = dumps({"id": order_id, "fp": fingerprint, "st": "P", "at": _now_ms()})
+            if not self.r.set(idem_key, claim, nx=True, ex=IDEMPOTENCY_TTL_S):
+                resend = self._previous(idem_key, fingerprint, req.client_order_id)
+                if resend is None:
+                    raise Unavailable("the order is being queued; retry", "ORDER_STREAM_UNAVAILABLE")
+                prev_id, must_send = resend
+                if not must_send:
                     log.info("event=order_retry symbol=%s order=%s client_order_id=%s",
                              symbol, prev_id, req.client_order_id)
                     return Queued(prev_id, duplicate=True)
-                # the key expired between SET NX and GET: claim it now
-                self.r.set(idem_key, f"{order_id} {fingerprint}", ex=IDEMPOTENCY_TTL_S)
+                order_id = prev_id  # the first attempt died before its PutRecord was confirmed
 
         command = order_command(
             "ADD", symbol, order_id, user_id, ts=_now_ms(), is_buy=is_buy, price=price,
@@ -204,7 +204,37 @@ class OrderRouter:
             if idem_key:
                 self.r.delete(idem_key)  # let the client's retry go through
             raise
+        if idem_key:
+            self.r.set(idem_key, dumps({"id": order_id, "fp": fingerprint, "st": "S", "at": _now_ms()}),
+                       ex=IDEMPOTENCY_TTL_S)
         return Queued(order_id)
+
+    def _previous(self, idem_key: str, fingerprint: str, client_order_id: str) -> tuple[str, bool] | None:
+        """(order_id, must_send) of an earlier request with this client_order_id.
+
+        must_send is True when that request claimed the id but never confirmed its PutRecord
+        within PENDING_STALE_MS (its Lambda died): the retry sends the same order_id again — the
+        engine refuses a second copy as DUPLICATE_ORDER_ID, so it is never applied twice.
+        None when the claim vanished meanwhile (expired): the caller answers 503, retry.
+        """
+        raw = self.r.get(idem_key)
+        if raw is None:
+            return None
+        try:
+            prev = orjson.loads(raw)
+            prev_id, prev_fp, state, at = prev["id"], prev["fp"], prev["st"], int(prev["at"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            log.error("event=bad_idempotency_record key=%s", idem_key)
+            return None
+        if prev_fp != fingerprint:
+            raise Conflict(f"client_order_id {client_order_id} was already used for a different order",
+                           "IDEMPOTENCY_CONFLICT")
+        if state == "P" and _now_ms() - at > PENDING_STALE_MS:
+            claim = dumps({"id": prev_id, "fp": fingerprint, "st": "P", "at": _now_ms()})
+            # take the stale claim over atomically: only one retry resends
+            if self.r.set(idem_key, claim, xx=True, ex=IDEMPOTENCY_TTL_S, get=True) == raw:
+                return prev_id, True
+        return prev_id, False
 
     def cancel(self, user_id: str, order_id: str, symbol: str | None) -> Queued:
         self.check_order_id(order_id)

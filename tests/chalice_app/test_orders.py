@@ -170,3 +170,16 @@ def test_kinesis_outage_is_503_and_frees_the_client_order_id(client, svc, sym, m
     resp = post_json(client, "/orders", body, U1)
     assert resp.status_code == 503 and resp.json_body["code"] == "ORDER_STREAM_UNAVAILABLE"
     assert not broken.redis.exists(keys.idempotency("u1", "retry-me"))
+
+
+def test_client_order_id_of_a_dead_attempt_is_resent_once(client, svc, sym, cache):
+    """A claim left pending by a Lambda that died before PutRecord: the retry sends it."""
+    body = {"symbol": "TEST", "side": "BUY", "price": 100, "quantity": 1, "client_order_id": "dead-1"}
+    first = post_json(client, "/orders", body, U1).json_body["order_id"]
+    rec = json.loads(cache.get(keys.idempotency("u1", "dead-1")))
+    assert rec["id"] == first and rec["st"] == "S"
+    cache.set(keys.idempotency("u1", "dead-1"), json.dumps({**rec, "st": "P", "at": rec["at"] - 60_000}))
+    assert post_json(client, "/orders", body, U1).json_body["order_id"] == first
+    assert post_json(client, "/orders", body, U1).json_body["order_id"] == first
+    ids = [r["order_id"] for _, r in records(svc, 2)]
+    assert ids == [first, first], "resent exactly once, with the same order_id"
