@@ -87,14 +87,22 @@ def _pending(rec: Recorder) -> tuple[list, list]:
     return missing, open_
 
 
-async def _drain(cfg: LoadConfig, rec: Recorder, sender: OrderSender) -> None:
+async def _drain(cfg: LoadConfig, rec: Recorder, sender: OrderSender, idle: float = 20.0) -> None:
+    """Wait for final statuses: until none is missing, or nothing new arrived for `idle`
+    seconds, or `cfg.drain` seconds passed (a hard bound)."""
     deadline = time.monotonic() + cfg.drain
     cancelled: set[str] = set()
+    seen, last_progress = -1, time.monotonic()
     while time.monotonic() < deadline:
+        received = sum(len(c.messages) for c in rec.clients)
+        if received != seen:
+            seen, last_progress = received, time.monotonic()
+        elif time.monotonic() - last_progress > idle:
+            break
         missing, open_ = _pending(rec)
         to_cancel = [o for o in open_ if o.order_id not in cancelled]
-        if not missing and to_cancel:
-            log.info("event=cancel_open count=%d", len(to_cancel))
+        if to_cancel:  # resting makers are cancelled as soon as they are seen open
+            log.info("event=cancel_open count=%d still_without_status=%d", len(to_cancel), len(missing))
             cancelled.update(o.order_id for o in to_cancel if o.order_id)
             await sender.cancel_all(to_cancel)
         elif not missing and not open_:

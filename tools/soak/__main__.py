@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -42,7 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tools.soak", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--flow", type=float, default=20.0, help="seconds of order flow per scenario (default 20)")
-    p.add_argument("--rate", type=float, default=30.0, help="orders per second (default 30)")
+    p.add_argument("--rate", type=float, default=20.0, help="orders per second (default 20)")
+    p.add_argument("--drain", type=float, default=150.0,
+                   help="max seconds per scenario to reach final statuses (ends earlier after 20 s without news)")
     p.add_argument("--clients", type=int, default=30, help="WebSocket clients besides the traders (default 30)")
     p.add_argument("--mode", choices=("logged-in", "anonymous", "mixed"), default="mixed")
     p.add_argument("--symbols", default="TEST,SOAK2", help="comma-separated symbols (default TEST,SOAK2)")
@@ -133,8 +136,15 @@ def run_scenario(name: str, cfg: LoadConfig, stack: StackProcess, settings: Sett
     return res
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # a background job inherits SIGINT ignored; SIGTERM must also stop the stack cleanly
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
     for noisy in ("httpx", "httpcore", "websockets", "botocore", "urllib3"):
@@ -169,11 +179,14 @@ def main(argv: list[str] | None = None) -> int:
                 break
             cfg = LoadConfig(rest_url=stack.info.rest_url, ws_url=stack.info.ws_url, clients=args.clients,
                              mode=args.mode, rate=args.rate, duration=args.flow, symbols=symbols,
-                             admin_key=stack.info.admin_key, seed=i + 1, run_id=uuid.uuid4().hex[:6], drain=30.0)
+                             admin_key=stack.info.admin_key, seed=i + 1, run_id=uuid.uuid4().hex[:6], drain=args.drain)
             results.append(run_scenario(name, cfg, stack, settings))
     except StackError as exc:
         print(f"soak: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("soak: interrupted; stopping the stack", file=sys.stderr)
+        return 130
     finally:
         stack.stop()
         if tmp is not None:

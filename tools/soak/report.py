@@ -171,5 +171,28 @@ def render(results: list[ScenarioResult], inputs: InputsTried | None, settings: 
         "Kinesis, the engine, the streamer or the notify Lambda, and the gateway. The anonymous tier is pushed "
         "every 500 ms by design.",
         "",
+        "## Decisions (where the issue is silent)",
+        "",
+        "- **Who listens.** Besides the N load clients, every trading user keeps one logged-in connection (a "
+        "\"trader\"), so every order's owner is listening; logged-in load clients share those user ids (users with "
+        "several devices), anonymous ones are read-only.",
+        "- **Every accepted order ends final.** Takers are IOC (final at once); resting GTC makers are cancelled as "
+        "soon as they are seen open after the flow, so \"accepted = final\" is a strict check, not an estimate.",
+        "- **Expected messages** are computed from ground truth: every status on the order-status stream once per "
+        "live connection of its owner, every fill once per connection of its maker and of its taker, and the final "
+        "depth `u` of each symbol at every main subscriber. Duplicates from a crash-replay are allowed on a stream "
+        "but must be identical events; `trade_history` must hold each trade id exactly once.",
+        "- **Silence is visible.** A client that hears nothing for 5 s while orders flow sends its subscription "
+        "again and counts `ws resubscribe after silence`, so a lost subscription shows up as an error kind instead "
+        "of as missing figures only.",
+        "- **Valkey restart.** The local stack keeps both caches in one valkey-server with the append-only file "
+        "on; the engine rewrites `depth:{SYM}` on its next batch, and the connection registry survives the restart.",
+        "- **Isolation.** The stack runs in a child process (`tools/soak/stack.py`) so the load generator does not "
+        "share a GIL with the REST server, gateway and pump threads. The figures still depend on what else the "
+        "machine runs: the load average at the end of the run is recorded above.",
+        "- **Fuzz.** Schemathesis also tries methods such as TRACE and QUERY; Python's `http.server` under "
+        "`chalice local` answers those with 501 before the app sees them (API Gateway answers 403), so they are "
+        "skipped; every other 5xx is a failure.",
+        "",
     ]
     return "\n".join(lines)

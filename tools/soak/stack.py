@@ -87,10 +87,16 @@ def _restart_service(svc: Any) -> None:
 
 def _serve(conn: Any, data_dir: str, log_level: str) -> None:
     """Child process: start the stack, report its URLs, then run commands until 'stop'."""
-    from tools.dev import DevConfig, LocalStack
+    from tools.dev import DevConfig, LocalStack, setup_logging
 
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     ports = {"rest": 0, "ws": 0, "console": 0, "engine": 0, "streamer": 0}
     cfg = DevConfig(data_dir=Path(data_dir), ports=ports, console=False, quiet=True, log_level=log_level)
+    setup_logging(Path(data_dir).resolve() / "logs", log_level)  # as `make dev` does: one log per part
     stack = LocalStack(cfg)
     try:
         stack.start()
