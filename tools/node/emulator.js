@@ -22,3 +22,14 @@ server.listen(Number(portArg), '127.0.0.1', (err) => {
 const stop = () => server.close(() => process.exit(0));
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);
+// kinesalite rethrows a request's 'error' event (index.js: req.on('error', throw)), so a
+// client killed mid-request (kill -9 fault tests) would take the emulator down with
+// ECONNRESET/"aborted". AWS shrugs that off; so do we.
+process.on('uncaughtException', (err) => {
+  if (err && (err.code === 'ECONNRESET' || err.message === 'aborted')) {
+    console.error(`client aborted a request (ignored): ${err.message}`);
+    return;
+  }
+  console.error(err);
+  process.exit(1);
+});
