@@ -7,8 +7,9 @@ provisioning, REST in process, gateway, pump, engine, streamer, console. Then:
   that user, subscribed to TEST, receives `depth`, `candle`, `ticker`, its own `order`
   events and its `fill` (and nobody else's order events);
 - `/chart` returns the candle;
-- after `trades_backup` runs (`python -m tools.pump invoke trades_backup`, what
-  `make invoke NAME=trades_backup` runs), the closed candle is in DynamoDB and in S3.
+- after `trades_backup` runs in the stack's pump (`python -m tools.pump invoke
+  trades_backup`, what `make invoke NAME=trades_backup` runs), the closed candle is in
+  DynamoDB and in S3.
 
 The backup only moves CLOSED 1-minute candles, and a candle closes when a trade of a later
 minute arrives (SPEC §3a: event time = the command's `ts`). So before the REST orders
@@ -219,6 +220,7 @@ def test_orders_to_websocket_chart_and_backup(stack: Stack) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["name"] == "trades_backup" and report["result"]["candles"] >= 1
+    assert "event=schedule_fired name=trades_backup" in (stack.data_dir / "logs" / "pump.log").read_text()
 
     phase("backup invoked")
     ddb = _aws(env, "dynamodb")

@@ -247,6 +247,69 @@ def setup_logging(log_dir: Path, level: str = "INFO", console_level: int = loggi
     return handlers
 
 
+class _ControlServer:
+    """Loopback HTTP endpoint of the running stack: `POST /invoke/NAME` fires a schedule in the
+    running pump (what `make invoke NAME=...` calls); answers {"name","ms","result"}, 404 for an
+    unknown name, 500 {"name","error"} when the handler raised."""
+
+    def __init__(self, host: str, pump: Any) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from tools.pump import UnknownHandler
+
+        control_log = logging.getLogger("supernoba.dev.control")
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+                control_log.info("client=%s %s", self.address_string(), format % args)
+
+            def _answer(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body, default=str).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:  # noqa: N802 - stdlib name
+                if self.path == "/schedules":
+                    self._answer(200, {"schedules": pump.handler_names("schedule"), "stats": pump.stats()})
+                else:
+                    self._answer(404, {"error": f"unknown path {self.path}"})
+
+            def do_POST(self) -> None:  # noqa: N802 - stdlib name
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                if not self.path.startswith("/invoke/"):
+                    self._answer(404, {"error": f"unknown path {self.path}"})
+                    return
+                name = self.path[len("/invoke/"):]
+                started = time.perf_counter()
+                try:
+                    result = pump.invoke(name)
+                except UnknownHandler as exc:
+                    self._answer(404, {"name": name, "error": str(exc)})
+                    return
+                except Exception as exc:  # the handler failed: logged by the pump, reported here
+                    self._answer(500, {"name": name, "error": repr(exc)})
+                    return
+                self._answer(200, {"name": name, "ms": round((time.perf_counter() - started) * 1000, 1),
+                                   "result": result})
+
+        self._httpd = ThreadingHTTPServer((host, 0), Handler)
+        self._httpd.daemon_threads = True
+        self.url = f"http://{host}:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="dev-control", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
 # --------------------------------------------------------------------- the stack
 class LocalStack:
     """Every part of the local exchange; `start()` then `stop()` (or a `with` block)."""
@@ -264,6 +327,7 @@ class LocalStack:
         self._rest_thread: threading.Thread | None = None
         self.gateway: Any = None
         self.pump: Any = None
+        self.control: _ControlServer | None = None
         self.console: Any = None
         self.simulator: Any = None
         self.children: dict[str, _ChildProcess] = {}
@@ -496,6 +560,11 @@ class LocalStack:
         from tools.pump import Pump
 
         self.pump = Pump(self.app, data_dir=self.data_dir, run_schedules=self.cfg.schedules).start()
+        self.control = _ControlServer(self.cfg.host, self.pump)
+
+    @property
+    def control_url(self) -> str | None:
+        return self.control.url if self.control is not None else None
 
     def _first_start(self) -> None:
         marker = self.run_dir.parent / "initialized"
@@ -594,6 +663,7 @@ class LocalStack:
             "pid": os.getpid(),
             "env": self.env,
             "urls": {"rest": self.rest_url, "ws": self.ws_url, "connections": self.connections_url,
+                     "control": self.control_url,
                      "console": self.console_url if self.console else None,
                      **{n: f"http://{self.cfg.host}:{self.ports[n]}" for n in self.children}},
             "ports": self.ports,
@@ -625,6 +695,8 @@ class LocalStack:
             steps.append((name, self.children[name].stop))
         if self.console is not None:
             steps.append(("console", self.console.stop))
+        if self.control is not None:
+            steps.append(("control", self.control.stop))
         if self.pump is not None:
             steps.append(("pump", self.pump.stop))
         if self.gateway is not None:
@@ -638,7 +710,7 @@ class LocalStack:
                 fn()
             except Exception:  # keep stopping the rest; say which part misbehaved
                 log.exception("event=stop_failed part=%s", name)
-        self.simulator = self.console = self.pump = self.gateway = self.rest = self.services = None
+        self.simulator = self.console = self.control = self.pump = self.gateway = self.rest = self.services = None
         self.children = {}
         for name in ("env.json", "stack.json"):
             (self.run_dir / name).unlink(missing_ok=True)

@@ -17,8 +17,8 @@
 - every `@app.schedule` fires at its rate (`Rate`, `rate(...)`) or on its cron expression
   (`Cron`, `cron(...)`, UTC, AWS's six fields), with a CloudWatch scheduled event.
 - `invoke(name)` fires one schedule at once; `python -m tools.pump invoke NAME`
-  (`make invoke NAME=trades_backup`) does it against the running local stack, in its own
-  process, with the environment `tools/dev.py` wrote to `<data>/run/env.json`.
+  (`make invoke NAME=trades_backup`) asks the running local stack (its control endpoint,
+  named in `<data>/run/stack.json`) to do it in its pump, and prints the handler's result.
 
     python -m tools.pump list|invoke NAME [--data-dir .local]
 
@@ -27,7 +27,7 @@ Errors::
     PumpError
      ├── UnknownHandler       no schedule (or handler) of that name
      ├── UnsupportedSchedule  a cron feature the pump does not evaluate (L, W, #)
-     └── StackNotRunning      `invoke` found no env.json of a running stack
+     └── StackNotRunning      `invoke` found no running stack on that data folder
 """
 
 from __future__ import annotations
@@ -580,8 +580,8 @@ class Pump:
 
 
 # --------------------------------------------------------------------- command line
-def _stack_env(data_dir: Path) -> dict[str, str]:
-    path = data_dir / "run" / "env.json"
+def _stack_info(data_dir: Path) -> dict[str, Any]:
+    path = data_dir / "run" / "stack.json"
     if not path.exists():
         raise StackNotRunning(f"no running local stack found ({path} is missing); start it with `make dev`")
     info = json.loads(path.read_text())
@@ -593,7 +593,29 @@ def _stack_env(data_dir: Path) -> dict[str, str]:
             raise StackNotRunning(f"the local stack (pid {pid}) is not running; start it with `make dev`") from exc
         except PermissionError:
             pass
-    return info["env"]
+    return info
+
+
+def invoke_running(data_dir: Path, name: str, timeout: float = 900.0) -> dict[str, Any]:
+    """Ask the running stack of `data_dir` to fire schedule `name` in its pump; its answer."""
+    import urllib.error
+    import urllib.request
+
+    info = _stack_info(data_dir)
+    url = (info.get("urls") or {}).get("control")
+    if not url:
+        raise StackNotRunning("the running stack has no control endpoint (started by an older tools/dev.py)")
+    req = urllib.request.Request(f"{url}/invoke/{name}", data=b"", method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - loopback only
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        body = json.loads(exc.read() or b"{}")
+        if exc.code == 404:
+            raise UnknownHandler(body.get("error", f"no schedule named {name!r}")) from exc
+        raise PumpError(f"{name} failed: {body.get('error')} (traceback in the stack's pump.log)") from exc
+    except urllib.error.URLError as exc:
+        raise StackNotRunning(f"the local stack does not answer at {url}: {exc.reason}") from exc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -605,41 +627,35 @@ def main(argv: list[str] | None = None) -> int:
                         help="the local stack's data folder (default .local)")
     parser.add_argument("--stage", default="local", help="Chalice stage whose environment applies (default local)")
     sub = parser.add_subparsers(dest="command", required=True)
-    inv = sub.add_parser("invoke", help="fire one schedule now (e.g. trades_backup)")
+    inv = sub.add_parser("invoke", help="fire one schedule now in the running stack's pump (e.g. trades_backup)")
     inv.add_argument("name")
     sub.add_parser("list", help="list the app's schedules and Kinesis triggers")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s",
                         stream=sys.stderr)
-    try:
-        os.environ.update(_stack_env(args.data_dir.resolve()))
-    except StackNotRunning as exc:
-        if args.command == "invoke":
+    if args.command == "invoke":
+        try:
+            answer = invoke_running(args.data_dir.resolve(), args.name)
+        except UnknownHandler as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        except StackNotRunning as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except PumpError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(json.dumps(answer, default=str))
+        return 0
     from tools.dev import load_app
 
     app = load_app(args.stage)
-    pump = Pump(app, data_dir=None, run_schedules=False)
-    if args.command == "list":
-        for cfg in app.event_sources:
-            if isinstance(cfg, ScheduledEventConfig):
-                expr = cfg.schedule_expression
-                print(f"schedule  {cfg.name:32} {expr.to_string() if hasattr(expr, 'to_string') else expr}")
-            elif isinstance(cfg, KinesisEventConfig):
-                print(f"kinesis   {cfg.name:32} {cfg.stream} batch={cfg.batch_size} from={cfg.starting_position}")
-        return 0
-    started = time.perf_counter()
-    try:
-        result = pump.invoke(args.name)
-    except UnknownHandler as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # the handler failed: say so (traceback logged) and exit non-zero
-        print(f"error: {args.name} failed: {exc!r}", file=sys.stderr)
-        return 1
-    print(json.dumps({"name": args.name, "ms": round((time.perf_counter() - started) * 1000, 1),
-                      "result": result}, default=str))
+    for cfg in app.event_sources:
+        if isinstance(cfg, ScheduledEventConfig):
+            expr = cfg.schedule_expression
+            print(f"schedule  {cfg.name:32} {expr.to_string() if hasattr(expr, 'to_string') else expr}")
+        elif isinstance(cfg, KinesisEventConfig):
+            print(f"kinesis   {cfg.name:32} {cfg.stream} batch={cfg.batch_size} from={cfg.starting_position}")
     return 0
 
 
