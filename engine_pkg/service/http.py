@@ -74,7 +74,7 @@ class _Handler(BaseHTTPRequestHandler):
         shards = {
             sid: {"state": w.state.value, "checkpoint": w.checkpoint, "millis_behind_latest": w.millis_behind,
                   "records_since_snapshot": w.records_since_snapshot}
-            for sid, w in sorted(svc.workers.items())
+            for sid, w in sorted(list(svc.workers.items()))
         }
         body = {"status": "ok" if valkey == "ok" else "degraded", "engine": svc.engine_id,
                 "stream": svc.settings.orders_stream, "uptime_s": round(time.time() - svc.started_at, 1),

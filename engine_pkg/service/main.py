@@ -204,6 +204,8 @@ class EngineService:
     def stop(self, timeout: float = 30.0) -> None:
         """Graceful stop: every worker snapshots, then every lease is released."""
         self.stop_event.set()
+        if self._lease_thread.is_alive():  # no lease tick may start a worker from now on
+            self._lease_thread.join(10)
         for w in list(self.workers.values()):
             w.request_stop()
         deadline = time.monotonic() + timeout
@@ -215,8 +217,6 @@ class EngineService:
                 except redis.RedisError as exc:
                     log.warning("event=lease_release_failed shard=%s error=%s", sid, exc)
         self.workers.clear()
-        if self._lease_thread.is_alive():
-            self._lease_thread.join(5)
         try:
             self.leases.leave()
         except redis.RedisError as exc:

@@ -26,7 +26,7 @@ FAST = {
     "engine_poll_idle_max_ms": 20,
     "engine_snapshot_records": 200,
     "engine_snapshot_seconds": 0.5,
-    "engine_lease_ttl_ms": 1500,
+    "engine_lease_ttl_ms": 4000,  # generous: a loaded CI machine can starve the renewal thread
 }
 
 
@@ -47,7 +47,7 @@ def fast_env(settings: Settings, **over: str) -> dict[str, str]:
             "ENGINE_POLL_IDLE_MAX_MS": "20",
             "ENGINE_SNAPSHOT_RECORDS": "200",
             "ENGINE_SNAPSHOT_SECONDS": "0.5",
-            "ENGINE_LEASE_TTL_MS": "1500",
+            "ENGINE_LEASE_TTL_MS": "3000",
             "ENGINE_HTTP_PORT": "0",
         }
     )
