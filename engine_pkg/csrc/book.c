@@ -5,9 +5,11 @@
  * turned into a reason code, never a crash.
  *
  * DATA STRUCTURES
- *   Order pool   One flat array of Order (56 bytes), addressed by 32-bit index, with a free
- *                list threaded through `next`.  It grows by doubling (realloc), i.e. in ever
- *                bigger chunks and never per order; indices stay valid across growth.
+ *   Order pool   Fixed chunks of 65,536 Orders (56 bytes) behind a small chunk directory,
+ *                addressed by 32-bit index, free list threaded through `next`.  A chunk is
+ *                never moved or reallocated (no copy stall when the pool grows); a slot's
+ *                `gen` is bumped when it is freed, so a handle (index | gen << 32) of an order
+ *                that left the book no longer matches.
  *   Levels       Prices go up to 10^12, so a price-indexed array (voyager's) is impossible.
  *                Each side of a book is a sorted array of Level {key, price, total, head,
  *                tail, count}, ordered worst -> best, so the best level is the LAST element:
@@ -19,12 +21,20 @@
  *                far-from-top levels only).
  *   FIFO         Orders at one level form an intrusive doubly linked list (prev/next indices),
  *                oldest at head: price-time priority.  Level totals are unsigned 64-bit.
- *   Strings      Order ids, user ids and symbols are interned in append-only arenas
- *                ([len][flags][bytes]) with open-addressing hash tables (linear probing,
- *                load <= 1/2).  Orders refer to users by index, so self-trade and owner checks
+ *   Strings      Order ids, user ids and symbols are interned in append-only arenas made of
+ *                fixed 256 KiB chunks ([len][flags][bytes], entries never move) with
+ *                open-addressing hash tables (linear probing, load <= 1/2).  A table grows
+ *                incrementally: the twice-bigger table takes new entries while the old one is
+ *                migrated 8 slots per insert (lookups try both), so no insert pays a full
+ *                rehash.  Orders refer to users by index, so self-trade and owner checks
  *                are integer compares.  The id table maps every id of an ADD that passed
  *                validation to its open order, or to NONE once the order is closed; ids are
  *                never forgotten (duplicate detection, kept in snapshots).
+ *   Layers       The book core (core_add / core_cancel / core_replace) works on pool indices
+ *                and user indices only; the id layer (do_add / find_own) owns the string ids
+ *                (duplicate check, id -> index).  sb_hcore_cmd drives the core alone with
+ *                handles, as voyager's benchmark drives its book; sb_process and sb_core_cmd
+ *                go through the id layer.
  *
  * INVARIANTS (checked by the property tests through the Python API)
  *   - a book is never crossed after a command: best bid < best ask;
@@ -85,12 +95,18 @@ static const char *const R_NAME[] = {"", "UNKNOWN_SYMBOL", "BAD_ORDER", "DUPLICA
 
 typedef struct {
     uint64_t price, rem, filled;
-    uint64_t id_off; /* offset of the id in the id arena */
+    uint64_t id_off; /* offset of the id in the id arena; 0 = no id (handle-only core door) */
     uint32_t prev, next;
-    uint32_t user, book;
+    uint32_t user;
+    uint32_t book : 31, side : 1;
     uint32_t id_hash;
-    uint8_t side;
+    uint32_t gen; /* bumped when the slot is freed: stale handles no longer match */
 } Order;
+
+#define OCH_BITS 16 /* order pool chunk: 65,536 orders (3.5 MiB), never moved once allocated */
+#define OCH (1u << OCH_BITS)
+#define ACH_BITS 18 /* string arena chunk: 256 KiB */
+#define ACH (1u << ACH_BITS)
 
 typedef struct {
     uint64_t key, price, total;
@@ -115,14 +131,22 @@ typedef struct {
     uint32_t hash, val;
 } Slot;
 
+/* Append-only string arena in fixed chunks: entries never move.  off = chunk << ACH_BITS | pos;
+ * offset 0 is reserved ("empty slot"); a zero length byte ends a chunk's entries. */
 typedef struct {
-    uint8_t *b;
-    uint64_t n, cap;
+    uint8_t **ch;
+    uint32_t nch, chcap;
+    uint32_t pos; /* fill of the last chunk */
 } Arena;
 
+/* Open addressing, linear probing, load <= 1/2.  Growth is incremental: the new table (twice
+ * the size) takes every insert while the old one is migrated a few slots per insert; lookups
+ * try the new table, then the old one. */
 typedef struct {
     Slot *s;
     uint32_t mask, n;
+    Slot *old; /* table being migrated, or NULL */
+    uint32_t omask, mpos;
     Arena a;
 } StrTab;
 
@@ -132,8 +156,8 @@ typedef struct {
 } Buf;
 
 struct sb_engine {
-    Order *ord;
-    uint32_t ocap, ofree, onext;
+    Order **ochunk; /* order pool: chunk directory */
+    uint32_t nochunk, ochcap, ofree, onext;
     uint64_t open;
     StrTab ids, users, syms, active;
     int restrict_active;
@@ -215,64 +239,124 @@ static int buf_reserve(Buf *b, size_t extra) {
     return 0;
 }
 
+static inline Order *ORD(const sb_engine *e, uint32_t i) { return &e->ochunk[i >> OCH_BITS][i & (OCH - 1)]; }
+
 /* ---- string tables ---------------------------------------------------------------------- */
 
+static inline uint8_t *ar_at(const Arena *a, uint64_t off) { return a->ch[off >> ACH_BITS] + (off & (ACH - 1)); }
+
+/* Room for an entry of `bytes`; returns its offset or 0 (OOM).  Entries never straddle chunks. */
+static uint64_t ar_alloc(Arena *a, uint32_t bytes) {
+    if (UNLIKELY(!a->nch || a->pos + bytes > ACH)) {
+        if (a->nch == a->chcap) {
+            uint32_t nc = a->chcap ? a->chcap * 2 : 8;
+            uint8_t **q = realloc(a->ch, nc * sizeof *q);
+            if (!q) return 0;
+            a->ch = q;
+            a->chcap = nc;
+        }
+        uint8_t *c = calloc(1, ACH); /* zeroed: a zero length byte ends the chunk's entries */
+        if (!c) return 0;
+        a->ch[a->nch++] = c;
+        a->pos = a->nch == 1 ? 8 : 0; /* offset 0 means "empty slot" */
+    }
+    uint64_t off = ((uint64_t)(a->nch - 1) << ACH_BITS) | a->pos;
+    a->pos += bytes;
+    return off;
+}
+
+/* Next entry after `off` in insertion order, or 0 at the end. */
+static uint64_t ar_next(const Arena *a, uint64_t off) {
+    uint64_t c = off >> ACH_BITS, p = (off & (ACH - 1)) + 2 + ar_at(a, off)[0];
+    if (p + 2 <= ACH && a->ch[c][p] != 0) return (c << ACH_BITS) | p;
+    if (c + 1 < a->nch && a->ch[c + 1][0] != 0) return (c + 1) << ACH_BITS;
+    return 0;
+}
+
+static inline uint64_t ar_first(const Arena *a) { return a->nch && a->ch[0][8] ? 8 : 0; }
+
 static int st_init(StrTab *t, uint32_t slots) {
+    memset(t, 0, sizeof *t);
     t->s = calloc(slots, sizeof(Slot));
     if (!t->s) return -1;
     t->mask = slots - 1;
-    t->n = 0;
-    t->a.b = malloc(4096);
-    if (!t->a.b) return -1;
-    t->a.cap = 4096;
-    t->a.n = 8; /* offset 0 means "empty slot" */
-    memset(t->a.b, 0, 8);
     return 0;
 }
 
 static void st_free(StrTab *t) {
     free(t->s);
-    free(t->a.b);
+    free(t->old);
+    for (uint32_t i = 0; i < t->a.nch; i++) free(t->a.ch[i]);
+    free(t->a.ch);
     memset(t, 0, sizeof *t);
 }
 
 static inline const char *st_str(const StrTab *t, uint64_t off, uint32_t *n, int *esc) {
-    *n = t->a.b[off];
-    *esc = t->a.b[off + 1];
-    return (const char *)t->a.b + off + 2;
+    const uint8_t *p = ar_at(&t->a, off);
+    *n = p[0];
+    *esc = p[1];
+    return (const char *)p + 2;
 }
 
-/* Returns the slot holding the string, or the empty slot where it would go (found = 0). */
-static inline Slot *st_lookup(const StrTab *t, const char *s, uint32_t n, uint32_t h, int *found) {
-    uint32_t i = h & t->mask;
+static inline Slot *st_probe(const StrTab *t, Slot *tab, uint32_t mask, const char *s, uint32_t n, uint32_t h,
+                             int *found) {
+    uint32_t i = h & mask;
     for (;;) {
-        Slot *sl = &t->s[i];
+        Slot *sl = &tab[i];
         if (!sl->off) {
             *found = 0;
             return sl;
         }
-        if (sl->hash == h && t->a.b[sl->off] == n && memcmp(t->a.b + sl->off + 2, s, n) == 0) {
-            *found = 1;
-            return sl;
+        if (sl->hash == h) {
+            const uint8_t *p = ar_at(&t->a, sl->off);
+            if (p[0] == n && memcmp(p + 2, s, n) == 0) {
+                *found = 1;
+                return sl;
+            }
         }
-        i = (i + 1) & t->mask;
+        i = (i + 1) & mask;
     }
 }
 
-static int st_rehash(StrTab *t) {
+/* Returns the slot holding the string, or the empty slot of the current table where it would
+ * go (found = 0). */
+static inline Slot *st_lookup(const StrTab *t, const char *s, uint32_t n, uint32_t h, int *found) {
+    Slot *sl = st_probe(t, t->s, t->mask, s, n, h, found);
+    if (*found || !t->old) return sl;
+    Slot *o = st_probe(t, t->old, t->omask, s, n, h, found);
+    return *found ? o : sl;
+}
+
+static inline void st_place(Slot *tab, uint32_t mask, const Slot *v) {
+    uint32_t j = v->hash & mask;
+    while (tab[j].off) j = (j + 1) & mask;
+    tab[j] = *v;
+}
+
+/* Move up to `k` slots of the old table into the new one. */
+static void st_migrate(StrTab *t, uint32_t k) {
+    while (k-- && t->mpos <= t->omask) {
+        const Slot *sl = &t->old[t->mpos++];
+        if (sl->off) st_place(t->s, t->mask, sl);
+    }
+    if (t->mpos > t->omask) {
+        free(t->old);
+        t->old = NULL;
+    }
+}
+
+/* Start growing: a twice bigger table takes new entries; the old one drains incrementally. */
+static int st_grow(StrTab *t) {
+    if (t->old) st_migrate(t, UINT32_MAX); /* cannot happen with the sizes below; be safe */
     uint32_t nslots = (t->mask + 1) * 2;
     Slot *ns = calloc(nslots, sizeof(Slot));
     if (!ns) return -1;
-    for (uint32_t i = 0; i <= t->mask; i++) {
-        Slot *sl = &t->s[i];
-        if (!sl->off) continue;
-        uint32_t j = sl->hash & (nslots - 1);
-        while (ns[j].off) j = (j + 1) & (nslots - 1);
-        ns[j] = *sl;
-    }
-    free(t->s);
+    t->old = t->s;
+    t->omask = t->mask;
+    t->mpos = 0;
     t->s = ns;
     t->mask = nslots - 1;
+    if (t->omask < 4096) st_migrate(t, UINT32_MAX); /* small tables: at once */
     return 0;
 }
 
@@ -287,25 +371,18 @@ static inline int needs_esc(const char *s, uint32_t n) {
 /* Insert into the empty slot `sl` (from st_lookup).  Returns the arena offset, or 0 on OOM.
  * The slot pointer is invalid afterwards (the table may have grown). */
 static uint64_t st_put(StrTab *t, Slot *sl, const char *s, uint32_t n, uint32_t h, uint32_t val, int esc) {
-    Arena *a = &t->a;
-    if (a->n + n + 2 > a->cap) {
-        uint64_t nc = a->cap * 2;
-        while (nc < a->n + n + 2) nc *= 2;
-        uint8_t *q = realloc(a->b, (size_t)nc);
-        if (!q) return 0;
-        a->b = q;
-        a->cap = nc;
-    }
-    uint64_t off = a->n;
-    a->b[off] = (uint8_t)n;
-    a->b[off + 1] = (uint8_t)(esc < 0 ? needs_esc(s, n) : esc);
-    memcpy(a->b + off + 2, s, n);
-    a->n += n + 2;
+    uint64_t off = ar_alloc(&t->a, n + 2);
+    if (!off) return 0;
+    uint8_t *p = ar_at(&t->a, off);
+    p[0] = (uint8_t)n;
+    p[1] = (uint8_t)(esc < 0 ? needs_esc(s, n) : esc);
+    memcpy(p + 2, s, n);
     sl->off = off;
     sl->hash = h;
     sl->val = val;
     t->n++;
-    if (t->n * 2 > t->mask + 1 && st_rehash(t) != 0) return 0;
+    if (t->old) st_migrate(t, 8);
+    if (t->n * 2 > t->mask + 1 && st_grow(t) != 0) return 0;
     return off;
 }
 
@@ -325,7 +402,8 @@ sb_engine *sb_new(void) {
 
 void sb_free(sb_engine *e) {
     if (!e) return;
-    free(e->ord);
+    for (uint32_t i = 0; i < e->nochunk; i++) free(e->ochunk[i]);
+    free(e->ochunk);
     st_free(&e->ids);
     st_free(&e->users);
     st_free(&e->syms);
@@ -463,21 +541,35 @@ static uint32_t user_find(sb_engine *e, const char *s, uint32_t n) {
 
 /* ---- order pool ------------------------------------------------------------------------- */
 
+static uint32_t order_chunk(sb_engine *e) {
+    if (e->nochunk == e->ochcap) {
+        if (e->ochcap >= (NONE >> OCH_BITS)) return NONE;
+        uint32_t nc = e->ochcap ? e->ochcap * 2 : 16;
+        Order **q = realloc(e->ochunk, nc * sizeof *q);
+        if (!q) return NONE;
+        e->ochunk = q;
+        e->ochcap = nc;
+    }
+    Order *c = calloc(OCH, sizeof(Order));
+    if (!c) return NONE;
+    e->ochunk[e->nochunk++] = c;
+    return 0;
+}
+
 static inline uint32_t order_alloc(sb_engine *e) {
     uint32_t i = e->ofree;
     if (i != NONE) {
-        e->ofree = e->ord[i].next;
+        e->ofree = ORD(e, i)->next;
         return i;
     }
-    if (UNLIKELY(e->onext == e->ocap)) {
-        if (grow((void **)&e->ord, sizeof(Order), &e->ocap, (uint64_t)e->ocap + (e->ocap ? e->ocap : 65536)))
-            return NONE;
-    }
+    if (UNLIKELY(e->onext == e->nochunk * OCH) && order_chunk(e) == NONE) return NONE;
     return e->onext++;
 }
 
 static inline void order_free(sb_engine *e, uint32_t i) {
-    e->ord[i].next = e->ofree;
+    Order *o = ORD(e, i);
+    o->gen++;
+    o->next = e->ofree;
     e->ofree = i;
 }
 
@@ -499,7 +591,7 @@ static inline uint32_t level_lb(const Side *s, uint64_t k) {
 }
 
 static int order_rest(sb_engine *e, Book *b, uint32_t oi) {
-    Order *o = &e->ord[oi];
+    Order *o = ORD(e, oi);
     Side *s = &b->side[o->side];
     uint64_t k = level_key(o->side, o->price);
     uint32_t i = level_lb(s, k);
@@ -519,7 +611,7 @@ static int order_rest(sb_engine *e, Book *b, uint32_t oi) {
     }
     o->next = NONE;
     o->prev = L->tail;
-    if (L->tail != NONE) e->ord[L->tail].next = oi;
+    if (L->tail != NONE) ORD(e, L->tail)->next = oi;
     else L->head = oi;
     L->tail = oi;
     L->total += o->rem;
@@ -531,14 +623,14 @@ static int order_rest(sb_engine *e, Book *b, uint32_t oi) {
 
 /* Unlink a resting order from its level (removing an emptied level). */
 static void order_unlink(sb_engine *e, Book *b, uint32_t oi) {
-    Order *o = &e->ord[oi];
+    Order *o = ORD(e, oi);
     Side *s = &b->side[o->side];
     uint64_t k = level_key(o->side, o->price);
     uint32_t i = level_lb(s, k);
     Level *L = &s->lv[i];
-    if (o->prev != NONE) e->ord[o->prev].next = o->next;
+    if (o->prev != NONE) ORD(e, o->prev)->next = o->next;
     else L->head = o->next;
-    if (o->next != NONE) e->ord[o->next].prev = o->prev;
+    if (o->next != NONE) ORD(e, o->next)->prev = o->prev;
     else L->tail = o->prev;
     L->total -= o->rem;
     L->count--;
@@ -551,20 +643,26 @@ static void order_unlink(sb_engine *e, Book *b, uint32_t oi) {
 }
 
 /* Point the id-table entry of (hash, arena offset) at `val`. */
-static inline void id_set(sb_engine *e, uint32_t h, uint64_t off, uint32_t val) {
-    uint32_t i = h & e->ids.mask;
-    for (;;) {
-        Slot *sl = &e->ids.s[i];
+static inline int id_set_in(Slot *tab, uint32_t mask, uint32_t h, uint64_t off, uint32_t val) {
+    for (uint32_t i = h & mask;; i = (i + 1) & mask) {
+        Slot *sl = &tab[i];
         if (sl->off == off) {
             sl->val = val;
-            return;
+            return 1;
         }
-        i = (i + 1) & e->ids.mask;
+        if (!sl->off) return 0;
     }
 }
 
+static inline void id_set(sb_engine *e, uint32_t h, uint64_t off, uint32_t val) {
+    if (!id_set_in(e->ids.s, e->ids.mask, h, off, val) && e->ids.old)
+        id_set_in(e->ids.old, e->ids.omask, h, off, val);
+}
+
 /* Mark the order's id closed (remembered, no longer open). */
-static inline void id_close(sb_engine *e, const Order *o) { id_set(e, o->id_hash, o->id_off, NONE); }
+static inline void id_close(sb_engine *e, const Order *o) {
+    if (o->id_off) id_set(e, o->id_hash, o->id_off, NONE);
+}
 
 /* ---- event writing ---------------------------------------------------------------------- */
 
@@ -746,14 +844,14 @@ static uint64_t match(sb_engine *e, Taker *tk, uint64_t rem, uint64_t *filled_ou
         if (tk->side == BUY ? L->price > tk->limit : L->price < tk->limit) break;
         uint32_t oi = L->head;
         while (oi != NONE && rem) {
-            Order *o = &e->ord[oi];
+            Order *o = ORD(e, oi);
             uint32_t nx = o->next;
             if (UNLIKELY(o->user == tk->user)) {
                 /* self-trade prevention: cancel the resting order */
                 L->total -= o->rem;
                 L->count--;
                 L->head = nx;
-                if (nx != NONE) e->ord[nx].prev = NONE;
+                if (nx != NONE) ORD(e, nx)->prev = NONE;
                 else L->tail = NONE;
                 o->rem = 0;
                 status_of(e, b, o, ST_CANCELLED, R_SELF_TRADE, tk->t, tk->seq);
@@ -781,7 +879,7 @@ static uint64_t match(sb_engine *e, Taker *tk, uint64_t rem, uint64_t *filled_ou
                 status_of(e, b, o, ST_FILLED, R_NONE, tk->t, fseq);
                 L->count--;
                 L->head = nx;
-                if (nx != NONE) e->ord[nx].prev = NONE;
+                if (nx != NONE) ORD(e, nx)->prev = NONE;
                 else L->tail = NONE;
                 e->ucount[o->user]--;
                 e->open--;
@@ -810,8 +908,8 @@ static int fok_ok(sb_engine *e, const Taker *tk, uint64_t need) {
             need -= L->total;
             continue;
         }
-        for (uint32_t oi = L->head; oi != NONE; oi = e->ord[oi].next) {
-            const Order *o = &e->ord[oi];
+        for (uint32_t oi = L->head; oi != NONE; oi = ORD(e, oi)->next) {
+            const Order *o = ORD(e, oi);
             if (o->user == tk->user) continue;
             if (o->rem >= need) return 1;
             need -= o->rem;
@@ -880,21 +978,18 @@ static void taker_status(sb_engine *e, const Book *b, Str oid, Str uid, int st, 
     emit_status(e, &v);
 }
 
-static int do_add(sb_engine *e, Cmd *c) {
+/* ---- the book core: orders as dense handles ------------------------------------------------
+ * core_add / core_cancel / core_replace know nothing of string order ids: the id layer below
+ * (do_add, find_own) checks duplicates and maps ids to pool indices, and passes the id's arena
+ * entry along only so that events can name the order and the id can be closed when the order
+ * leaves the book (id_off 0: no id, the handle door of sb_hcore_cmd). */
+
+/* An accepted ADD.  *oi_out: the resting order's pool index, or NONE. */
+static int core_add(sb_engine *e, const Cmd *c, uint32_t user, uint64_t id_off, uint32_t h, uint32_t *oi_out) {
     Book *b = &e->books[c->bi];
-    uint32_t h = hash_bytes(c->oid.s, c->oid.n);
-    int found;
-    Slot *sl = st_lookup(&e->ids, c->oid.s, c->oid.n, h, &found);
     int has_p = !c->market;
-    if (found) {
-        reject(e, c, b, R_DUPLICATE, has_p, (int64_t)c->price);
-        return 0;
-    }
-    uint64_t id_off = st_put(&e->ids, sl, c->oid.s, c->oid.n, h, NONE, c->oid.esc);
-    if (!id_off) return -1;
-    uint32_t user = user_intern(e, c->uid.s, c->uid.n, c->uid.esc);
-    if (user == NONE) return -1;
     int side = c->is_buy ? BUY : SELL;
+    *oi_out = NONE;
     Taker tk;
     tk.b = b;
     tk.bi = c->bi;
@@ -907,15 +1002,25 @@ static int do_add(sb_engine *e, Cmd *c) {
         reject(e, c, b, R_NO_LIQUIDITY, 0, 0);
         return 0;
     }
-    if (c->tif == T_FOK && !fok_ok(e, &tk, c->qty)) {
+    if (UNLIKELY(c->tif == T_FOK) && !fok_ok(e, &tk, c->qty)) {
         reject(e, c, b, R_FOK_UNFILLABLE, has_p, (int64_t)c->price);
         return 0;
     }
-    tk.tid = ids_str(e, id_off);
-    tk.tuid = ustr(e, user);
+    if (e->emit) {
+        tk.tid = ids_str(e, id_off);
+        tk.tuid = ustr(e, user);
+    } else {
+        tk.tid.s = tk.tuid.s = NULL;
+        tk.tid.n = tk.tuid.n = 0;
+        tk.tid.esc = tk.tuid.esc = 0;
+    }
     taker_status(e, b, tk.tid, tk.tuid, ST_ACCEPTED, 0, c->qty, has_p, c->price, c->t, c->seq);
-    uint64_t filled;
-    uint64_t rem = match(e, &tk, c->qty, &filled);
+    uint64_t filled = 0, rem = c->qty;
+    const Side *opp = &b->side[!side];
+    if (opp->n) {
+        uint64_t best = opp->lv[opp->n - 1].price;
+        if (side == BUY ? best <= tk.limit : best >= tk.limit) rem = match(e, &tk, c->qty, &filled);
+    }
     if (rem == 0) {
         taker_status(e, b, tk.tid, tk.tuid, ST_FILLED, filled, 0, has_p, c->price, c->t, c->seq);
         return 0;
@@ -926,7 +1031,7 @@ static int do_add(sb_engine *e, Cmd *c) {
     }
     uint32_t oi = order_alloc(e);
     if (oi == NONE) return -1;
-    Order *o = &e->ord[oi];
+    Order *o = ORD(e, oi);
     o->price = c->price;
     o->rem = rem;
     o->filled = filled;
@@ -934,60 +1039,37 @@ static int do_add(sb_engine *e, Cmd *c) {
     o->id_hash = h;
     o->user = user;
     o->book = c->bi;
-    o->side = (uint8_t)side;
+    o->side = (uint32_t)side;
     if (order_rest(e, b, oi)) return -1;
-    id_set(e, h, id_off, oi); /* the id now names an open order */
+    *oi_out = oi;
     if (filled) taker_status(e, b, tk.tid, tk.tuid, ST_PARTIAL, filled, rem, 1, c->price, c->t, c->seq);
     return 0;
 }
 
-/* The open order a CANCEL/REPLACE names, or NONE after sending the rejection. */
-static uint32_t find_own(sb_engine *e, const Cmd *c, int has_price, int64_t price) {
-    const Book *b = &e->books[c->bi];
-    int found;
-    Slot *sl = st_lookup(&e->ids, c->oid.s, c->oid.n, hash_bytes(c->oid.s, c->oid.n), &found);
-    if (!found || sl->val == NONE || e->ord[sl->val].book != c->bi) {
-        reject(e, c, b, R_UNKNOWN_ORDER, has_price, price);
-        return NONE;
-    }
-    uint32_t oi = sl->val;
-    if (user_find(e, c->uid.s, c->uid.n) != e->ord[oi].user) {
-        reject(e, c, b, R_NOT_OWNER, has_price, price);
-        return NONE;
-    }
-    return oi;
-}
-
-static int do_cancel(sb_engine *e, Cmd *c, int has_price, int64_t price) {
+static void core_cancel(sb_engine *e, const Cmd *c, uint32_t oi) {
     Book *b = &e->books[c->bi];
-    uint32_t oi = find_own(e, c, has_price, price);
-    if (oi == NONE) return 0;
-    Order *o = &e->ord[oi];
+    Order *o = ORD(e, oi);
     order_unlink(e, b, oi);
     o->rem = 0;
     status_of(e, b, o, ST_CANCELLED, R_NONE, c->t, c->seq);
     id_close(e, o);
     order_free(e, oi);
-    return 0;
 }
 
-static int do_replace(sb_engine *e, Cmd *c, int has_price, int64_t price) {
+/* Returns 0, or -1 on OOM; *rests = 1 if the order is still in the book. */
+static int core_replace(sb_engine *e, const Cmd *c, uint32_t oi, int *rests) {
     Book *b = &e->books[c->bi];
-    uint32_t oi = find_own(e, c, has_price, price);
-    if (oi == NONE) return 0;
-    Order *o = &e->ord[oi];
+    Order *o = ORD(e, oi);
     uint64_t total = o->filled + o->rem;
     uint64_t np = c->has_price ? c->price : o->price;
     uint64_t nq = c->has_qty ? c->qty : total;
+    *rests = 0;
     if (nq <= o->filled) {
-        order_unlink(e, b, oi);
-        o->rem = 0;
-        status_of(e, b, o, ST_CANCELLED, R_NONE, c->t, c->seq);
-        id_close(e, o);
-        order_free(e, oi);
+        core_cancel(e, c, oi);
         return 0;
     }
     uint64_t nrem = nq - o->filled;
+    *rests = 1;
     if (np == o->price && nq <= total) {
         /* same price, size not growing: keep priority */
         Side *s = &b->side[o->side];
@@ -1009,14 +1091,21 @@ static int do_replace(sb_engine *e, Cmd *c, int has_price, int64_t price) {
     tk.user = o->user;
     tk.t = c->t;
     tk.seq = c->seq;
-    tk.tid = ids_str(e, o->id_off);
-    tk.tuid = ustr(e, o->user);
+    if (e->emit) {
+        tk.tid = ids_str(e, o->id_off);
+        tk.tuid = ustr(e, o->user);
+    } else {
+        tk.tid.s = tk.tuid.s = NULL;
+        tk.tid.n = tk.tuid.n = 0;
+        tk.tid.esc = tk.tuid.esc = 0;
+    }
     uint64_t filled;
     uint64_t rem = match(e, &tk, nrem, &filled);
-    o = &e->ord[oi];
+    o = ORD(e, oi);
     o->filled += filled;
     o->rem = rem;
     if (rem == 0) {
+        *rests = 0;
         status_of(e, b, o, ST_FILLED, R_NONE, c->t, c->seq);
         id_close(e, o);
         order_free(e, oi);
@@ -1025,6 +1114,56 @@ static int do_replace(sb_engine *e, Cmd *c, int has_price, int64_t price) {
     if (order_rest(e, b, oi)) return -1;
     if (filled) status_of(e, b, o, ST_PARTIAL, R_NONE, c->t, c->seq);
     return 0;
+}
+
+/* ---- the id layer: string order ids -> pool indices ------------------------------------- */
+
+static int do_add(sb_engine *e, Cmd *c) {
+    Book *b = &e->books[c->bi];
+    uint32_t h = hash_bytes(c->oid.s, c->oid.n);
+    int found;
+    Slot *sl = st_lookup(&e->ids, c->oid.s, c->oid.n, h, &found);
+    if (found) {
+        reject(e, c, b, R_DUPLICATE, !c->market, (int64_t)c->price);
+        return 0;
+    }
+    uint64_t id_off = st_put(&e->ids, sl, c->oid.s, c->oid.n, h, NONE, c->oid.esc);
+    if (!id_off) return -1;
+    uint32_t user = user_intern(e, c->uid.s, c->uid.n, c->uid.esc);
+    if (user == NONE) return -1;
+    uint32_t oi;
+    if (core_add(e, c, user, id_off, h, &oi)) return -1;
+    if (oi != NONE) id_set(e, h, id_off, oi); /* the id now names an open order */
+    return 0;
+}
+
+/* The open order a CANCEL/REPLACE names, or NONE after sending the rejection. */
+static uint32_t find_own(sb_engine *e, const Cmd *c, int has_price, int64_t price) {
+    const Book *b = &e->books[c->bi];
+    int found;
+    Slot *sl = st_lookup(&e->ids, c->oid.s, c->oid.n, hash_bytes(c->oid.s, c->oid.n), &found);
+    if (!found || sl->val == NONE || ORD(e, sl->val)->book != c->bi) {
+        reject(e, c, b, R_UNKNOWN_ORDER, has_price, price);
+        return NONE;
+    }
+    uint32_t oi = sl->val;
+    if (user_find(e, c->uid.s, c->uid.n) != ORD(e, oi)->user) {
+        reject(e, c, b, R_NOT_OWNER, has_price, price);
+        return NONE;
+    }
+    return oi;
+}
+
+static int do_cancel(sb_engine *e, Cmd *c, int has_price, int64_t price) {
+    uint32_t oi = find_own(e, c, has_price, price);
+    if (oi != NONE) core_cancel(e, c, oi);
+    return 0;
+}
+
+static int do_replace(sb_engine *e, Cmd *c, int has_price, int64_t price) {
+    uint32_t oi = find_own(e, c, has_price, price);
+    int rests;
+    return oi == NONE ? 0 : core_replace(e, c, oi, &rests);
 }
 
 /* ---- JSON command validation ------------------------------------------------------------ */
@@ -1304,8 +1443,8 @@ int sb_core_batch(sb_engine *e, const sb_cmd *cmds, uint32_t n) {
             const sb_cmd *p = &cmds[i + NEAR];
             const Slot *sl = &e->ids.s[hash_bytes(p->order_id, p->order_id_len) & e->ids.mask];
             if (sl->off) {
-                __builtin_prefetch(e->ids.a.b + sl->off);
-                if (sl->val != NONE) __builtin_prefetch(&e->ord[sl->val]);
+                __builtin_prefetch(ar_at(&e->ids.a, sl->off));
+                if (sl->val != NONE) __builtin_prefetch(ORD(e, sl->val));
             }
         }
         int r = sb_core_cmd(e, &cmds[i]);
@@ -1313,6 +1452,59 @@ int sb_core_batch(sb_engine *e, const sb_cmd *cmds, uint32_t n) {
         if (r) rc = r;
     }
     return rc;
+}
+
+/* Handle door: the book core alone, as the QuantCup "voyager" benchmark drives its book --
+ * orders named by dense handles (pool index | generation << 32), users by interned index, no
+ * string ids, no duplicate check, events counted (emit must be off). */
+uint32_t sb_user(sb_engine *e, const char *uid, uint32_t len) {
+    if (!len || len > MAX_ID) return NONE;
+    return user_intern(e, uid, len, -1);
+}
+
+uint64_t sb_hcore_cmd(sb_engine *e, const sb_hcmd *hc) {
+    if (UNLIKELY(e->emit || hc->book >= e->nbooks || hc->user >= e->users.n)) return SB_HERR;
+    Cmd c;
+    c.action = hc->action;
+    c.bi = hc->book;
+    c.seq = ++e->books[c.bi].seq;
+    c.t = 0;
+    c.is_buy = hc->is_buy;
+    c.market = hc->type == 1;
+    c.tif = hc->tif <= T_FOK ? hc->tif : T_GTC;
+    if (c.market && c.tif == T_GTC) c.tif = T_IOC;
+    c.price = hc->price;
+    c.qty = hc->qty;
+    c.has_price = hc->has_price;
+    c.has_qty = hc->has_qty;
+    if ((c.action == A_ADD && (!c.qty || c.qty > MAXQ || (!c.market && (!c.price || c.price > MAXQ)))) ||
+        (c.has_price && (!c.price || c.price > MAXQ)) || (c.has_qty && (!c.qty || c.qty > MAXQ))) {
+        e->events++; /* REJECTED BAD_ORDER */
+        return SB_HNONE;
+    }
+    if (c.action == A_ADD) {
+        uint32_t oi;
+        if (core_add(e, &c, hc->user, 0, 0, &oi)) return SB_HERR;
+        return oi == NONE ? SB_HNONE : ((uint64_t)ORD(e, oi)->gen << 32 | oi);
+    }
+    uint32_t oi = (uint32_t)hc->handle;
+    const Order *o;
+    if (oi >= e->onext || (o = ORD(e, oi))->gen != (uint32_t)(hc->handle >> 32) || o->book != c.bi) {
+        e->events++; /* REJECTED UNKNOWN_ORDER */
+        return SB_HNONE;
+    }
+    if (o->user != hc->user) {
+        e->events++; /* REJECTED NOT_OWNER */
+        return SB_HNONE;
+    }
+    if (c.action == A_CANCEL) {
+        core_cancel(e, &c, oi);
+        return SB_HNONE;
+    }
+    if (c.action != A_REPLACE) return SB_HERR;
+    int rests;
+    if (core_replace(e, &c, oi, &rests)) return SB_HERR;
+    return rests ? hc->handle : SB_HNONE;
 }
 
 /* ---- depth ------------------------------------------------------------------------------ */
@@ -1363,10 +1555,9 @@ int sb_snapshot(sb_engine *e, const char **out, size_t *len) {
     Buf *b = &e->snap;
     b->n = 0;
     int rc = sn_put(b, "SNB1", 4) || sn_u64(b, e->ids.n);
-    for (uint64_t off = 8; off < e->ids.a.n && !rc;) {
-        uint32_t n = e->ids.a.b[off];
-        rc = sn_str(b, (const char *)e->ids.a.b + off + 2, n);
-        off += n + 2;
+    for (uint64_t off = ar_first(&e->ids.a); off && !rc; off = ar_next(&e->ids.a, off)) {
+        const uint8_t *p = ar_at(&e->ids.a, off);
+        rc = sn_str(b, (const char *)p + 2, p[0]);
     }
     rc = rc || sn_u32(b, e->nbooks);
     for (uint32_t bi = 0; bi < e->nbooks && !rc; bi++) {
@@ -1378,8 +1569,8 @@ int sb_snapshot(sb_engine *e, const char **out, size_t *len) {
         for (int sd = 0; sd < 2 && !rc; sd++) {
             Side *s = &bk->side[sd];
             for (uint32_t i = s->n; i-- > 0 && !rc;) {
-                for (uint32_t oi = s->lv[i].head; oi != NONE && !rc; oi = e->ord[oi].next) {
-                    Order *o = &e->ord[oi];
+                for (uint32_t oi = s->lv[i].head; oi != NONE && !rc; oi = ORD(e, oi)->next) {
+                    Order *o = ORD(e, oi);
                     uint8_t side = o->side;
                     Str id = ids_str(e, o->id_off), us = ustr(e, o->user);
                     rc = sn_put(b, &side, 1) || sn_str(b, id.s, id.n) || sn_str(b, us.s, us.n) ||
@@ -1462,7 +1653,7 @@ int sb_restore(sb_engine *e, const char *buf, size_t len) {
             uint32_t user = user_intern(e, us, un, -1);
             uint32_t oi = order_alloc(e);
             if (user == NONE || oi == NONE) return -1;
-            Order *o = &e->ord[oi];
+            Order *o = ORD(e, oi);
             o->price = price;
             o->rem = rem;
             o->filled = filled;

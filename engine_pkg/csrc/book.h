@@ -77,7 +77,24 @@ uint64_t sb_open_orders(sb_engine *e);
 int sb_snapshot(sb_engine *e, const char **out, size_t *len);
 int sb_restore(sb_engine *e, const char *buf, size_t len);
 
-/* Binary door for benchmarks: events are counted, not written. */
+/* Handle door (the book core alone, benchmarks): orders are dense handles minted by the pool
+ * (index | generation << 32), users interned indices (sb_user), no string ids and no duplicate
+ * check; events are counted, not written (sb_set_emit(e, 0) first).  sb_hcore_cmd returns the
+ * order's handle while it rests in the book, SB_HNONE when it does not (filled, expired,
+ * cancelled, rejected), SB_HERR on misuse or out of memory.  A stale handle (the order left)
+ * is UNKNOWN_ORDER. */
+typedef struct {
+    uint8_t action, is_buy, type, tif, has_price, has_qty;
+    uint32_t book, user;
+    uint64_t handle; /* CANCEL / REPLACE */
+    uint64_t price, qty;
+} sb_hcmd;
+#define SB_HNONE 0xFFFFFFFFFFFFFFFFULL
+#define SB_HERR 0xFFFFFFFFFFFFFFFEULL
+uint32_t sb_user(sb_engine *e, const char *uid, uint32_t len);
+uint64_t sb_hcore_cmd(sb_engine *e, const sb_hcmd *c);
+
+/* String-id binary door for benchmarks: the id layer + core, events counted, not written. */
 void sb_set_emit(sb_engine *e, int emit_json);
 int sb_core_cmd(sb_engine *e, const sb_cmd *c);
 int sb_core_batch(sb_engine *e, const sb_cmd *cmds, uint32_t n); /* with software prefetch */

@@ -183,22 +183,18 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple[str, str, str, str]] = []
     figures: dict[str, object] = {"orders": n, "c": c}
     if c:
-        rows.append(
-            (
-                "C core alone, A (orders/s)",
-                f"{c['a_ops']:,.0f}",
-                ">= 20,000,000",
-                "ok" if c["a_ops"] >= 20e6 else "MISSED",
+        for w in ("a", "b"):
+            ops = c[f"core_{w}_ops"]
+            rows.append(
+                (
+                    f"C core alone (handles), {w.upper()} (orders/s)",
+                    f"{ops:,.0f}",
+                    ">= 20,000,000",
+                    "ok" if ops >= 20e6 else "MISSED",
+                )
             )
-        )
-        rows.append(
-            (
-                "C core alone, B (orders/s)",
-                f"{c['b_ops']:,.0f}",
-                ">= 20,000,000",
-                "ok" if c["b_ops"] >= 20e6 else "MISSED",
-            )
-        )
+        for w in ("a", "b"):
+            rows.append((f"C core + string-id layer, {w.upper()} (orders/s)", f"{c[f'{w}_ops']:,.0f}", "", ""))
     for name, mixed in (("A", False), ("B", True)):
         log(f"generating workload {name} as JSON ({n:,} orders)...")
         cmds = gen(n, mixed)
@@ -235,10 +231,18 @@ def main(argv: list[str] | None = None) -> int:
     if c:
         rows.append(
             (
-                "C latency p50 / p99 / p99.9 (ns)",
-                f"{c['p50_ns']:.0f} / {c['p99_ns']:.0f} / {c['p999_ns']:.0f}",
+                "C core latency p50 / p99 / p99.9 / max (ns)",
+                f"{c['core_p50_ns']:.0f} / {c['core_p99_ns']:.0f} / {c['core_p999_ns']:.0f} / {c['core_max_ns']:.0f}",
                 "p99 < 1000",
-                "ok" if c["p99_ns"] < 1000 else "MISSED",
+                "ok" if c["core_p99_ns"] < 1000 else "MISSED",
+            )
+        )
+        rows.append(
+            (
+                "C core + id layer latency p50 / p99 / p99.9 / max (ns)",
+                f"{c['p50_ns']:.0f} / {c['p99_ns']:.0f} / {c['p999_ns']:.0f} / {c['max_ns']:.0f}",
+                "",
+                "",
             )
         )
         delta_mb = (c["rss_kb"] - c["rss_base_kb"]) / 1024
