@@ -1,0 +1,60 @@
+"""tools/stage_render.py: the EC2 environment files and role policies of a stage carry the
+stage's names, so the engine and streamer talk to the same streams as its functions."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tools.stage_render import main, render_env, render_policy
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = json.loads((REPO / ".chalice" / "config.json").read_text())
+NAMES = ("KINESIS_ORDERS_STREAM", "KINESIS_FILLS_STREAM", "KINESIS_STATUS_STREAM")
+
+
+def test_prod_rendering_is_the_shipped_files():
+    for part in ("engine", "streamer"):
+        assert json.loads(render_policy(part, "prod")) == json.loads(
+            (REPO / "deploy" / "iam" / f"ec2-{part}-policy.json").read_text())
+
+
+@pytest.mark.parametrize("part", ["engine", "streamer"])
+def test_dev_policy_names_only_dev_resources(part):
+    dev, prod = (CONFIG["stages"][s] for s in ("dev", "prod"))
+    text = render_policy(part, "dev")
+    policy = json.loads(text)
+    resources = [r for st in policy["Statement"] for r in (st["Resource"] if isinstance(st["Resource"], list)
+                                                          else [st["Resource"]])]
+    for key in NAMES:
+        assert not any(r.endswith(f"stream/{prod['environment_variables'][key]}") for r in resources)
+    if part == "engine":
+        for key in NAMES:
+            assert any(r.endswith(f"stream/{dev['environment_variables'][key]}") for r in resources), key
+    else:
+        assert any(f"/{dev['api_gateway_stage']}/*/@connections/" in r for r in resources)
+        assert not any(f"/{prod['api_gateway_stage']}/" in r for r in resources)
+
+
+def test_dev_env_file_has_the_stage_values_and_reads_like_systemd(tmp_path):
+    env = CONFIG["stages"]["dev"]["environment_variables"]
+    path = tmp_path / "engine.env"
+    path.write_text(render_env("engine", "dev"))
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$KINESIS_ORDERS_STREAM" "$DYNAMODB_TABLE" "$REDIS_HOST" "$ENGINE_HTTP_PORT"\n')
+    fake.chmod(0o755)
+    proc = subprocess.run([str(REPO / "tools" / "run_engine.sh"), "--env-file", str(path)],
+                          env={"PATH": "/usr/bin:/bin", "SUPERNOBA_PYTHON": str(fake)},
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [env["KINESIS_ORDERS_STREAM"], env["DYNAMODB_TABLE"], env["REDIS_HOST"], "9100"]
+    streamer = render_env("streamer", "dev")
+    assert f"WEBSOCKET_ENDPOINT={env['WEBSOCKET_ENDPOINT']}\n" in streamer
+
+
+def test_unknown_stage_is_a_clear_error(capsys):
+    assert main(["--stage", "nope", "env", "engine"]) == 1
+    assert "stage 'nope' is not in" in capsys.readouterr().err
