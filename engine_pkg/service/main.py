@@ -266,7 +266,12 @@ def main(args) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    svc.start()
+    try:
+        svc.start()
+    except (ClientError, BotoCoreError, redis.RedisError, OSError) as exc:
+        log.error("event=start_failed stream=%s error=%s", settings.orders_stream, exc)
+        svc.stop(timeout=5)
+        return 1
     svc.wait()
     svc.stop()
     return 0
