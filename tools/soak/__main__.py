@@ -42,17 +42,17 @@ log = logging.getLogger("supernoba.soak")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tools.soak", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--flow", type=float, default=20.0, help="seconds of order flow per scenario (default 20)")
-    p.add_argument("--rate", type=float, default=20.0, help="orders per second (default 20)")
+    p.add_argument("--flow", type=float, default=15.0, help="seconds of order flow per scenario (default 15)")
+    p.add_argument("--rate", type=float, default=10.0, help="orders per second (default 10)")
     p.add_argument("--drain", type=float, default=150.0,
                    help="max seconds per scenario to reach final statuses (ends earlier after 20 s without news)")
-    p.add_argument("--clients", type=int, default=30, help="WebSocket clients besides the traders (default 30)")
+    p.add_argument("--clients", type=int, default=20, help="WebSocket clients besides the traders (default 20)")
     p.add_argument("--mode", choices=("logged-in", "anonymous", "mixed"), default="mixed")
     p.add_argument("--symbols", default="TEST,SOAK2", help="comma-separated symbols (default TEST,SOAK2)")
     p.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated, of {', '.join(FAULTS)}")
     p.add_argument("--no-baseline", action="store_true", help="skip the run without a fault")
     p.add_argument("--no-inputs", action="store_true", help="skip the bad-input corpus run")
-    p.add_argument("--max-minutes", type=float, default=10.0, help="stop starting scenarios after this")
+    p.add_argument("--max-minutes", type=float, default=9.0, help="stop starting scenarios after this (default 9)")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "reliability.md")
     p.add_argument("--json", type=Path, help="also write every figure as JSON")
     p.add_argument("--data-dir", type=Path, help="stack data folder (default: a temporary one, removed after)")
@@ -81,6 +81,7 @@ def run_inputs(timeout: float = 300.0) -> InputsTried:
                 continue
             if failed:
                 out.tests_failed += 1
+                out.failed.append(f"{mod}::{case.get('name')}")
             else:
                 out.tests_passed += 1
                 out.by_module[mod] = out.by_module.get(mod, 0) + 1

@@ -48,6 +48,7 @@ class InputsTried:
     tests_failed: int = 0
     by_module: dict[str, int] = field(default_factory=dict)
     fuzz_examples: int = 0
+    failed: list[str] = field(default_factory=list)
 
 
 def machine() -> str:
@@ -159,6 +160,8 @@ def render(results: list[ScenarioResult], inputs: InputsTried | None, settings: 
         for mod, n in sorted(inputs.by_module.items()):
             lines.append(f"| `{mod}` | {n} |")
         lines.append("")
+        if inputs.failed:
+            lines += ["Failed in this run: " + ", ".join(f"`{n}`" for n in inputs.failed[:20]), ""]
     lines += [
         "## How to run",
         "",
