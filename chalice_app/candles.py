@@ -76,7 +76,7 @@ def parse_time(value: Any) -> int | None:
         if value != int(value):
             return None
         text = str(int(value))
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         return None
     if len(text) == 12:
         try:

@@ -43,7 +43,7 @@ MAX_REBUILD_SECONDS = 7 * 86400
 def parse_limit(raw: str | None) -> int:
     if raw is None or raw == "":
         return DEFAULT_CHART_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_CHART_LIMIT:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_CHART_LIMIT:
         raise BadRequest(f"limit must be a whole number from 1 to {MAX_CHART_LIMIT}", "INVALID_LIMIT")
     return int(raw)
 
