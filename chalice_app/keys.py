@@ -20,6 +20,12 @@ REALTIME_CONNECTIONS = "realtime:connections"
 ALL_CONNECTIONS = "connections:all"
 #: Pub/sub channel on which the engine names the symbols each batch changed.
 DEPTH_CHANGED_CHANNEL = "depth:changed"
+#: Pub/sub channel on which the connection registry (chalice_app.connections) announces that
+#: a subscriber set changed (payload: the connection id); the streamer re-reads its cached sets.
+CONNECTIONS_CHANGED_CHANNEL = "connections:changed"
+#: Hash owned by the streamer: symbol -> JSON {"u","candle","ticker"} last pushed to the
+#: anonymous tier (survives a restart; `python -m streamer_pkg --init` deletes it).
+STREAMER_ANON_CACHE = "streamer:anon:cache"
 
 CANDLE_INTERVALS = ("1m", "3m", "5m", "15m", "30m", "1h", "4h", "1d")
 #: Roll-ups kept hot in Valkey by the streamer (1m is written by the engine).
@@ -127,3 +133,8 @@ def shard_lease(stream: str, shard_id: str) -> str:
 def engine_members(stream: str) -> str:
     """Sorted set of live engine ids on a stream (score = heartbeat expiry, ms)."""
     return f"engines:{{{stream}}}"
+
+
+def shard_emitted(stream: str, shard_id: str) -> str:
+    """`emitted:{STREAM/SHARD}` — last Kinesis sequence number whose effects are all written."""
+    return f"emitted:{{{shard_tag(stream, shard_id)}}}"
