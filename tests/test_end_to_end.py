@@ -53,8 +53,14 @@ class Stack:
         return self.dev.info
 
     def stop(self) -> None:
+        children = json.loads((self.data_dir / "run" / "children.json").read_text())
+        assert {"valkey", "kinesalite", "dynalite", "moto-s3", "engine", "streamer"} <= set(children)
         code = self.dev.stop()
         assert code == 0, f"tools.dev did not stop cleanly ({code}):\n{self.dev.output()[-2000:]}"
+        left = [name for name, c in children.items() if Path(f"/proc/{c['pid']}").exists()
+                and Path(f"/proc/{c['pid']}/cmdline").read_bytes().split(b"\0")[:-1] == [a.encode() for a in c["cmdline"]]]
+        assert not left, f"still running after the stack stopped: {left}"
+        assert not (self.data_dir / "run" / "stack.json").exists()
 
     def restart(self) -> None:
         self.stop()
