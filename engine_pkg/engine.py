@@ -1,8 +1,10 @@
 """The in-process matching engine of SPEC section 10: ``Engine.process(records)``.
 
 All matching, JSON parsing and JSON writing happen in C (``engine_pkg/csrc``); this module
-turns one C batch result into Python lists with a constant number of C-level operations per
-batch (join, copy, split), never a Python loop per order.
+copies one C batch result into a few ``bytes`` buffers (a constant number of C-level operations
+per batch, never a Python loop per order).  The event lists of :class:`BatchResult` are lazy
+sequences over those buffers: they are split into one ``bytes`` object per event only when a
+consumer first reads them (one ``bytes.split``), and ``raw`` gives the whole buffer at once.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, overload
 
 from engine_pkg.book_ffi import DROP_REASONS, CBook
 
@@ -24,11 +27,122 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class EventList(Sequence[bytes]):
+    """Read-only ``list[bytes]``-like view of newline-terminated JSON events.
+
+    ``len`` is known without splitting; the first indexing or iteration splits the buffer once
+    (one C-level ``bytes.split``) and later accesses use that list.  Compares equal to a list
+    or tuple holding the same items; slicing returns a list.  ``raw`` is the buffer itself
+    (every event followed by ``\\n``), the cheapest way to forward a whole batch.
+    """
+
+    __slots__ = ("_raw", "_n", "_items")
+
+    def __init__(self, raw: bytes, n: int) -> None:
+        self._raw = raw
+        self._n = n
+        self._items: list[bytes] | None = None
+
+    @property
+    def raw(self) -> bytes:
+        return self._raw
+
+    def _list(self) -> list[bytes]:
+        items = self._items
+        if items is None:
+            items = self._items = self._raw[:-1].split(b"\n") if self._n else []
+        return items
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, i: int) -> bytes: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[bytes]: ...
+    def __getitem__(self, i: int | slice) -> bytes | list[bytes]:
+        return self._list()[i]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._list())
+
+    def __contains__(self, x: object) -> bool:
+        return x in self._list()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, EventList):
+            return self._raw == other._raw
+        if isinstance(other, (list, tuple)):
+            return self._list() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __add__(self, other: Iterable[bytes]) -> list[bytes]:
+        return [*self._list(), *other]
+
+    def __radd__(self, other: Iterable[bytes]) -> list[bytes]:
+        return [*other, *self._list()]
+
+    def __repr__(self) -> str:
+        return f"EventList({self._list()!r})"
+
+
+class UserList(Sequence["str | None"]):
+    """The ``user_id`` of each status, decoded on first use (like :class:`EventList`)."""
+
+    __slots__ = ("_raw", "_n", "_escaped", "_items")
+
+    def __init__(self, raw: bytes, n: int, escaped: bool) -> None:
+        self._raw = raw
+        self._n = n
+        self._escaped = escaped
+        self._items: list[str | None] | None = None
+
+    def _list(self) -> list[str | None]:
+        items = self._items
+        if items is None:
+            if not self._n:
+                items = []
+            elif self._escaped:
+                items = [json.loads(b'"' + u + b'"') for u in self._raw[:-1].split(b"\n")]
+            else:
+                items = self._raw[:-1].decode("utf-8").split("\n")  # type: ignore[assignment]
+            self._items = items
+        return items
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._list()[i]
+
+    def __iter__(self) -> Iterator[str | None]:
+        return iter(self._list())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (UserList, list, tuple)):
+            return self._list() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __add__(self, other: Iterable[str | None]) -> list[str | None]:
+        return [*self._list(), *other]
+
+    def __radd__(self, other: Iterable[str | None]) -> list[str | None]:
+        return [*other, *self._list()]
+
+    def __repr__(self) -> str:
+        return f"UserList({self._list()!r})"
+
+
 class BatchResult:
     """Events of one ``Engine.process`` call.
 
     ``fills`` and ``statuses`` are JSON events (bytes, SPEC section 3) in the order they
-    happened; ``events`` is both interleaved in exact global order; ``status_users`` is the
+    happened, as lazy :class:`EventList` sequences (``list[bytes]`` behaviour; split on first
+    use); ``events`` is both interleaved in exact global order; ``status_users`` is the
     ``user_id`` of each status (Kinesis partition key); ``touched`` maps each symbol that took
     a seq in this batch to its last seq; ``dropped`` lists ``(record index, why)`` for records
     that produced no status at all (logged and counted).
@@ -38,9 +152,9 @@ class BatchResult:
 
     def __init__(
         self,
-        fills: list[bytes],
-        statuses: list[bytes],
-        status_users: list[str | None],
+        fills: Sequence[bytes],
+        statuses: Sequence[bytes],
+        status_users: Sequence[str | None],
         touched: dict[str, int],
         dropped: list[tuple[int, str]],
         kinds: bytes,
@@ -66,11 +180,6 @@ class BatchResult:
         return (
             f"BatchResult(fills={len(self.fills)}, statuses={len(self.statuses)}, touched={self.touched!r})"
         )
-
-
-def _split(data: bytes) -> list[bytes]:
-    """Split newline-terminated events (the last byte is the final newline)."""
-    return data[:-1].split(b"\n") if data else []
 
 
 class Engine:
@@ -110,17 +219,19 @@ class Engine:
         book = self._book
         r = book.process(records, int(self._clock()))
         take = CBook.take
-        fills = _split(take(r.fills, r.fills_len))
-        statuses = _split(take(r.statuses, r.statuses_len))
-        users_raw = take(r.users, r.users_len)
-        if r.users_escaped:
-            users: list[str | None] = [json.loads(b'"' + u + b'"') for u in _split(users_raw)]
-        else:
-            users = users_raw[:-1].decode("utf-8").split("\n") if users_raw else []
+        n_statuses = r.n_statuses
+        fills = EventList(take(r.fills, r.fills_len), r.n_fills)
+        statuses = EventList(take(r.statuses, r.statuses_len), n_statuses)
+        users = UserList(take(r.users, r.users_len), n_statuses, bool(r.users_escaped))
         if r.n_books > len(self._symbols):
             self._symbols.extend(book.book_symbol(i) for i in range(len(self._symbols), r.n_books))
         syms = self._symbols
-        touched = {syms[r.touched[2 * i]]: int(r.touched[2 * i + 1]) for i in range(r.n_touched)}
+        nt = r.n_touched
+        if nt == 1:
+            touched = {syms[r.touched[0]]: int(r.touched[1])}
+        else:
+            flat = r.touched[0 : 2 * nt]
+            touched = {syms[flat[i]]: int(flat[i + 1]) for i in range(0, 2 * nt, 2)}
         dropped: list[tuple[int, str]] = []
         if r.n_dropped:
             for i in range(r.n_dropped):
