@@ -92,6 +92,14 @@ class EngineService:
         self._retry("prev", lambda: self.backup_cache.set(keys.prev_day(symbol), json.dumps(record)))
         log.info("event=day_rolled symbol=%s day=%s close=%s", symbol, record["d"], record["c"])
 
+    def load_emitted(self, shard_id: str) -> str | None:
+        raw = self.backup_cache.get(keys.shard_emitted(self.settings.orders_stream, shard_id))
+        return raw.decode() if raw else None
+
+    def save_emitted(self, shard_id: str, seq: str) -> None:
+        key = keys.shard_emitted(self.settings.orders_stream, shard_id)
+        self._retry("emitted", lambda: self.backup_cache.set(key, seq))
+
     def write_depth(self, updates: list[SymbolUpdate]) -> None:
         self._retry("depth", lambda: self.depth_writer.write(updates))
 
@@ -179,6 +187,9 @@ class EngineService:
     def clear_for_dev(self) -> None:
         """`--dev`: forget this stream's snapshots and leases and the depth cache keys."""
         n_snap = self.snapshots.delete_all()
+        for key in self.backup_cache.scan_iter(
+                match=keys.shard_emitted(self.settings.orders_stream, "*"), count=500):
+            self.backup_cache.delete(key)
         n_lease = self.leases.delete_all()
         n_keys = 0
         for pattern in DEV_CLEAR_PATTERNS:

@@ -109,7 +109,10 @@ class ShardWorker(threading.Thread):
         self.millis_behind = 0
         self._fills_pool = ThreadPoolExecutor(1, thread_name_prefix=f"fills-{shard_id}")
         self._status_pool = ThreadPoolExecutor(1, thread_name_prefix=f"status-{shard_id}")
-        self._inflight: deque[list[Future]] = deque()
+        self._inflight: deque[tuple[str, list[Future]]] = deque()
+        self.emitted: str | None = None        # last sequence number whose effects are all written
+        self._emitted_saved: str | None = None
+        self.replay_until: int | None = None   # effects up to here were written before: re-apply silently
 
     # -- helpers ---------------------------------------------------------------------
     def _clock(self) -> int:
@@ -162,9 +165,13 @@ class ShardWorker(threading.Thread):
             self.ticker.load_state(snap.ticker)
             self.snapshot_missing_seq = snap.seq is None
             self.last_snapshot_wall = snap.written_ms / 1000.0
-        log.info("event=shard_start shard=%s checkpoint=%s start=%s symbols=%d", self.shard_id,
+            mark = self.svc.load_emitted(self.shard_id)
+            if mark is not None and snap.seq is not None and int(mark) > int(snap.seq):
+                self.replay_until = int(mark)
+                self.emitted = self._emitted_saved = mark
+        log.info("event=shard_start shard=%s checkpoint=%s start=%s symbols=%d silent_until=%s", self.shard_id,
                  self.checkpoint, self.start_type if self.checkpoint is None else "AFTER_SEQUENCE_NUMBER",
-                 len(self.engine.symbols()))
+                 len(self.engine.symbols()), self.replay_until)
 
     def _iterator(self) -> str:
         kin = self.svc.kinesis
@@ -215,6 +222,7 @@ class ShardWorker(threading.Thread):
                 idle = 0
             else:
                 idle += 1
+            self._reap()
             self._maybe_snapshot()
             nxt = resp.get("NextShardIterator")
             if nxt is None:
@@ -259,18 +267,54 @@ class ShardWorker(threading.Thread):
             merged.touched.update(r.touched)
         return merged
 
-    def _handle(self, records: list[dict]) -> None:
-        t0 = time.perf_counter()
-        datas = [r["Data"] for r in records]
-        arrival = records[-1].get("ApproximateArrivalTimestamp")
+    @staticmethod
+    def _arrival_ms(record: dict) -> int:
+        arrival = record.get("ApproximateArrivalTimestamp")
         if isinstance(arrival, (int, float)):
-            self._batch_clock = int(arrival * 1000)
-        elif arrival is not None:  # a datetime, from a default botocore client
-            self._batch_clock = int(arrival.timestamp() * 1000)
-        else:
-            self._batch_clock = int(time.time() * 1000)
+            return int(arrival * 1000)
+        if arrival is not None:  # a datetime, from a default botocore client
+            return int(arrival.timestamp() * 1000)
+        return int(time.time() * 1000)
+
+    def _process_records(self, records: list[dict]):
+        """Engine.process over runs of records with the same arrival ms (the engine clock),
+        so the events do not depend on how GetRecords cut the stream into batches."""
+        runs: list[tuple[int, int]] = []  # (start index, arrival ms)
+        for i, r in enumerate(records):
+            ms = self._arrival_ms(r)
+            if not runs or runs[-1][1] != ms:
+                runs.append((i, ms))
+        if len(runs) == 1:
+            self._batch_clock = runs[0][1]
+            return self._process([r["Data"] for r in records])
+        merged = _Merged()
+        bounds = [i for i, _ in runs] + [len(records)]
+        for (start, ms), end in zip(runs, bounds[1:], strict=True):
+            self._batch_clock = ms
+            r = self._process([x["Data"] for x in records[start:end]])
+            merged.fills += r.fills
+            merged.statuses += r.statuses
+            merged.status_users += r.status_users
+            merged.touched.update(r.touched)
+            merged.dropped += [(start + i, why) for i, why in r.dropped]
+        return merged
+
+    def _handle(self, records: list[dict]) -> None:
+        if self.replay_until is not None:
+            k = 0
+            while k < len(records) and int(records[k]["SequenceNumber"]) <= self.replay_until:
+                k += 1
+            if k:
+                self._replay_silently(records[:k])
+                records = records[k:]
+            if records or k == 0:
+                log.info("event=silent_replay_done shard=%s until=%s", self.shard_id, self.replay_until)
+                self.replay_until = None
+            if not records:
+                return
+        t0 = time.perf_counter()
         with self.lock:
-            res = self._process(datas)
+            res = self._process_records(records)
             depths = {s: self.engine.depth(s, DEPTH_LEVELS) for s in res.touched}
         if res.dropped:
             self.svc.metrics.inc("dropped_records_total", len(res.dropped))
@@ -308,9 +352,9 @@ class ShardWorker(threading.Thread):
             futs.append(self._fills_pool.submit(self.svc.fills_publisher.put, fill_items))
         if status_items:
             futs.append(self._status_pool.submit(self.svc.status_publisher.put, status_items))
-        self._inflight.append(futs)
-
         self.checkpoint = records[-1]["SequenceNumber"]
+        self._inflight.append((self.checkpoint, futs))
+
         self.records_since_snapshot += len(records)
         m = self.svc.metrics
         m.inc("fills_total", len(res.fills))
@@ -322,13 +366,38 @@ class ShardWorker(threading.Thread):
                       self.shard_id, len(records), len(res.fills), len(res.statuses),
                       ",".join(res.touched), self.checkpoint)
 
+    def _replay_silently(self, records: list[dict]) -> None:
+        """Re-apply records whose effects a previous owner already wrote (up to the emitted
+        mark): books and ticker state only, no Kinesis puts, no depth-cache writes."""
+        t0 = time.perf_counter()
+        with self.lock:
+            res = self._process_records(records)
+        for f in res.fills:
+            d = orjson.loads(f)
+            self.ticker.fold(d["s"], [(d["t"], d["p"], d["q"])])
+        self.checkpoint = records[-1]["SequenceNumber"]
+        self.records_since_snapshot += len(records)
+        self.svc.metrics.inc("silent_replay_records_total", len(records))
+        self.svc.metrics.observe_batch(time.perf_counter() - t0, len(records))
+
     def _wait_oldest(self) -> None:
-        for fut in self._inflight.popleft():
+        seq, futs = self._inflight.popleft()
+        for fut in futs:
             fut.result()  # PublishError propagates: the batch is not acknowledged
+        self.emitted = seq
+
+    def _reap(self) -> None:
+        """Acknowledge finished batches; advance the emitted mark in the backup cache."""
+        while self._inflight and all(f.done() for f in self._inflight[0][1]):
+            self._wait_oldest()
+        if self.emitted is not None and self.emitted != self._emitted_saved:
+            self.svc.save_emitted(self.shard_id, self.emitted)
+            self._emitted_saved = self.emitted
 
     def _drain(self) -> None:
         while self._inflight:
             self._wait_oldest()
+        self._reap()
 
     # -- snapshots -----------------------------------------------------------------------
     def _maybe_snapshot(self) -> None:
