@@ -292,3 +292,26 @@ def test_a_restart_keeps_books_symbols_and_trigger_positions(stack: Stack) -> No
     assert len(trades()) == 3
     log = (stack.data_dir / "logs" / "pump.log").read_text()
     assert "source=on_fills stream=supernoba-fills" in log and "from=AFTER_SEQUENCE_NUMBER" in log
+
+
+def test_simulator_trades_through_the_rest_api(stack: Stack) -> None:
+    """`--simulate`'s market simulator, in this process, against the running stack."""
+    from tools.simulator import Simulator
+
+    info = stack.info
+    sim = Simulator(info["urls"]["rest"], admin_key=info["admin_api_key"], symbols=("SIMX",),
+                    orders_per_second=25, seed=7).start()
+    rest = httpx.Client(base_url=info["urls"]["rest"], timeout=10)
+    try:
+        deadline = time.monotonic() + 30
+        depth: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            depth = rest.get("/depth/SIMX").json()
+            if sim.counters["placed"] >= 30 and depth.get("b") and depth.get("a"):
+                break
+            time.sleep(0.2)
+    finally:
+        sim.stop()
+    assert sim.counters["placed"] >= 30 and sim.counters["errors"] == 0, sim.summary()
+    assert depth.get("b") and depth.get("a"), depth
+    assert depth["b"][0][0] < depth["a"][0][0]  # makers quote around the mid; takers clear crosses
