@@ -13,6 +13,8 @@ streamer agree on them:
     realtime:connections         logged-in connection ids (50 ms tier)
     symbol:{SYM}:main / :sub     subscribers of a symbol
     subscribed:symbols           symbols with at least one subscriber
+    connections:changed          pub/sub: PUBLISHed (payload: the connection id) with every change
+                                 above, so the streamer re-reads the subscriber sets it caches
 
 Every function takes a redis client (either `decode_responses` mode works). Only
 plain commands are used — no multi-key Lua — so the module also works on a
@@ -85,6 +87,7 @@ def register_connection(
         pipe.sadd(keys.user_connections(user_id), conn_id)
     if is_logged_in:
         pipe.sadd(keys.REALTIME_CONNECTIONS, conn_id)
+    pipe.publish(keys.CONNECTIONS_CHANGED_CHANNEL, conn_id)  # the streamer's cached sets
     pipe.execute()
     log.info("event=ws_register conn=%s user=%s logged_in=%s", conn_id, user_id, is_logged_in)
 
@@ -188,6 +191,7 @@ def subscribe(
     added = ([main] if main is not None else []) + subs
     if added:
         pipe.sadd(keys.SUBSCRIBED_SYMBOLS, *added)
+    pipe.publish(keys.CONNECTIONS_CHANGED_CHANNEL, conn_id)
     pipe.execute()
     _release_symbols(r, released)
     log.info("event=ws_subscribe conn=%s main=%s subs=%s", conn_id, main, ",".join(subs))
@@ -218,6 +222,7 @@ def unsubscribe(
         pipe.srem(keys.symbol_sub(symbol), conn_id)  # validates
         pipe.srem(keys.conn_subs(conn_id), symbol)
         released.append(symbol)
+    pipe.publish(keys.CONNECTIONS_CHANGED_CHANNEL, conn_id)
     pipe.execute()
     _release_symbols(r, released)
     log.info("event=ws_unsubscribe conn=%s released=%s", conn_id, ",".join(released))
@@ -260,6 +265,7 @@ def remove_connection(redis_client: redis.Redis, conn_id: str) -> None:
     pipe.delete(
         keys.ws_conn(conn_id), keys.conn_main(conn_id), keys.conn_subs(conn_id), keys.conn_user(conn_id)
     )
+    pipe.publish(keys.CONNECTIONS_CHANGED_CHANNEL, conn_id)
     pipe.execute()
     dropped = _release_symbols(r, symbols)
     log.info(

@@ -29,6 +29,8 @@ from streamer_pkg.reader import CANDLE_FIELDS, Snapshot, SymbolData
 
 log = logging.getLogger("supernoba.streamer.diff")
 
+_EMPTY: frozenset[str] = frozenset()
+
 
 @dataclass
 class Send:
@@ -45,6 +47,11 @@ class SymbolState:
     ticker: tuple | None = None
     served_main: frozenset[str] = frozenset()
     served_ticker: frozenset[str] = frozenset()
+    # the tier's share of the symbol's subscribers, and the sets it was computed from
+    # (compared by identity: the reader keeps unchanged sets as the same objects)
+    source: tuple | None = None
+    main: frozenset[str] = frozenset()
+    tick_to: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -78,13 +85,26 @@ def diff_symbol(
     data: SymbolData,
     member: Callable[[str], bool],
     closed: dict | None,
+    tier_key: object = None,
 ) -> list[Send]:
-    """Sends for one symbol of one tier; updates `st`. `member(conn)` = belongs to this tier."""
+    """Sends for one symbol of one tier; updates `st`. `member(conn)` = belongs to this tier;
+    `tier_key` = the object `member` depends on (same object → same answers), or None."""
     sym = data.symbol
-    main = frozenset(c for c in data.main if member(c))
-    tick_to = main | frozenset(c for c in data.sub if member(c))
-    new_main = main - st.served_main
-    new_tick = tick_to - st.served_ticker
+    src = st.source
+    if tier_key is not None and src is not None and src[0] is data.main and src[1] is data.sub \
+            and src[2] is tier_key:
+        main, tick_to = st.main, st.tick_to
+    else:
+        main = frozenset(c for c in data.main if member(c))
+        tick_to = main | frozenset(c for c in data.sub if member(c))
+        if main == st.main:
+            main = st.main
+        if tick_to == st.tick_to:
+            tick_to = st.tick_to
+        st.source = (data.main, data.sub, tier_key) if tier_key is not None else None
+        st.main, st.tick_to = main, tick_to
+    new_main = main - st.served_main if main is not st.served_main else _EMPTY
+    new_tick = tick_to - st.served_ticker if tick_to is not st.served_ticker else _EMPTY
     out: list[Send] = []
 
     if data.depth is not None and main:
@@ -135,12 +155,13 @@ def diff_tier(
     snap: Snapshot,
     member: Callable[[str], bool],
     closed: dict[str, dict],
+    tier_key: object = None,
 ) -> list[Send]:
     out: list[Send] = []
     for sym, data in snap.symbols.items():
         st = state.symbols.get(sym)
         if st is None:
             st = state.symbols[sym] = SymbolState()
-        out.extend(diff_symbol(st, data, member, closed.get(sym)))
+        out.extend(diff_symbol(st, data, member, closed.get(sym), tier_key))
     state.forget_missing(snap.symbols)
     return out

@@ -85,6 +85,7 @@ class Fanout:
         self._gone: dict[str, float] = {}
         self._tasks: list[asyncio.Task] = []
         self._uniq = 0
+        self._pending = 0  # messages in all outboxes (kept, not counted: read every tick)
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> None:
@@ -126,15 +127,17 @@ class Fanout:
         else:
             if len(box.items) >= MAX_OUTBOX:
                 box.items.popitem(last=False)
+                self._pending -= 1
                 self.metrics.error("dropped_overflow")
             box.items[key] = (data, born)
+            self._pending += 1
         if not box.queued:
             box.queued = True
             self._ready[box.lane].append(conn_id)
             self._wake[box.lane].set()
 
     def pending(self) -> int:
-        return sum(len(b.items) for b in self._boxes.values())
+        return self._pending
 
     def idle(self) -> bool:
         return not any(b.queued for b in self._boxes.values())
@@ -170,7 +173,8 @@ class Fanout:
             await self._send_head(conn_id, box)
 
     async def _send_head(self, conn_id: str, box: _Outbox) -> None:
-        key, (data, born) = next(iter(box.items.items()))
+        key, entry = next(iter(box.items.items()))
+        data, born = entry
         started = self.clock()
         try:
             await self.transport.post(conn_id, data)
@@ -178,6 +182,7 @@ class Fanout:
             self.metrics.error("gone")
             self._gone[conn_id] = self.clock()
             self._boxes.pop(conn_id, None)
+            self._pending -= len(box.items)
             log.info("event=conn_gone conn=%s dropped=%d", conn_id, len(box.items))
             return
         except RetryableError as exc:
@@ -185,7 +190,7 @@ class Fanout:
             self._note_speed(box, self.clock() - started, timed_out=exc.kind == "timeout")
             box.attempt += 1
             if box.attempt > self.retries:
-                self._drop_head(conn_id, box, key, f"gave up after {box.attempt} attempts: {exc}")
+                self._drop_head(conn_id, box, key, entry, f"gave up after {box.attempt} attempts: {exc}")
             else:
                 delay = min(self.max_backoff, self.backoff * (2 ** (box.attempt - 1)))
                 log.debug("event=send_retry conn=%s attempt=%d delay=%.3f error=%s", conn_id, box.attempt, delay, exc)
@@ -193,23 +198,30 @@ class Fanout:
                 return
         except PermanentError as exc:
             self.metrics.error(exc.kind)
-            self._drop_head(conn_id, box, key, str(exc))
+            self._drop_head(conn_id, box, key, entry, str(exc))
         except TransportError as exc:  # a transport's own subclass we do not know
             self.metrics.error(exc.kind)
-            self._drop_head(conn_id, box, key, str(exc))
+            self._drop_head(conn_id, box, key, entry, str(exc))
         except Exception as exc:  # a bug below us must not kill this worker (and stall the lane)
             log.exception("event=send_bug conn=%s", conn_id)
             self.metrics.error("internal")
-            self._drop_head(conn_id, box, key, repr(exc))
+            self._drop_head(conn_id, box, key, entry, repr(exc))
         else:
             box.attempt = 0
-            box.items.pop(key, None)
+            self._pop_if_same(box, key, entry)
             self.metrics.sent(born)
             self._note_speed(box, self.clock() - started, timed_out=False)
         self._requeue(conn_id)
 
-    def _drop_head(self, conn_id: str, box: _Outbox, key: object, why: str) -> None:
-        box.items.pop(key, None)
+    def _pop_if_same(self, box: _Outbox, key: object, entry: tuple[bytes, float]) -> None:
+        """Remove the message just sent/dropped — unless a newer one with the same key replaced
+        it in place while it was in flight: that one is still to be sent."""
+        if box.items.get(key) is entry:
+            del box.items[key]
+            self._pending -= 1
+
+    def _drop_head(self, conn_id: str, box: _Outbox, key: object, entry: tuple[bytes, float], why: str) -> None:
+        self._pop_if_same(box, key, entry)
         box.attempt = 0
         self.metrics.error("dropped")
         log.warning("event=send_dropped conn=%s key=%s reason=%s", conn_id, key, why)

@@ -1,20 +1,29 @@
 """Reads what the streamer pushes from the depth cache, in one pipelined round trip per tick.
 
-Per tick, for the symbols in `subscribed:symbols` (as of the previous tick):
+Per tick, for the symbols in `subscribed:symbols` (as of the last membership read):
 
-    SMEMBERS subscribed:symbols, SMEMBERS realtime:connections,
-    and per symbol: GET depth:{SYM}, GET ticker:{SYM}, HGETALL candle:1m:{SYM},
-                    SMEMBERS symbol:{SYM}:main, SMEMBERS symbol:{SYM}:sub
+    GET depth:{SYM}, GET ticker:{SYM}, HGETALL candle:1m:{SYM}
 
 plus any writes queued since the last tick (roll-ups, the anonymous-tier cache), so the
-steady state is exactly one round trip. A symbol that just joined `subscribed:symbols`
-costs one extra round trip for that symbol on the tick it appears. Payloads the engine
-wrote badly are logged, counted (`bad_data`) and treated as absent; they never stop a tick.
+steady state is exactly one round trip and its size does not grow with the number of
+connections. Who is subscribed (`subscribed:symbols`, `realtime:connections`,
+`symbol:{SYM}:main|sub`) is cached and re-read in the same pipeline only
+
+- when the ws handlers announce a change (`connections.CONNECTIONS_CHANGED_CHANNEL`,
+  `mark_dirty()`), at most every `membership_min_gap` seconds (a subscribe storm costs
+  one re-read per gap, not one per subscriber), and
+- every `membership_every` seconds anyway (a missed pub/sub message heals itself).
+
+Unchanged sets keep their identity (`is`) across re-reads, so per-tier partitions computed
+from them (diff.py) are reused. A symbol that just joined `subscribed:symbols` costs one
+extra round trip for that symbol on the tick it appears. Payloads the engine wrote badly are
+logged, counted (`bad_data`) and treated as absent; they never stop a tick.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,30 +50,61 @@ class SymbolData:
 
 @dataclass
 class Snapshot:
-    """One tick's view of the depth cache."""
+    """One tick's view of the depth cache. `membership` changes whenever any subscriber set
+    of this snapshot differs from the previous snapshot's."""
 
     read_at: float
     realtime: frozenset[str]
     symbols: dict[str, SymbolData] = field(default_factory=dict)
+    membership: int = 0
 
 
-PER_SYMBOL = 5
+DATA_READS = 3
+SET_READS = 2
 
 
-def _queue_reads(pipe: Any, symbol: str) -> None:
+def _queue_reads(pipe: Any, symbol: str, sets: bool) -> None:
     pipe.get(keys.depth(symbol))
     pipe.get(keys.ticker(symbol))
     pipe.hgetall(keys.candle(symbol))
-    pipe.smembers(keys.symbol_main(symbol))
-    pipe.smembers(keys.symbol_sub(symbol))
+    if sets:
+        pipe.smembers(keys.symbol_main(symbol))
+        pipe.smembers(keys.symbol_sub(symbol))
+
+
+def _same(old: frozenset[str], raw: Any) -> frozenset[str]:
+    """`old` itself when `raw` holds the same members (identity is what diff.py caches on)."""
+    new = frozenset(raw)
+    return old if new == old else new
 
 
 class Reader:
-    def __init__(self, client: aredis.Redis, on_bad_data: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        client: aredis.Redis,
+        on_bad_data: Callable[[str], None] | None = None,
+        *,
+        membership_every: float = 1.0,
+        membership_min_gap: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.client = client
         self.known: list[str] = []
+        self.members: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+        self.realtime: frozenset[str] = frozenset()
+        self.membership = 0
+        self.membership_reads = 0
+        self.membership_every = membership_every
+        self.membership_min_gap = membership_min_gap
+        self._clock = clock
+        self._dirty = True
+        self._membership_at = -1e9
         self._writes: list[Callable[[Any], None]] = []
         self._on_bad = on_bad_data or (lambda kind: None)
+
+    def mark_dirty(self) -> None:
+        """Subscriber sets changed (a ws handler said so): re-read them soon."""
+        self._dirty = True
 
     def queue_write(self, op: Callable[[Any], None]) -> None:
         """`op(pipe)` runs on the next tick's pipeline (after the reads)."""
@@ -79,36 +119,77 @@ class Reader:
         self._writes.clear()
         await pipe.execute()
 
+    def _membership_due(self) -> bool:
+        age = self._clock() - self._membership_at
+        return age >= self.membership_every or (self._dirty and age >= self.membership_min_gap)
+
     async def read(self, now: float) -> Snapshot:
         symbols = list(self.known)
+        sets = self._membership_due()
+        if sets:
+            self._dirty = False  # a notification arriving during this read marks it again
+            self._membership_at = self._clock()
+        per = DATA_READS + (SET_READS if sets else 0)
+        head = 2 if sets else 0
         pipe = self.client.pipeline(transaction=False)
-        pipe.smembers(keys.SUBSCRIBED_SYMBOLS)
-        pipe.smembers(keys.REALTIME_CONNECTIONS)
+        if sets:
+            pipe.smembers(keys.SUBSCRIBED_SYMBOLS)
+            pipe.smembers(keys.REALTIME_CONNECTIONS)
         for s in symbols:
-            _queue_reads(pipe, s)
+            _queue_reads(pipe, s, sets)
         writes, self._writes = self._writes, []
         for op in writes:
             op(pipe)
         res = await pipe.execute()
+        if not sets:
+            snap = Snapshot(read_at=now, realtime=self.realtime, membership=self.membership)
+            for i, s in enumerate(symbols):
+                main, sub = self.members[s]
+                snap.symbols[s] = self._parse(s, res[i * per:(i + 1) * per], main, sub)
+            return snap
+
+        self.membership_reads += 1
+        changed = False
         subscribed = {s for s in res[0] if keys.is_valid_symbol(s)}
-        snap = Snapshot(read_at=now, realtime=frozenset(res[1]))
+        realtime = _same(self.realtime, res[1])
+        changed |= realtime is not self.realtime
+        self.realtime = realtime
+        data: dict[str, SymbolData] = {}
         for i, s in enumerate(symbols):
-            if s in subscribed:
-                snap.symbols[s] = self._parse(s, res[2 + i * PER_SYMBOL: 2 + (i + 1) * PER_SYMBOL])
+            if s not in subscribed:
+                continue
+            raw = res[head + i * per: head + (i + 1) * per]
+            old_main, old_sub = self.members.get(s, (frozenset(), frozenset()))
+            main, sub = _same(old_main, raw[3]), _same(old_sub, raw[4])
+            changed |= main is not old_main or sub is not old_sub
+            self.members[s] = (main, sub)
+            data[s] = self._parse(s, raw, main, sub)
         new = sorted(subscribed - set(symbols))
         if new:
+            changed = True
             pipe = self.client.pipeline(transaction=False)
             for s in new:
-                _queue_reads(pipe, s)
+                _queue_reads(pipe, s, True)
             res2 = await pipe.execute()
+            full = DATA_READS + SET_READS
             for i, s in enumerate(new):
-                snap.symbols[s] = self._parse(s, res2[i * PER_SYMBOL:(i + 1) * PER_SYMBOL])
+                raw = res2[i * full:(i + 1) * full]
+                self.members[s] = (frozenset(raw[3]), frozenset(raw[4]))
+                data[s] = self._parse(s, raw, *self.members[s])
+        for s in [s for s in self.members if s not in subscribed]:
+            del self.members[s]
+            changed = True
+        if changed:
+            self.membership += 1
         self.known = sorted(subscribed)
+        snap = Snapshot(read_at=now, realtime=self.realtime, membership=self.membership)
+        for s in self.known:  # sorted order, like the steady-state ticks
+            snap.symbols[s] = data[s]
         return snap
 
-    def _parse(self, symbol: str, raw: list[Any]) -> SymbolData:
-        depth_raw, ticker_raw, candle_raw, main, sub = raw
-        data = SymbolData(symbol, main=frozenset(main), sub=frozenset(sub))
+    def _parse(self, symbol: str, raw: list[Any], main: frozenset[str], sub: frozenset[str]) -> SymbolData:
+        depth_raw, ticker_raw, candle_raw = raw[:DATA_READS]
+        data = SymbolData(symbol, main=main, sub=sub)
         data.depth = self._json(symbol, "depth", depth_raw)
         data.ticker = self._json(symbol, "ticker", ticker_raw)
         if candle_raw:

@@ -8,7 +8,11 @@
     anonymous tier  every other subscribed connection; a tick every 500 ms, served from the
                     realtime tier's last snapshot — no Valkey reads of its own. Its last-push
                     markers (the "anonymous-tier cache") are mirrored to `streamer:anon:cache`
-                    so a restart does not resend unchanged data; `--init` clears it.
+                    (`keys.STREAMER_ANON_CACHE`) so a restart does not resend unchanged data;
+                    `--init` clears it.
+    membership      subscriber sets are cached by the reader and re-read when the ws handlers
+                    PUBLISH on `connections:changed` (which also wakes the realtime tier, so a
+                    new subscriber gets its snapshot at once) and every second anyway.
 
 States: `StreamerState` below. Errors: a Valkey failure in a tick is logged, counted
 (`redis`) and the tick is retried on the next period; it never stops the process.
@@ -39,7 +43,7 @@ from streamer_pkg.transport import Transport, build_transport
 log = logging.getLogger("supernoba.streamer")
 
 #: Valkey hash: symbol → JSON {"u","candle","ticker"} last pushed to the anonymous tier.
-ANON_CACHE_KEY = "streamer:anon:cache"
+ANON_CACHE_KEY = keys.STREAMER_ANON_CACHE
 
 
 class StreamerState(enum.Enum):
@@ -56,12 +60,13 @@ class StreamerOptions:
     realtime_interval: float = 0.05
     anon_interval: float = 0.5
     min_wake_gap: float = 0.005
-    concurrency: int = 128
+    concurrency: int = 32
     slow_concurrency: int = 8
     slow_after: float = 0.25
     send_timeout: float = 2.0
     retries: int = 3
-    transport: str = "http"
+    transport: str = "chalice"
+    membership_every: float = 1.0
     http_port: int = 9101
     http_host: str = "0.0.0.0"
 
@@ -86,6 +91,7 @@ class StreamerOptions:
             send_timeout=num("STREAMER_SEND_TIMEOUT", cls.send_timeout),
             retries=int(num("STREAMER_RETRIES", cls.retries)),
             transport=env.get("STREAMER_TRANSPORT", cls.transport) or cls.transport,
+            membership_every=num("STREAMER_MEMBERSHIP_MS", cls.membership_every * 1000) / 1000,
             http_port=settings.streamer_http_port,
         )
 
@@ -111,9 +117,12 @@ class Streamer:
         if transport is None:
             if not settings.websocket_endpoint:
                 raise ValueError("WEBSOCKET_ENDPOINT is not set")
+            # one sender thread / pooled socket per fan-out worker (fast and slow lanes), so a
+            # worker never waits for a thread and a slow-lane send never delays a fast one
+            workers = self.opts.concurrency + self.opts.slow_concurrency
             transport = build_transport(
                 self.opts.transport, settings.websocket_endpoint, self.sync_redis, region=settings.aws_region,
-                timeout=self.opts.send_timeout, max_connections=self.opts.concurrency,
+                timeout=self.opts.send_timeout, threads=workers, max_connections=workers,
             )
         self.transport = transport
         self.fanout = Fanout(
@@ -121,7 +130,9 @@ class Streamer:
             slow_concurrency=self.opts.slow_concurrency, slow_after=self.opts.slow_after,
             retries=self.opts.retries,
         )
-        self.reader = Reader(self.aredis, on_bad_data=self.metrics.error)
+        self.reader = Reader(self.aredis, on_bad_data=self.metrics.error,
+                             membership_every=self.opts.membership_every)
+        self._counted_membership = -1
         self.rollups = Rollups()
         self.realtime = TierState("realtime")
         self.anon = TierState("anonymous")
@@ -208,15 +219,21 @@ class Streamer:
 
     # -- change notifications ------------------------------------------------
     async def _listen(self) -> None:
-        """Wake the realtime tier on every message of DEPTH_CHANGED_CHANNEL (reconnects on error)."""
+        """Wake the realtime tier on every message of DEPTH_CHANGED_CHANNEL; on
+        CONNECTIONS_CHANGED_CHANNEL also have the reader re-read the subscriber sets
+        (reconnects on error; after a reconnect the sets are re-read, a message may be lost)."""
         while True:
             pubsub = self.aredis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(keys.DEPTH_CHANGED_CHANNEL)
+                await pubsub.subscribe(keys.DEPTH_CHANGED_CHANNEL, keys.CONNECTIONS_CHANGED_CHANNEL)
+                self.reader.mark_dirty()
                 while True:
                     msg = await pubsub.get_message(timeout=1.0)
                     if msg is not None:
-                        log.debug("event=depth_changed data=%s", msg.get("data"))
+                        if msg.get("channel") == keys.CONNECTIONS_CHANGED_CHANNEL:
+                            self.reader.mark_dirty()
+                        else:
+                            log.debug("event=depth_changed data=%s", msg.get("data"))
                         self.wakeups += 1
                         self._wake.set()
             except (redis.RedisError, OSError) as exc:
@@ -261,10 +278,13 @@ class Streamer:
         self._last_ok = time.time()
         self.snapshot = snap
         rt = snap.realtime
-        sends = diff_tier(self.realtime, snap, rt.__contains__, self.closed)
+        sends = diff_tier(self.realtime, snap, rt.__contains__, self.closed, rt)
         self._submit(sends)
-        self.metrics.connections["realtime"] = len(
-            {c for d in snap.symbols.values() for c in (d.main | d.sub) if c in rt})
+        if snap.membership != self._counted_membership:  # O(connections): only when sets changed
+            self._counted_membership = snap.membership
+            everyone = {c for d in snap.symbols.values() for c in (d.main | d.sub)}
+            self.metrics.connections["realtime"] = len(everyone & rt)
+            self.metrics.connections["anonymous"] = len(everyone - rt)
         self.metrics.tick("realtime", time.perf_counter() - started)
         self.metrics.pending = self.fanout.pending()
         return sends
@@ -334,11 +354,9 @@ class Streamer:
 
         if self._anon_seed:
             self._seed_anon(snap, member)
-        sends = diff_tier(self.anon, snap, member, self.closed)
+        sends = diff_tier(self.anon, snap, member, self.closed, rt)
         self._submit(sends)
         self._mirror_anon(sends)
-        self.metrics.connections["anonymous"] = len(
-            {c for d in snap.symbols.values() for c in (d.main | d.sub) if c not in rt})
         self.metrics.tick("anonymous", time.perf_counter() - started)
         self.fanout.prune()
         self.metrics.slow = self.fanout.slow_connections()

@@ -1,31 +1,67 @@
-"""Unit tests of the streamer's pure parts: SigV4 signing, roll-up folding, bucket starts."""
+"""Unit tests of the streamer's pure parts: the transports' requests, roll-up folding, bucket starts."""
 
 from __future__ import annotations
 
-import datetime as dt
-
+import boto3
 import pytest
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
+from botocore.awsrequest import AWSResponse
 
 from streamer_pkg.rollups import Rollup, bucket_start, fold
-from streamer_pkg.transport import SigV4Signer, conn_path
+from streamer_pkg.transport import AiohttpTransport, ChaliceTransport
+
+ENDPOINT = "https://abc.execute-api.ap-northeast-2.amazonaws.com/production"
 
 
-@pytest.mark.parametrize("token", ["TOKEN", None])
+class _Raw:
+    def stream(self, **_: object):
+        yield b""
+
+
+def _captured_request(client, conn_id: str, body: bytes, **extra: object):
+    """What the botocore client puts on the wire for post_to_connection (short-circuited)."""
+    seen = []
+
+    def before_send(request, **_: object) -> AWSResponse:
+        seen.append(request)
+        return AWSResponse(request.url, 200, {}, _Raw())
+
+    client.meta.events.register("before-send.apigatewaymanagementapi.PostToConnection", before_send)
+    client.post_to_connection(ConnectionId=conn_id, Data=body, **extra)
+    client.meta.events.unregister("before-send.apigatewaymanagementapi.PostToConnection", before_send)
+    return seen[0]
+
+
+@pytest.fixture
+def session() -> boto3.Session:
+    return boto3.Session(aws_access_key_id="AKID", aws_secret_access_key="SECRET", aws_session_token="TOKEN",
+                         region_name="ap-northeast-2")
+
+
 @pytest.mark.parametrize("conn_id", ["L0SM9cOFvHcCIhw=", "abc", "a/b+c"])
-def test_sigv4_matches_botocore(token, conn_id):
-    creds = Credentials("AKID", "SECRET", token)
-    host = "abc.execute-api.ap-northeast-2.amazonaws.com"
-    path = conn_path("/production", conn_id)
+def test_aiohttp_transport_signs_the_request_botocore_sends(session, conn_id):
+    """Same URL (id encoded as a URI label), same credential scope and signed headers as the
+    boto3 client's own PostToConnection request."""
     body = b'{"e":"d","s":"TEST"}'
-    req = AWSRequest(method="POST", url=f"https://{host}{path}", data=body)
-    SigV4Auth(creds, "execute-api", "ap-northeast-2").add_auth(req)
-    now = dt.datetime.strptime(req.headers["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
-    mine = SigV4Signer("ap-northeast-2", lambda: creds).headers("POST", host, path, body, now)
-    assert mine["Authorization"] == req.headers["Authorization"]
-    assert mine.get("X-Amz-Security-Token") == token
+    ref = _captured_request(session.client("apigatewaymanagementapi", endpoint_url=ENDPOINT), conn_id, body)
+    mine = AiohttpTransport(ENDPOINT, None, region="ap-northeast-2", session=session)
+    url = mine.url(conn_id)
+    headers = mine.sign(url, body)
+    assert url == ref.url
+    want, got = ref.headers["Authorization"].decode(), headers["Authorization"]
+    assert got.split("Signature=")[0] == want.split("Signature=")[0]  # credential scope + signed headers
+    assert headers["X-Amz-Security-Token"] == "TOKEN"
+    assert len(got.split("Signature=")[1]) == 64
+
+
+def test_chalice_transport_shares_one_trimmed_client(session):
+    t = ChaliceTransport(ENDPOINT, None, region="ap-northeast-2", session=session, threads=4)
+    assert t.sender.api._get_client() is t.client  # WebsocketAPI uses the one shared client
+    cfg = t.client.meta.config
+    assert cfg.max_pool_connections == 4 and cfg.retries["total_max_attempts"] == 1  # no SDK retries
+    req = _captured_request(t.client, "abc=", b"x")
+    assert _captured_request(t.client, 123, b"x").url.endswith("/123")  # not validated (an int id)
+    assert req.headers["Authorization"].startswith(b"AWS4-HMAC-SHA256 Credential=AKID/")  # still signed
+    assert "amz-sdk-invocation-id" not in req.headers  # a trimmed per-call handler
 
 
 @pytest.mark.parametrize(("t", "interval", "want"), [
