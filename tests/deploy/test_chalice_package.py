@@ -254,6 +254,7 @@ def test_lambda_policy_names_exactly_the_stages_resources(stage):
     assert by_sid["WebSocketConnections"]["Action"] == ["execute-api:ManageConnections"]
     assert f"/{gw}/" in by_sid["WebSocketConnections"]["Resource"]
     assert f"/aws/lambda/supernoba-{stage}-" in by_sid["Logs"]["Resource"]
+    assert by_sid["KinesisFailureDestination"]["Resource"].endswith(f":supernoba-{stage}-kinesis-failures")
 
 
 def test_ec2_roles_are_least_privilege_for_prod():
