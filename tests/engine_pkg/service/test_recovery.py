@@ -9,6 +9,7 @@ books, depth keys, candles, tickers and the *set* of trade ids / statuses on the
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 
 import orjson
@@ -20,6 +21,7 @@ from tests.engine_pkg.service.helpers import (
     Producer,
     fast_env,
     order_flow,
+    put_orders,
     read_stream,
     wait_until,
 )
@@ -148,3 +150,42 @@ def test_two_engines_split_four_shards_and_one_takes_over_after_kill_9(
         e1.close()
         e2.close()
         producer.join(5)
+
+
+def test_after_kill_9_records_already_emitted_are_replayed_silently(settings, aws, depth_cache, backup_cache,
+                                                                    tmp_path):
+    """Snapshot only after the first batch; kill -9 once everything is emitted; the restarted
+    engine rebuilds the books without putting a single duplicate, then carries on."""
+    kinesis = aws.client("kinesis")
+    cmds = order_flow(900, SYMBOLS, step_ms=40, seed=23)
+    first, second, third = cmds[:100], cmds[100:600], cmds[600:]
+    ref, ref_res = _reference(cmds)
+    ref_mid, ref_mid_res = _reference(first + second)
+    env = fast_env(settings, ENGINE_ID="quiet", ENGINE_SNAPSHOT_RECORDS="100000000",
+                   ENGINE_SNAPSHOT_SECONDS="100000")
+    eng = EngineProcess(env, log_path=tmp_path / "engine.log")
+    try:
+        wait_until(lambda: len(list(backup_cache.scan_iter("lease:*"))) == 4, 20, what="4 leases")
+        put_orders(kinesis, settings.orders_stream, first)
+        wait_until(lambda: sum('"seq":"' in backup_cache.getrange(k, 0, 120)
+                               for k in backup_cache.scan_iter("snapshot:*")) >= 1, 20, what="first snapshots")
+        put_orders(kinesis, settings.orders_stream, second)
+        wait_until(lambda: _caught_up(depth_cache, ref_mid), 30, what="second chunk applied")
+        wait_until(lambda: len(read_stream(kinesis, settings.status_stream)) >= len(ref_mid_res.statuses), 20)
+        time.sleep(0.5)  # the emitted marks follow the acknowledged puts
+        eng.kill9()
+        eng.close()
+        before = len(read_stream(kinesis, settings.fills_stream)), len(read_stream(kinesis, settings.status_stream))
+        eng = EngineProcess(env, log_path=tmp_path / "engine.log")
+        put_orders(kinesis, settings.orders_stream, third)
+        wait_until(lambda: _caught_up(depth_cache, ref), 40, what="third chunk applied on the rebuilt books")
+        wait_until(lambda: len(read_stream(kinesis, settings.status_stream)) >= len(ref_res.statuses), 20)
+        fills = read_stream(kinesis, settings.fills_stream)
+        statuses = read_stream(kinesis, settings.status_stream)
+        # nothing of the first 600 orders was put again; the new ones are exactly the reference's
+        assert (len(fills), len(statuses)) == (len(ref_res.fills), len(ref_res.statuses))
+        assert before == (len(ref_mid_res.fills), len(ref_mid_res.statuses))
+        _assert_same_as_uninterrupted(kinesis, settings, depth_cache, ref, ref_res)
+        assert "silent_replay_done" in (tmp_path / "engine.log").read_text()
+    finally:
+        eng.close()
