@@ -19,7 +19,7 @@ of sub symbols, answers an `error` event and changes nothing. Every problem is a
 `error` event `{"e":"error","code","message"}`; the handler itself never fails.
 
 Error codes: INVALID_JSON, MESSAGE_TOO_LARGE, UNKNOWN_ACTION, INVALID_SYMBOL,
-UNKNOWN_SYMBOL, TOO_MANY_SUBSCRIPTIONS, BAD_REQUEST.
+UNKNOWN_SYMBOL, TOO_MANY_SUBSCRIPTIONS, BAD_REQUEST, CACHE_UNAVAILABLE (Valkey unreachable).
 """
 
 from __future__ import annotations
@@ -80,6 +80,9 @@ class WsService:
         except ApiError as err:
             log.info("event=ws_error conn=%s code=%s message=%r", conn_id, err.code, err.message)
             return [error_message(err.code, err.message)]
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            log.warning("event=ws_cache_unavailable conn=%s error=%s", conn_id, exc)
+            return [error_message("CACHE_UNAVAILABLE", "the cache is unavailable; retry")]
 
     def _message(self, conn_id: str, body: str | bytes | None) -> list[Reply]:
         raw = body.encode() if isinstance(body, str) else (body or b"")

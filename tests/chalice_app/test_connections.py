@@ -91,3 +91,16 @@ def test_ws_sender_errors_are_typed(cache):
     t0 = time.monotonic()
     assert sender.send_many(["c1"], {}) == {"c1": SendResult.FAILED}
     assert time.monotonic() - t0 < 10
+
+
+def test_ws_message_with_valkey_down_is_an_error_event(app_settings):
+    import redis as redis_lib
+
+    from chalice_app.auth import Authenticator
+    from chalice_app.symbols import SymbolRegistry
+    from chalice_app.ws_handlers import WsService
+
+    down = redis_lib.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+    ws = WsService(down, Authenticator(app_settings), SymbolRegistry(down))
+    [reply] = ws.message("c1", '{"action":"ping"}')
+    assert reply["e"] == "error" and reply["code"] == "CACHE_UNAVAILABLE"
