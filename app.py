@@ -18,6 +18,7 @@ from chalice_app.services import build, configure_logging
 _settings = Settings.from_env()
 configure_logging(_settings)
 services = build(_settings)
+services.sender.warm()  # Lambda init phase: the first WebSocket send does not pay for the client
 
 app = Chalice(app_name="supernoba")
 # WebSocket handlers are still an experimental Chalice feature: without this opt-in

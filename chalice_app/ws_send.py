@@ -109,6 +109,12 @@ class WsSender:
     def from_settings(cls, settings: Settings, redis_client: redis.Redis | None) -> WsSender:
         return cls(settings.websocket_endpoint, redis_client, region=settings.aws_region)
 
+    def warm(self) -> None:
+        """Load the management API's service model now (e.g. in a Lambda's init phase), so
+        the first send does not pay for it; the client built by the first send reuses it."""
+        if self.configured:
+            self.api.session.client("apigatewaymanagementapi")
+
     @property
     def configured(self) -> bool:
         return bool(self.endpoint)
