@@ -55,6 +55,7 @@ from typing import Any
 from tools.services import REPO_ROOT, LocalServices, free_port, port_open
 
 log = logging.getLogger("supernoba.dev")
+REST_LISTEN_BACKLOG = 512
 
 DEFAULT_PORTS = {"rest": 8000, "ws": 8001, "console": 8080, "engine": 9100, "streamer": 9101}
 FIRST_SYMBOL = "TEST"
@@ -545,6 +546,8 @@ class LocalStack:
                 rest_log.info("client=%s %s", self.address_string(), format % args)
 
         server = create_local_server(self.app, self.chalice_config, self.cfg.host, self.ports["rest"])
+        # socketserver listens with a backlog of 5; bursts of REST clients then see resets.
+        server.server.socket.listen(REST_LISTEN_BACKLOG)
         server.server.RequestHandlerClass = functools.partial(_LoggedHandler, app_object=self.app,
                                                               config=self.chalice_config)
         self.rest = server
