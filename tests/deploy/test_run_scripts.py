@@ -195,6 +195,7 @@ def test_systemd_unit_is_valid_and_graceful(part, tmp_path):
     assert service["ExecStart"].startswith(f"/opt/supernoba/tools/run_{part}.sh")
     assert "--dev" not in service["ExecStart"]
     assert service["Restart"] == "on-failure"
+    assert _section(text, "Unit").get("StartLimitIntervalSec") == "0", "systemd must never stop restarting it"
     assert service["KillSignal"] == "SIGTERM"
     stop = int(service["TimeoutStopSec"])
     assert stop >= (60 if part == "engine" else 10), "the engine needs time to snapshot its shards"
