@@ -20,7 +20,8 @@ configure_logging(_settings)
 services = build(_settings)
 services.sender.warm()  # Lambda init phase: the first WebSocket send does not pay for the client
 
-app = Chalice(app_name="supernoba")
+# Chalice would set our "supernoba" logger to ERROR and stop propagation; configure_logging() owns it.
+app = Chalice(app_name="supernoba", configure_logs=False)
 # WebSocket handlers are still an experimental Chalice feature: without this opt-in
 # `chalice package` / `chalice deploy` refuse the app (issue 9).
 app.experimental_feature_flags.update(["WEBSOCKETS"])
