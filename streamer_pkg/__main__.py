@@ -14,6 +14,7 @@ import logging
 import signal
 import sys
 
+from chalice_app import keys
 from chalice_app.config import Settings
 from streamer_pkg.tiers import Streamer, StreamerOptions
 
@@ -29,7 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--debug", action="store_true", help="DEBUG logs (same as DEBUG_MODE=true)")
     p.add_argument("--init", action="store_true",
-                   help="reset the anonymous-tier cache (streamer:anon:cache) before starting, so every "
+                   help=f"reset the anonymous-tier cache ({keys.STREAMER_ANON_CACHE}) before starting, so every "
                    "anonymous subscriber gets a full snapshot")
     return p.parse_args(argv)
 

@@ -9,7 +9,8 @@ the head of its outbox, and put it back at the tail if more is waiting. So
   (or a timeout) it is moved to a small *slow lane* with its own workers, so even many
   never-reading clients cannot take the fast lane's workers;
 - outboxes are bounded: a newer message with the same coalescing key (`depth:SYM`,
-  `candle:SYM`, `ticker:SYM`) replaces the pending older one in place, so a lagging
+  `candle:SYM`, `ticker:SYM`, per tier) replaces the pending older one in place (one shared
+  cell per key, see `submit_many`: O(1) for connections that still wait), so a lagging
   client gets the latest state, not a backlog; `candle_close` is never coalesced.
 
 Outcomes of one send (see transport.py): success; `ConnectionGone` → the transport already
@@ -25,7 +26,7 @@ import enum
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from streamer_pkg.metrics import Metrics
 from streamer_pkg.transport import ConnectionGone, PermanentError, RetryableError, Transport, TransportError
@@ -46,7 +47,8 @@ class _Outbox:
     __slots__ = ("items", "lane", "queued", "attempt", "seq", "slow_since")
 
     def __init__(self) -> None:
-        self.items: OrderedDict[object, tuple[bytes, float]] = OrderedDict()
+        # key -> (data, born), or None for a coalescing key whose data is in Fanout._cells
+        self.items: OrderedDict[object, tuple[bytes, float] | None] = OrderedDict()
         self.lane = Lane.FAST
         self.queued = False  # in a ready queue, in flight, or waiting for a retry
         self.attempt = 0
@@ -86,6 +88,7 @@ class Fanout:
         self._tasks: list[asyncio.Task] = []
         self._uniq = 0
         self._pending = 0  # messages in all outboxes (kept, not counted: read every tick)
+        self._cells: dict[object, tuple[bytes, float]] = {}  # coalescing key -> latest (data, born)
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> None:
@@ -111,30 +114,52 @@ class Fanout:
         return True
 
     def submit(self, conn_id: str, key: object | None, data: bytes, born: float = 0.0) -> None:
-        """Queue `data` for `conn_id`. Same `key` as a pending message replaces it in place;
-        `key=None` never coalesces. `born` (epoch s of the data's origin) feeds push lag."""
-        if conn_id in self._gone and self.is_gone(conn_id):
-            return
-        box = self._boxes.get(conn_id)
-        if box is None:
-            box = self._boxes[conn_id] = _Outbox()
-        if key is None:
-            self._uniq += 1
-            key = ("u", self._uniq)
-        if key in box.items:
-            box.items[key] = (data, born)
-            self.metrics.inc("streamer_coalesced_total")
-        else:
-            if len(box.items) >= MAX_OUTBOX:
-                box.items.popitem(last=False)
-                self._pending -= 1
+        """Queue `data` for one connection (see `submit_many`)."""
+        self.submit_many((conn_id,), key, data, born)
+
+    def submit_many(self, conn_ids: Iterable[str], key: object | None, data: bytes, born: float = 0.0) -> None:
+        """Queue `data` for every connection of `conn_ids`. `born` (epoch s of the data's
+        origin) feeds push lag. `key=None` never coalesces (one entry per connection).
+
+        A coalescing `key` has ONE shared cell holding its latest data: an outbox only holds
+        the key, and a send reads the cell. So a newer message for connections that still
+        have the key pending costs one dict write, not one per connection, and a message
+        that became stale in an outbox is never sent."""
+        entry = (data, born)
+        boxes = self._boxes
+        gone = self._gone
+        if key is not None:
+            self._cells[key] = entry
+        coalesced = added = 0
+        for conn_id in conn_ids:
+            box = boxes.get(conn_id)
+            if box is None:
+                if conn_id in gone and self.is_gone(conn_id):
+                    continue
+                box = boxes[conn_id] = _Outbox()
+            items = box.items
+            if key is None:
+                self._uniq += 1
+                k: object = ("u", self._uniq)
+                value: tuple[bytes, float] | None = entry
+            elif key in items:
+                coalesced += 1
+                continue
+            else:
+                k, value = key, None
+            if len(items) >= MAX_OUTBOX:
+                items.popitem(last=False)
+                added -= 1
                 self.metrics.error("dropped_overflow")
-            box.items[key] = (data, born)
-            self._pending += 1
-        if not box.queued:
-            box.queued = True
-            self._ready[box.lane].append(conn_id)
-            self._wake[box.lane].set()
+            items[k] = value
+            added += 1
+            if not box.queued:
+                box.queued = True
+                self._ready[box.lane].append(conn_id)
+                self._wake[box.lane].set()
+        self._pending += added
+        if coalesced:
+            self.metrics.inc("streamer_coalesced_total", coalesced)
 
     def pending(self) -> int:
         return self._pending
@@ -174,6 +199,8 @@ class Fanout:
 
     async def _send_head(self, conn_id: str, box: _Outbox) -> None:
         key, entry = next(iter(box.items.items()))
+        if entry is None:
+            entry = self._cells[key]
         data, born = entry
         started = self.clock()
         try:
@@ -214,11 +241,14 @@ class Fanout:
         self._requeue(conn_id)
 
     def _pop_if_same(self, box: _Outbox, key: object, entry: tuple[bytes, float]) -> None:
-        """Remove the message just sent/dropped — unless a newer one with the same key replaced
-        it in place while it was in flight: that one is still to be sent."""
-        if box.items.get(key) is entry:
-            del box.items[key]
-            self._pending -= 1
+        """Remove the message just sent/dropped — unless its key's cell got newer data while it
+        was in flight: that is still to be sent (in the same place)."""
+        if key not in box.items:
+            return
+        if box.items[key] is None and self._cells.get(key) is not entry:
+            return
+        del box.items[key]
+        self._pending -= 1
 
     def _drop_head(self, conn_id: str, box: _Outbox, key: object, entry: tuple[bytes, float], why: str) -> None:
         self._pop_if_same(box, key, entry)

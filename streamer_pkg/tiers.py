@@ -279,7 +279,7 @@ class Streamer:
         self.snapshot = snap
         rt = snap.realtime
         sends = diff_tier(self.realtime, snap, rt.__contains__, self.closed, rt)
-        self._submit(sends)
+        self._submit("rt", sends)
         if snap.membership != self._counted_membership:  # O(connections): only when sets changed
             self._counted_membership = snap.membership
             everyone = {c for d in snap.symbols.values() for c in (d.main | d.sub)}
@@ -329,11 +329,12 @@ class Streamer:
                     pipe.hset(key, mapping=mapping)
             self.reader.queue_write(op)
 
-    def _submit(self, sends: list[Send]) -> None:
-        fanout = self.fanout
+    def _submit(self, tier: str, sends: list[Send]) -> None:
+        """Queue a tick's sends. Coalescing keys are per tier (`(tier, key)`): an anonymous
+        connection's pending depth must not pick up the realtime tier's newer data."""
+        submit = self.fanout.submit_many
         for s in sends:
-            for conn in s.recipients:
-                fanout.submit(conn, s.key, s.data, s.born)
+            submit(s.recipients, (tier, s.key) if s.key is not None else None, s.data, s.born)
 
     # -- anonymous tier --------------------------------------------------------
     async def _anon_loop(self) -> None:
@@ -355,7 +356,7 @@ class Streamer:
         if self._anon_seed:
             self._seed_anon(snap, member)
         sends = diff_tier(self.anon, snap, member, self.closed, rt)
-        self._submit(sends)
+        self._submit("anon", sends)
         self._mirror_anon(sends)
         self.metrics.tick("anonymous", time.perf_counter() - started)
         self.fanout.prune()

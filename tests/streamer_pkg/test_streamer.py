@@ -226,7 +226,7 @@ def test_init_resets_the_anonymous_tier_cache(settings, depth_cache, server):
     write_depth(r, "TEST", u=9)
     with RunningStreamer(settings, server.endpoint, anon_interval=0.1):
         wait_until(lambda: of(server.messages("anon"), "d"))
-        wait_until(lambda: r.hexists("streamer:anon:cache", "TEST"), what="anon cache written")
+        wait_until(lambda: r.hexists(keys.STREAMER_ANON_CACHE, "TEST"), what="anon cache written")
     server.clear()
     with RunningStreamer(settings, server.endpoint, anon_interval=0.1):  # restart: nothing new
         time.sleep(0.5)

@@ -1,30 +1,45 @@
-"""Benchmark of the streamer (issue 6): sends/s of one process, and write→receipt latency.
+"""Benchmark of the streamer (issue 6) against the real local gateway and real WebSocket clients.
 
-    python -m tools.bench.bench_streamer [--conns 1000,5000] [--seconds 5] [--transport http|chalice]
+    python -m tools.bench.bench_streamer [--conns 1000,5000] [--seconds 5] [--transport chalice|aiohttp]
+                                         [--concurrency 32] [--profile DIR]
 
-Starts its own valkey-server (tools/services.py) and an `@connections` management-API
-server (tests/streamer_pkg/mgmt_server.py) in a separate process, so the streamer process
-measured here does nothing but stream. Then:
+Processes (so that the measured streamer process does nothing but stream):
 
-1. throughput — N logged-in connections spread over 10 symbols; an engine-style writer
-   changes every symbol's depth (+ PUBLISH) every 10 ms, more than the streamer can send, so
-   the figure is the saturated sends/s of one process (coalescing absorbs the excess);
-2. latency — 1,000 logged-in connections over 100 symbols (10 each); a depth write +
-   PUBLISH to one symbol every 50 ms (random symbol), receipt time at each of its 10
-   subscribers minus the write time (same clock: one machine);
-3. latency fan-out — the same with all 1,000 connections on ONE symbol (first/median/last).
+- valkey-server (tools/services.py);
+- the gateway: `tools/gateway.Gateway` serving the repo's Chalice app (`tools.dev.load_app`,
+  stage local: test mode on) — WebSocket clients and the `@connections` API on one port;
+- the clients: asyncio `websockets` connections `?testMode=true&userId=…`, so the app's
+  `$connect` registers each as a logged-in connection; they record every depth message's
+  receive time;
+- the writer: an engine-style `SET depth:{SYM}` + `PUBLISH depth:changed`;
+- this process: one `Streamer` (streamer_pkg) with the chosen transport.
 
-Prints progress to stderr and a figure table to stdout.
+Subscriptions are written with the shared registry code (`chalice_app.connections.subscribe`)
+for the gateway's connection ids. Runs:
+
+1. throughput — N logged-in connections over 10 symbols; the writer re-writes every symbol
+   every 10 ms, more than any streamer can send, so the figure is the saturated sends/s of one
+   process (coalescing absorbs the excess); also frames received by the clients;
+2. latency — 1,000 connections over 100 symbols (10 each); one write to a random symbol
+   every 50 ms; receipt time at each subscriber minus the write time (one machine, one clock);
+3. latency fan-out — 1,000 connections on ONE symbol, a write every 500 ms (first/last receipt).
+
+Each run prints the CPU used by each process (% of one core), which names the bottleneck;
+`--profile DIR` also samples the streamer, gateway and clients with py-spy during the largest
+throughput run and prints their hottest functions. Progress goes to stderr, figures to stdout.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import multiprocessing as mp
 import os
 import random
+import shutil
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -34,205 +49,377 @@ import orjson
 import redis
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-from chalice_app import keys  # noqa: E402
+from chalice_app import connections, keys  # noqa: E402
 from chalice_app.config import Settings  # noqa: E402
 from streamer_pkg.tiers import Streamer, StreamerOptions  # noqa: E402
 from tools.services import ValkeyService, free_port  # noqa: E402
+
+CTX = mp.get_context("spawn")
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def log(msg: str) -> None:
     print(f"[bench_streamer] {msg}", file=sys.stderr, flush=True)
 
 
-def _server_proc(conn) -> None:  # noqa: ANN001
-    from tests.streamer_pkg.mgmt_server import MgmtServer
-    srv = MgmtServer().start()
-    conn.send(srv.port)
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+# --------------------------------------------------------------------------- child processes
+def _gateway_main(conn, port: int, env: dict[str, str]) -> None:  # noqa: ANN001
+    os.environ.update(env)
+    import logging
+    logging.basicConfig(level=logging.WARNING)
+    from tools.dev import load_app
+    from tools.gateway import Gateway
+
+    app = load_app("local")
+    gw = Gateway(app, stage="api", port=port).start()
+    conn.send(os.getpid())
     while True:
-        cmd, arg = conn.recv()
-        if cmd == "count":
-            conn.send(srv.posts)
-        elif cmd == "clear":
-            srv.clear()
-            conn.send(True)
-        elif cmd == "times":  # [(conn_id, recv_time, u)]
-            with srv.lock:
-                out = [(c, t, orjson.loads(b).get("u")) for c in arg for t, b in srv.received.get(c, [])]
-            conn.send(out)
+        cmd = conn.recv()
+        if cmd == "ids":
+            conn.send(gw.connection_ids())
+        elif cmd == "stats":
+            conn.send(gw.stats())
         elif cmd == "stop":
-            srv.stop()
+            gw.stop()
             conn.send(True)
             return
 
 
-class ServerHandle:
-    def __init__(self) -> None:
-        self.parent, child = mp.Pipe()
-        self.proc = mp.get_context("fork").Process(target=_server_proc, args=(child,), daemon=True)
+def _clients_main(conn, url: str, n: int) -> None:  # noqa: ANN001
+    asyncio.run(_clients(conn, url, n))
+
+
+async def _clients(conn, url: str, n: int) -> None:  # noqa: ANN001
+    import websockets
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    state = {"frames": 0, "open": 0, "failed": 0}
+    records: list[tuple[float, str, int]] = []
+    opening = asyncio.Semaphore(64)
+
+    async def one(i: int) -> None:
+        try:
+            async with opening:
+                ws = await websockets.connect(f"{url}?testMode=true&userId=bench{i}", compression=None,
+                                              ping_interval=None, open_timeout=120, max_queue=None)
+            state["open"] += 1
+        except (OSError, websockets.WebSocketException, TimeoutError):
+            state["failed"] += 1
+            return
+        try:
+            async for raw in ws:
+                t = time.time()
+                state["frames"] += 1
+                m = orjson.loads(raw)
+                if m.get("e") == "d":
+                    records.append((t, m["s"], m["u"]))
+        except websockets.WebSocketException:
+            pass
+        finally:
+            state["open"] -= 1
+
+    def control() -> None:
+        while True:
+            cmd = conn.recv()
+            if cmd == "state":
+                conn.send(dict(state))
+            elif cmd == "records":
+                conn.send(list(records))
+            elif cmd == "clear":
+                records.clear()
+                conn.send(True)
+            elif cmd == "stop":
+                loop.call_soon_threadsafe(stop.set)
+                return
+
+    tasks = [asyncio.create_task(one(i)) for i in range(n)]
+    threading.Thread(target=control, daemon=True).start()
+    conn.send(os.getpid())
+    await stop.wait()
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    conn.send(True)
+
+
+def _writer_main(conn, redis_url: str) -> None:  # noqa: ANN001
+    r = redis.Redis.from_url(redis_url)
+    conn.send(os.getpid())
+    u = 1000
+    while True:
+        cmd, symbols, period = conn.recv()
+        if cmd == "exit":
+            return
+        writes: dict[tuple[str, int], float] = {}
+        rnd = random.Random(6)
+        while not conn.poll(period):
+            u += 1
+            chosen = symbols if cmd == "flood" else [rnd.choice(symbols)]
+            pipe = r.pipeline(transaction=False)
+            t = time.time()
+            for sym in chosen:
+                d = {"e": "d", "s": sym, "t": int(t * 1000), "u": u, "b": [[1000 + u % 7, 10], [999, 20]],
+                     "a": [[1001, 5]]}
+                pipe.set(keys.depth(sym), orjson.dumps(d))
+                writes[(sym, u)] = t
+            pipe.publish(keys.DEPTH_CHANGED_CHANNEL, orjson.dumps(chosen))
+            pipe.execute()
+        conn.recv()  # the "stop"
+        conn.send(writes if cmd == "latency" else len(writes))
+
+
+class Child:
+    def __init__(self, target, *args: object) -> None:  # noqa: ANN001
+        self.conn, child = CTX.Pipe()
+        self.proc = CTX.Process(target=target, args=(child, *args), daemon=True)
         self.proc.start()
-        self.port = self.parent.recv()
+        self.pid: int = self.conn.recv()
 
-    def ask(self, cmd: str, arg: object = None) -> object:
-        self.parent.send((cmd, arg))
-        return self.parent.recv()
+    def ask(self, cmd: object, timeout: float = 120.0) -> object:
+        self.conn.send(cmd)
+        if not self.conn.poll(timeout):
+            raise TimeoutError(f"child {self.pid} did not answer {cmd!r}")
+        return self.conn.recv()
 
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api"
+    def stop(self, cmd: object = "stop") -> None:
+        try:
+            self.conn.send(cmd)
+            self.conn.poll(30)
+        except (BrokenPipeError, EOFError):
+            pass
+        self.proc.join(10)
+        if self.proc.is_alive():
+            self.proc.kill()
 
-    def stop(self) -> None:
-        self.ask("stop")
-        self.proc.join(5)
 
-
-def setup_connections(r: redis.Redis, n: int, symbols: list[str]) -> dict[str, list[str]]:
-    r.flushdb()
-    by_sym: dict[str, list[str]] = {s: [] for s in symbols}
-    pipe = r.pipeline(transaction=False)
-    for i in range(n):
-        cid = f"bench{i:05d}="
+# --------------------------------------------------------------------------- setup
+def subscribe(r: redis.Redis, ids: list[str], symbols: list[str]) -> dict[str, list[str]]:
+    """Reset every main subscription, then subscribe ids[i] to symbols[i % len] (shared registry code)."""
+    for key in list(r.scan_iter(match="symbol:*:main", count=1000)) + list(r.scan_iter(match="conn:*:main", count=1000)):
+        r.delete(key)
+    r.delete(keys.SUBSCRIBED_SYMBOLS)
+    r.sadd(keys.ACTIVE_SYMBOLS, *symbols)
+    by_sym: dict[str, list[str]] = collections.defaultdict(list)
+    for i, cid in enumerate(ids):
         sym = symbols[i % len(symbols)]
+        connections.subscribe(r, cid, main=sym)
         by_sym[sym].append(cid)
-        pipe.sadd(keys.REALTIME_CONNECTIONS, cid)
-        pipe.sadd(keys.symbol_main(sym), cid)
-        pipe.set(keys.conn_main(cid), sym)
-    pipe.sadd(keys.SUBSCRIBED_SYMBOLS, *symbols)
-    pipe.execute()
     return by_sym
 
 
-def write_depth(r: redis.Redis, sym: str, u: int) -> float:
-    t = time.time()
-    d = {"e": "d", "s": sym, "t": int(t * 1000), "u": u, "b": [[1000 + u % 7, 10], [999, 20]], "a": [[1001, 5]]}
-    pipe = r.pipeline(transaction=False)
-    pipe.set(keys.depth(sym), orjson.dumps(d))
-    pipe.publish(keys.DEPTH_CHANGED_CHANNEL, orjson.dumps([sym]))
-    pipe.execute()
-    return t
+class Stack:
+    def __init__(self, max_conns: int, transport: str, concurrency: int) -> None:
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+        self.valkey = ValkeyService(port=free_port()).start()
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}/api"
+        env = {"DEPTH_CACHE_URL": self.valkey.depth_url, "BACKUP_CACHE_URL": self.valkey.backup_url,
+               "WEBSOCKET_ENDPOINT": self.endpoint, "AWS_REGION": "ap-northeast-2",
+               "AWS_ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"],
+               "AWS_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"], "LOG_LEVEL": "WARNING"}
+        self.r = redis.Redis.from_url(self.valkey.depth_url, decode_responses=True)
+        self.gateway = Child(_gateway_main, self.port, env)
+        self.writer = Child(_writer_main, self.valkey.depth_url)
+        log(f"opening {max_conns} WebSocket clients (app $connect, test mode = logged in)")
+        t0 = time.monotonic()
+        self.clients = Child(_clients_main, f"ws://127.0.0.1:{self.port}/api", max_conns)
+        while True:
+            st = self.clients.ask("state")
+            if st["open"] + st["failed"] >= max_conns:
+                break
+            if time.monotonic() - t0 > 300:
+                raise TimeoutError(f"clients did not connect: {st}")
+            time.sleep(0.5)
+        self.ids = sorted(self.gateway.ask("ids"))
+        log(f"  {st['open']} open, {st['failed']} failed in {time.monotonic() - t0:.1f}s; "
+            f"{self.r.scard(keys.REALTIME_CONNECTIONS)} in realtime:connections")
+        self.settings = Settings.from_env({**os.environ, **env})
+        self.opts = StreamerOptions(transport=transport, concurrency=concurrency, http_port=0)
+
+    def pids(self) -> dict[str, int]:
+        return {"streamer": os.getpid(), "gateway": self.gateway.pid, "clients": self.clients.pid,
+                "writer": self.writer.pid, "valkey": self.valkey.proc.pid}  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        self.clients.stop()
+        self.gateway.stop()
+        self.writer.stop(("exit", [], 0))
+        self.valkey.stop()
 
 
-async def run_streamer_for(settings: Settings, opts: StreamerOptions, seconds: float, driver) -> Streamer:  # noqa: ANN001
-    s = Streamer(settings, opts, serve_http=False)
+class Sampler:
+    """CPU of every process and counters at two instants."""
+
+    def __init__(self, stack: Stack, streamer: Streamer) -> None:
+        self.stack, self.streamer = stack, streamer
+
+    def sample(self) -> dict:
+        st = self.stack.clients.ask("state")
+        return {"t": time.monotonic(), "sends": self.streamer.metrics.sends, "frames": st["frames"],
+                "cpu": {k: cpu_seconds(p) for k, p in self.stack.pids().items()}}
+
+    @staticmethod
+    def rates(a: dict, b: dict) -> dict:
+        dt = b["t"] - a["t"]
+        return {"sends_per_s": (b["sends"] - a["sends"]) / dt, "frames_per_s": (b["frames"] - a["frames"]) / dt,
+                "cpu_pct": {k: 100 * (b["cpu"][k] - a["cpu"][k]) / dt for k in a["cpu"]}}
+
+
+def start_profiles(stack: Stack, seconds: float, out: Path) -> list[tuple[str, Path, subprocess.Popen]]:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    out.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for name in ("streamer", "gateway", "clients"):
+        path = out / f"{name}.txt"
+        cmd = [spy, "record", "-p", str(stack.pids()[name]), "-d", str(int(seconds)), "-r", "97",
+               "-f", "raw", "-o", str(path), "--gil"]
+        procs.append((name, path, subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+    return procs
+
+
+def summarize_profile(path: Path, top: int = 8) -> list[str]:
+    """Hottest functions by own samples (leaf frame) from py-spy's raw (collapsed) output,
+    sampled with --gil: only the thread holding the GIL, i.e. where Python CPU time goes."""
+    own: collections.Counter[str] = collections.Counter()
+    total = 0
+    if not path.exists():
+        return ["(no profile)"]
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        own[stack.split(";")[-1]] += n
+    return [f"{100 * n / max(total, 1):5.1f}%  {name}" for name, n in own.most_common(top)]
+
+
+async def _run(stack: Stack, seconds: float, writer_cmd: tuple, profile: Path | None) -> tuple[Streamer, dict, object]:
+    s = Streamer(stack.settings, stack.opts, serve_http=False)
     await s.start()
-    stop = threading.Event()
-    th = threading.Thread(target=driver, args=(stop,), daemon=True)
-    th.start()
+    sampler = Sampler(stack, s)
+    await asyncio.sleep(1.0)  # snapshots to every new subscriber out of the way
+    stack.clients.ask("clear")
+    stack.writer.conn.send(writer_cmd)
+    await asyncio.sleep(1.0)
+    a = sampler.sample()
+    spies = start_profiles(stack, seconds, profile) if profile else []
     await asyncio.sleep(seconds)
-    stop.set()
-    th.join(5)
-    await asyncio.sleep(0.5)
+    b = sampler.sample()
+    stack.writer.conn.send("stop")
+    written = await asyncio.get_running_loop().run_in_executor(None, stack.writer.conn.recv)
+    await asyncio.sleep(1.0)
     await s.stop(drain=2.0)
-    return s
+    for _, _, p in spies:
+        p.wait(timeout=30)
+    res = Sampler.rates(a, b)
+    res["spies"] = [(name, path) for name, path, _ in spies]
+    return s, res, written
 
 
-def throughput(settings: Settings, opts: StreamerOptions, srv: ServerHandle, n: int, seconds: float) -> dict:
-    r = redis.Redis.from_url(settings.depth_cache_url)
+def throughput(stack: Stack, n: int, seconds: float, profile: Path | None) -> dict:
     symbols = [f"SYM{i}" for i in range(10)]
-    setup_connections(r, n, symbols)
-    srv.ask("clear")
-    marks: list[tuple[float, int]] = []
-
-    def driver(stop: threading.Event) -> None:
-        u = 0
-        warm = time.time() + 1.0
-        while not stop.is_set():
-            u += 1
-            for s in symbols:
-                write_depth(r, s, u)
-            if time.time() >= warm and not marks:
-                marks.append((time.time(), srv.ask("count")))
-            time.sleep(0.01)
-        marks.append((time.time(), srv.ask("count")))
-
-    s = asyncio.run(run_streamer_for(settings, opts, seconds + 1.0, driver))
-    (t0, c0), (t1, c1) = marks[0], marks[-1]
-    rate = (c1 - c0) / (t1 - t0)
-    return {"conns": n, "sends_per_s": rate, "errors": dict(s.metrics.errors), "streamer_sends": s.metrics.sends}
+    subscribe(stack.r, stack.ids[:n], symbols)
+    s, res, _ = asyncio.run(_run(stack, seconds, ("flood", symbols, 0.01), profile))
+    res.update(conns=n, errors=dict(s.metrics.errors), membership_reads=s.reader.membership_reads)
+    return res
 
 
-def latency(settings: Settings, opts: StreamerOptions, srv: ServerHandle, n: int, nsym: int, seconds: float) -> dict:
-    r = redis.Redis.from_url(settings.depth_cache_url)
+def latency(stack: Stack, n: int, nsym: int, seconds: float) -> dict:
     symbols = [f"LAT{i}" for i in range(nsym)]
-    by_sym = setup_connections(r, n, symbols)
-    srv.ask("clear")
-    for sym in symbols:
-        write_depth(r, sym, 1)
-    writes: dict[tuple[str, int], float] = {}
-
-    def driver(stop: threading.Event) -> None:
-        time.sleep(1.0)  # initial snapshots out of the way
-        u = 1
-        rnd = random.Random(6)
-        while not stop.is_set():
-            u += 1
-            sym = rnd.choice(symbols)
-            writes[(sym, u)] = write_depth(r, sym, u)
-            time.sleep(0.05 if nsym > 1 else 0.5)
-
-    asyncio.run(run_streamer_for(settings, opts, seconds + 1.0, driver))
-    conn_sym = {c: s for s, cs in by_sym.items() for c in cs}
-    lat = []
-    per_write: dict[tuple[str, int], list[float]] = {}
-    for cid, t, u in srv.ask("times", list(conn_sym)):
-        w = writes.get((conn_sym[cid], u))
+    subscribe(stack.r, stack.ids[:n], symbols)
+    period = 0.05 if nsym > 1 else 0.5
+    s, res, writes = asyncio.run(_run(stack, seconds, ("latency", symbols, period), None))
+    lat: list[float] = []
+    per_write: dict[tuple[str, int], list[float]] = collections.defaultdict(list)
+    for t, sym, u in stack.clients.ask("records"):  # type: ignore[union-attr]
+        w = writes.get((sym, u))  # type: ignore[union-attr]
         if w is not None:
-            lat.append((t - w) * 1000)
-            per_write.setdefault((conn_sym[cid], u), []).append((t - w) * 1000)
+            ms = (t - w) * 1000
+            lat.append(ms)
+            per_write[(sym, u)].append(ms)
     lat.sort()
-    q = statistics.quantiles(lat, n=100) if len(lat) >= 2 else [0] * 99
-    out = {"conns": n, "symbols": nsym, "writes": len(writes), "receipts": len(lat),
-           "p50_ms": q[49], "p99_ms": q[98], "max_ms": lat[-1] if lat else 0}
+    q = statistics.quantiles(lat, n=100) if len(lat) >= 2 else [0.0] * 99
+    expected = sum(n // nsym for _ in writes)  # type: ignore[union-attr]
+    out = {"conns": n, "symbols": nsym, "writes": len(writes), "receipts": len(lat),  # type: ignore[arg-type]
+           "expected": expected, "p50_ms": q[49], "p90_ms": q[89], "p99_ms": q[98],
+           "max_ms": lat[-1] if lat else 0.0, **res}
     if nsym == 1 and per_write:
-        firsts = [min(v) for v in per_write.values()]
-        lasts = [max(v) for v in per_write.values()]
-        out["first_ms_median"] = statistics.median(firsts)
-        out["last_ms_median"] = statistics.median(lasts)
+        out["first_ms_median"] = statistics.median(min(v) for v in per_write.values())
+        out["last_ms_median"] = statistics.median(max(v) for v in per_write.values())
     return out
 
 
+def cpu_text(res: dict) -> str:
+    return ", ".join(f"{k} {v:.0f}%" for k, v in res["cpu_pct"].items())
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--conns", default="1000,5000", help="connection counts for the throughput run")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--conns", default="1000,5000", help="connection counts for the throughput runs")
     p.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run")
-    p.add_argument("--transport", default="http", choices=["http", "chalice"])
-    p.add_argument("--concurrency", type=int, default=128)
+    p.add_argument("--transport", default="chalice", choices=["chalice", "aiohttp"])
+    p.add_argument("--concurrency", type=int, default=StreamerOptions.concurrency,
+                   help="fan-out workers (chalice: + 8 slow-lane workers = sender threads)")
+    p.add_argument("--profile", type=Path, default=None, help="py-spy the largest throughput run into DIR")
+    p.add_argument("--no-latency", action="store_true", help="throughput runs only")
     args = p.parse_args(argv)
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
-    valkey = ValkeyService(port=free_port()).start()
-    srv = ServerHandle()
+    counts = [int(x) for x in args.conns.split(",")]
+    load_before = os.getloadavg()
+    log(f"load average before: {load_before[0]:.1f} {load_before[1]:.1f} {load_before[2]:.1f}")
+    stack = Stack(max(counts + [1000]), args.transport, args.concurrency)
+    rows, lat, fan = [], None, None
     try:
-        settings = Settings.from_env({**os.environ, "DEPTH_CACHE_URL": valkey.depth_url,
-                                      "WEBSOCKET_ENDPOINT": srv.endpoint, "AWS_REGION": "ap-northeast-2"})
-        opts = StreamerOptions(transport=args.transport, concurrency=args.concurrency)
-        rows = []
-        for n in (int(x) for x in args.conns.split(",")):
+        for n in counts:
             log(f"throughput: {n} connections, {args.seconds}s, transport={args.transport}")
-            res = throughput(settings, opts, srv, n, args.seconds)
-            log(f"  -> {res['sends_per_s']:.0f} sends/s errors={res['errors']}")
+            prof = args.profile if args.profile and n == max(counts) else None
+            res = throughput(stack, n, args.seconds, prof)
+            log(f"  -> {res['sends_per_s']:.0f} sends/s, {res['frames_per_s']:.0f} frames/s at clients; "
+                f"CPU {cpu_text(res)}; errors={res['errors']}")
+            for name, path in res["spies"]:
+                log(f"  py-spy {name} ({path}):")
+                for line in summarize_profile(path):
+                    log(f"      {line}")
             rows.append(res)
-        log("latency: 1000 connections over 100 symbols")
-        lat = latency(settings, opts, srv, 1000, 100, args.seconds)
-        log(f"  -> {lat}")
-        log("latency: 1000 connections on one symbol")
-        fan = latency(settings, opts, srv, 1000, 1, args.seconds)
-        log(f"  -> {fan}")
+        if not args.no_latency:
+            log("latency: 1000 connections over 100 symbols")
+            lat = latency(stack, 1000, 100, args.seconds)
+            log(f"  -> p50 {lat['p50_ms']:.1f} p99 {lat['p99_ms']:.1f} ms ({lat['receipts']}/{lat['expected']}); "
+                f"CPU {cpu_text(lat)}")
+            log("latency: 1000 connections on one symbol")
+            fan = latency(stack, 1000, 1, args.seconds)
+            log(f"  -> p50 {fan['p50_ms']:.1f} p99 {fan['p99_ms']:.1f} ms; CPU {cpu_text(fan)}")
     finally:
-        srv.stop()
-        valkey.stop()
-    print(f"## streamer bench ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
-          f"load avg {os.getloadavg()[0]:.1f}, transport={args.transport}, concurrency={args.concurrency})")
-    print("| connections | sends/s (one process) |")
-    print("|---|---|")
+        stack.close()
+    load_after = os.getloadavg()
+    print(f"## streamer bench ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, load avg "
+          f"{load_before[0]:.1f} before / {load_after[0]:.1f} after, transport={args.transport}, "
+          f"concurrency={args.concurrency})")
+    print("| run | sends/s (streamer) | frames/s (clients) | CPU % of one core |")
+    print("|---|---|---|---|")
     for row in rows:
-        print(f"| {row['conns']} | {row['sends_per_s']:.0f} |")
-    print(f"| latency, 1000 conns / 100 symbols | p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms, "
-          f"max {lat['max_ms']:.1f} ms ({lat['receipts']} receipts) |")
-    print(f"| latency, 1000 conns / 1 symbol | p50 {fan['p50_ms']:.1f} ms, p99 {fan['p99_ms']:.1f} ms; "
-          f"first receipt {fan.get('first_ms_median', 0):.1f} ms, last {fan.get('last_ms_median', 0):.1f} ms "
-          f"(medians over {fan['writes']} writes) |")
+        print(f"| {row['conns']} conns, 10 symbols, saturated | {row['sends_per_s']:.0f} | "
+              f"{row['frames_per_s']:.0f} | {cpu_text(row)} |")
+    if lat is not None and fan is not None:
+        print(f"| latency, 1000 conns / 100 symbols | p50 {lat['p50_ms']:.1f} ms, p90 {lat['p90_ms']:.1f} ms, "
+              f"p99 {lat['p99_ms']:.1f} ms, max {lat['max_ms']:.1f} ms ({lat['receipts']}/{lat['expected']} "
+              f"receipts) | | {cpu_text(lat)} |")
+        print(f"| latency, 1000 conns / 1 symbol | p50 {fan['p50_ms']:.1f} ms, p99 {fan['p99_ms']:.1f} ms; "
+              f"first {fan.get('first_ms_median', 0):.1f} ms, last {fan.get('last_ms_median', 0):.1f} ms "
+              f"(medians over {fan['writes']} writes) | | {cpu_text(fan)} |")
     return 0
 
 
