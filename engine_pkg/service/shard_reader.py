@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 import threading
 import time
 from collections import defaultdict, deque
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("supernoba.engine.shard")
 
 MAX_INFLIGHT = 3
+#: A command whose events cannot depend on the engine clock: it carries an integer `ts`.
+_TS_OK = re.compile(rb'"ts"\s*:\s*\d{1,15}\s*[,}]')
 
 
 class ShardState(enum.Enum):
@@ -277,8 +280,12 @@ class ShardWorker(threading.Thread):
         return int(time.time() * 1000)
 
     def _process_records(self, records: list[dict]):
-        """Engine.process over runs of records with the same arrival ms (the engine clock),
-        so the events do not depend on how GetRecords cut the stream into batches."""
+        """Engine.process over the batch; when some command lacks an integer `ts` (so the engine
+        clock shows in its events), over runs of records with the same arrival ms instead, so
+        the events do not depend on how GetRecords cut the stream into batches."""
+        if all(_TS_OK.search(r["Data"]) for r in records):  # every command has its own ts: one call
+            self._batch_clock = self._arrival_ms(records[-1])
+            return self._process([r["Data"] for r in records])
         runs: list[tuple[int, int]] = []  # (start index, arrival ms)
         for i, r in enumerate(records):
             ms = self._arrival_ms(r)
