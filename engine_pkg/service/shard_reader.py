@@ -234,12 +234,8 @@ class ShardWorker(threading.Thread):
                 log.info("event=shard_closed shard=%s checkpoint=%s", self.shard_id, self.checkpoint)
                 return
             iterator = nxt
-            if records and (len(records) >= limit or self.millis_behind > 0):
-                wait = floor
-            elif records:
-                wait = floor
-            else:
-                wait = min(idle_max, floor * (2 ** min(idle, 10)))
+            # records keep coming: again after the floor; idle: back off up to the idle maximum
+            wait = floor if records else min(idle_max, floor * (2 ** min(idle, 10)))
             self.stop_event.wait(max(0.0, wait - (time.monotonic() - started)))
         # graceful stop
         self.state = ShardState.STOPPING
