@@ -328,7 +328,7 @@ static int key_index(const char *k, uint32_t n) {
 /* Parse one command.  Returns 1 on success, 0 when the line is not a JSON object. */
 static int jp_command(const char *buf, size_t len, jcmd *c) {
     const unsigned char *p = (const unsigned char *)buf, *e = p + len;
-    memset(c->f, 0, sizeof c->f);
+    for (int k = 0; k < K_COUNT; k++) c->f[k].kind = JV_ABSENT; /* only `kind` is read of an absent field */
     c->sused = 0;
     JWS(p, e);
     if (p >= e || *p != '{') return 0;
@@ -338,7 +338,7 @@ static int jp_command(const char *buf, size_t len, jcmd *c) {
         p++;
     } else {
         for (;;) {
-            jval key, val;
+            jval key, skip;
             JWS(p, e);
             if (p >= e || *p != '"') return 0;
             size_t mark = c->sused;
@@ -349,10 +349,9 @@ static int jp_command(const char *buf, size_t len, jcmd *c) {
             JWS(p, e);
             if (p >= e || *p != ':') return 0;
             p++;
-            val.kind = JV_ABSENT;
-            p = jp_value(p, e, c, &val, ki >= 0 ? 0 : 1);
+            /* a known key's value goes straight into its field (a repeated key: the last wins) */
+            p = jp_value(p, e, c, ki >= 0 ? &c->f[ki] : &skip, ki >= 0 ? 0 : 1);
             if (!p) return 0;
-            if (ki >= 0) c->f[ki] = val;
             JWS(p, e);
             if (p >= e) return 0;
             if (*p == ',') {
