@@ -94,6 +94,8 @@ static const char *const ST_NAME[] = {"ACCEPTED", "REJECTED", "PARTIALLY_FILLED"
                                       "CANCELLED", "REPLACED", "EXPIRED"};
 static const char *const R_NAME[] = {"", "UNKNOWN_SYMBOL", "BAD_ORDER", "DUPLICATE_ORDER_ID", "UNKNOWN_ORDER",
                                      "NOT_OWNER", "NO_LIQUIDITY", "SELF_TRADE", "FOK_UNFILLABLE"};
+static const uint8_t ST_LEN[] = {8, 8, 16, 6, 9, 8, 7};
+static const uint8_t R_LEN[] = {0, 14, 9, 18, 13, 9, 12, 10, 14};
 
 /* ---- basic containers ------------------------------------------------------------------- */
 
@@ -757,15 +759,13 @@ static void emit_status(sb_engine *e, const StatusEv *v) {
     } else {
         o = PUT_LIT(o, "\",\"s\":null,\"status\":\"");
     }
-    const char *sn = ST_NAME[v->status];
-    size_t snl = strlen(sn);
-    memcpy(o, sn, snl);
+    size_t snl = ST_LEN[v->status];
+    memcpy(o, ST_NAME[v->status], snl);
     o += snl;
     if (v->reason) {
         o = PUT_LIT(o, "\",\"reason\":\"");
-        const char *rn = R_NAME[v->reason];
-        size_t rl = strlen(rn);
-        memcpy(o, rn, rl);
+        size_t rl = R_LEN[v->reason];
+        memcpy(o, R_NAME[v->reason], rl);
         o += rl;
         o = PUT_LIT(o, "\",\"filled\":");
     } else {

@@ -99,6 +99,22 @@ static const unsigned char *jp_string(const unsigned char *p, const unsigned cha
     const unsigned char *start = p;
     /* fast path: no escapes */
     for (;;) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        /* 8 bytes at a time: jump to the first byte that is '"', '\\', < 0x20 or >= 0x80
+         * (the lowest flagged byte of these SWAR tests is exact) */
+        if (e - p >= 8) {
+            uint64_t x;
+            memcpy(&x, p, 8);
+            const uint64_t L = 0x0101010101010101ULL, H = 0x8080808080808080ULL;
+            uint64_t q = x ^ (L * '"'), b = x ^ (L * '\\');
+            uint64_t t = (((q - L) & ~q) | ((b - L) & ~b) | ((x - L * 0x20) & ~x) | x) & H;
+            if (!t) {
+                p += 8;
+                continue;
+            }
+            p += __builtin_ctzll(t) >> 3;
+        }
+#endif
         if (p >= e) return NULL;
         unsigned ch = *p;
         if (ch == '"') {
@@ -412,15 +428,29 @@ static inline char *put_str(char *o, const char *s, uint32_t n, int esc) {
     return put_esc(o, s, n);
 }
 
+static const char DIG2[201] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
 static inline char *put_u64(char *o, uint64_t v) {
     char tmp[24];
-    int i = 0;
-    do {
-        tmp[i++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (i) *o++ = tmp[--i];
-    return o;
+    char *t = tmp + 24;
+    while (v >= 100) {
+        uint64_t r = v % 100;
+        v /= 100;
+        t -= 2;
+        memcpy(t, DIG2 + 2 * r, 2);
+    }
+    if (v >= 10) {
+        t -= 2;
+        memcpy(t, DIG2 + 2 * v, 2);
+    } else {
+        *--t = (char)('0' + v);
+    }
+    size_t n = (size_t)(tmp + 24 - t);
+    memcpy(o, t, n);
+    return o + n;
 }
 
 static inline char *put_i64(char *o, int64_t v) {
