@@ -38,9 +38,8 @@ class CBook:
         """Run a batch; returns the C ``sb_result`` (valid until the next call)."""
         n = len(records)
         joined = b"\0".join(records)
-        if joined.count(b"\0") == n - 1 or n == 0:
-            rc = lib.sb_process(self._e, joined, len(joined), ffi.NULL, n, now)
-        else:  # a record holds a NUL byte: pass explicit lengths
+        rc = lib.sb_process(self._e, joined, len(joined), ffi.NULL, n, now)
+        if rc == -2:  # a record holds a NUL byte (C checked, processed nothing): pass lengths
             joined = b"".join(records)
             lens = ffi.new("uint32_t[]", [len(r) for r in records])
             rc = lib.sb_process(self._e, joined, len(joined), lens, n, now)

@@ -1424,6 +1424,7 @@ int sb_process(sb_engine *e, const char *buf, size_t len, const uint32_t *lens, 
         } else {
             const char *z = memchr(buf + pos, 0, len - pos);
             rl = z ? (size_t)(z - (buf + pos)) : len - pos;
+            if (z && m == n - 1) return -2; /* a NUL inside a record: nothing was processed */
         }
         e->roff[2 * m] = pos;
         e->roff[2 * m + 1] = rl;

@@ -52,8 +52,10 @@ void sb_free(sb_engine *e);
 
 /* Process n records.  With lens == NULL the records are separated by one '\0' byte each;
  * otherwise lens[i] is the length of record i, laid end to end.  now = clock (ms) for
- * commands without a ts.  Returns 0, or -1 when out of memory (engine state unchanged for
- * the record that failed; later records are not processed). */
+ * commands without a ts.  Returns 0, -1 when out of memory (engine state unchanged for
+ * the record that failed; later records are not processed), or -2 (lens == NULL only) when
+ * the buffer holds more than n - 1 separators: some record contains a NUL byte; nothing was
+ * processed, call again with lens. */
 int sb_process(sb_engine *e, const char *buf, size_t len, const uint32_t *lens, uint32_t n, int64_t now);
 const sb_result *sb_last(sb_engine *e);
 uint64_t sb_dropped_total(sb_engine *e);
