@@ -890,8 +890,14 @@ static uint64_t match(sb_engine *e, Taker *tk, uint64_t rem, uint64_t *filled_ou
                 L->total -= o->rem;
                 L->count--;
                 L->head = nx;
-                if (nx != NONE) ORD(e, nx)->prev = NONE;
-                else L->tail = NONE;
+                if (nx != NONE) {
+                    Order *h = ORD(e, nx);
+                    h->prev = NONE;
+                    /* the order after the new head: next in line, likely long out of cache */
+                    if (h->next != NONE) __builtin_prefetch(ORD(e, h->next), 1);
+                } else {
+                    L->tail = NONE;
+                }
                 o->rem = 0;
                 status_of(e, b, o, ST_CANCELLED, R_SELF_TRADE, tk->t, tk->seq);
                 e->ucount[o->user]--;
@@ -918,8 +924,14 @@ static uint64_t match(sb_engine *e, Taker *tk, uint64_t rem, uint64_t *filled_ou
                 status_of(e, b, o, ST_FILLED, R_NONE, tk->t, fseq);
                 L->count--;
                 L->head = nx;
-                if (nx != NONE) ORD(e, nx)->prev = NONE;
-                else L->tail = NONE;
+                if (nx != NONE) {
+                    Order *h = ORD(e, nx);
+                    h->prev = NONE;
+                    /* the order after the new head: next in line, likely long out of cache */
+                    if (h->next != NONE) __builtin_prefetch(ORD(e, h->next), 1);
+                } else {
+                    L->tail = NONE;
+                }
                 e->ucount[o->user]--;
                 e->open--;
                 id_close(e, o);
