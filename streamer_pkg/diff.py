@@ -157,11 +157,13 @@ def diff_tier(
     closed: dict[str, dict],
     tier_key: object = None,
 ) -> list[Send]:
+    """Sends for every symbol of `snap`. A partial snapshot (some symbols only) forgets nothing."""
     out: list[Send] = []
     for sym, data in snap.symbols.items():
         st = state.symbols.get(sym)
         if st is None:
             st = state.symbols[sym] = SymbolState()
         out.extend(diff_symbol(st, data, member, closed.get(sym), tier_key))
-    state.forget_missing(snap.symbols)
+    if not snap.partial:
+        state.forget_missing(snap.symbols)
     return out

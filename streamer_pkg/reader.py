@@ -2,9 +2,10 @@
 
 Per tick, for the symbols in `subscribed:symbols` (as of the last membership read):
 
-    GET depth:{SYM}, GET ticker:{SYM}, HGETALL candle:1m:{SYM}
+    MGET depth:{A} depth:{B} …, MGET ticker:{A} …, and per symbol HGETALL candle:1m:{SYM}
 
-plus any writes queued since the last tick (roll-ups, the anonymous-tier cache), so the
+(or, on a tick woken by the engine's `depth:changed`, only the symbols it named), plus any
+writes queued since the last tick (roll-ups, the anonymous-tier cache), so the
 steady state is exactly one round trip and its size does not grow with the number of
 connections. Who is subscribed (`subscribed:symbols`, `realtime:connections`,
 `symbol:{SYM}:main|sub`) is cached and re-read in the same pipeline only
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,19 +58,36 @@ class Snapshot:
     realtime: frozenset[str]
     symbols: dict[str, SymbolData] = field(default_factory=dict)
     membership: int = 0
+    partial: bool = False  # only some subscribed symbols were read (those the engine named)
 
 
-DATA_READS = 3
-SET_READS = 2
+def _queue_reads(pipe: Any, symbols: list[str], sets: bool) -> None:
+    """Per tick: one MGET for every depth, one for every ticker (two replies instead of one
+    per symbol: redis.asyncio's per-reply cost dominated a 100-symbol tick), and per symbol
+    HGETALL candle (+ SMEMBERS main / sub when the membership is re-read)."""
+    if not symbols:
+        return
+    pipe.mget([keys.depth(s) for s in symbols])
+    pipe.mget([keys.ticker(s) for s in symbols])
+    for s in symbols:
+        pipe.hgetall(keys.candle(s))
+        if sets:
+            pipe.smembers(keys.symbol_main(s))
+            pipe.smembers(keys.symbol_sub(s))
 
 
-def _queue_reads(pipe: Any, symbol: str, sets: bool) -> None:
-    pipe.get(keys.depth(symbol))
-    pipe.get(keys.ticker(symbol))
-    pipe.hgetall(keys.candle(symbol))
-    if sets:
-        pipe.smembers(keys.symbol_main(symbol))
-        pipe.smembers(keys.symbol_sub(symbol))
+def _split(res: Iterator[Any], symbols: list[str], sets: bool) -> list[tuple[Any, ...]]:
+    """The replies queued by `_queue_reads`, per symbol: (depth, ticker, candle[, main, sub])."""
+    if not symbols:
+        return []
+    depths, tickers = next(res), next(res)
+    out = []
+    for i in range(len(symbols)):
+        row: tuple[Any, ...] = (depths[i], tickers[i], next(res))
+        if sets:
+            row += (next(res), next(res))
+        out.append(row)
+    return out
 
 
 def _same(old: frozenset[str], raw: Any) -> frozenset[str]:
@@ -123,42 +141,40 @@ class Reader:
         age = self._clock() - self._membership_at
         return age >= self.membership_every or (self._dirty and age >= self.membership_min_gap)
 
-    async def read(self, now: float) -> Snapshot:
-        symbols = list(self.known)
+    async def read(self, now: float, only: set[str] | None = None) -> Snapshot:
+        """Read every subscribed symbol, or only those in `only` (a partial snapshot) — unless
+        the membership is due for a re-read, which always reads everything."""
         sets = self._membership_due()
+        partial = only is not None and not sets
+        symbols = [s for s in self.known if s in only] if partial else list(self.known)  # type: ignore[operator]
         if sets:
             self._dirty = False  # a notification arriving during this read marks it again
             self._membership_at = self._clock()
-        per = DATA_READS + (SET_READS if sets else 0)
-        head = 2 if sets else 0
         pipe = self.client.pipeline(transaction=False)
         if sets:
             pipe.smembers(keys.SUBSCRIBED_SYMBOLS)
             pipe.smembers(keys.REALTIME_CONNECTIONS)
-        for s in symbols:
-            _queue_reads(pipe, s, sets)
+        _queue_reads(pipe, symbols, sets)
         writes, self._writes = self._writes, []
         for op in writes:
             op(pipe)
-        res = await pipe.execute()
+        res = iter(await pipe.execute())
         if not sets:
-            snap = Snapshot(read_at=now, realtime=self.realtime, membership=self.membership)
-            for i, s in enumerate(symbols):
-                main, sub = self.members[s]
-                snap.symbols[s] = self._parse(s, res[i * per:(i + 1) * per], main, sub)
+            snap = Snapshot(read_at=now, realtime=self.realtime, membership=self.membership, partial=partial)
+            for s, raw in zip(symbols, _split(res, symbols, False), strict=True):
+                snap.symbols[s] = self._parse(s, raw, *self.members[s])
             return snap
 
         self.membership_reads += 1
         changed = False
-        subscribed = {s for s in res[0] if keys.is_valid_symbol(s)}
-        realtime = _same(self.realtime, res[1])
+        subscribed = {s for s in next(res) if keys.is_valid_symbol(s)}
+        realtime = _same(self.realtime, next(res))
         changed |= realtime is not self.realtime
         self.realtime = realtime
         data: dict[str, SymbolData] = {}
-        for i, s in enumerate(symbols):
+        for s, raw in zip(symbols, _split(res, symbols, True), strict=True):
             if s not in subscribed:
                 continue
-            raw = res[head + i * per: head + (i + 1) * per]
             old_main, old_sub = self.members.get(s, (frozenset(), frozenset()))
             main, sub = _same(old_main, raw[3]), _same(old_sub, raw[4])
             changed |= main is not old_main or sub is not old_sub
@@ -168,12 +184,8 @@ class Reader:
         if new:
             changed = True
             pipe = self.client.pipeline(transaction=False)
-            for s in new:
-                _queue_reads(pipe, s, True)
-            res2 = await pipe.execute()
-            full = DATA_READS + SET_READS
-            for i, s in enumerate(new):
-                raw = res2[i * full:(i + 1) * full]
+            _queue_reads(pipe, new, True)
+            for s, raw in zip(new, _split(iter(await pipe.execute()), new, True), strict=True):
                 self.members[s] = (frozenset(raw[3]), frozenset(raw[4]))
                 data[s] = self._parse(s, raw, *self.members[s])
         for s in [s for s in self.members if s not in subscribed]:
@@ -187,8 +199,8 @@ class Reader:
             snap.symbols[s] = data[s]
         return snap
 
-    def _parse(self, symbol: str, raw: list[Any], main: frozenset[str], sub: frozenset[str]) -> SymbolData:
-        depth_raw, ticker_raw, candle_raw = raw[:DATA_READS]
+    def _parse(self, symbol: str, raw: tuple[Any, ...], main: frozenset[str], sub: frozenset[str]) -> SymbolData:
+        depth_raw, ticker_raw, candle_raw = raw[:3]
         data = SymbolData(symbol, main=main, sub=sub)
         data.depth = self._json(symbol, "depth", depth_raw)
         data.ticker = self._json(symbol, "ticker", ticker_raw)

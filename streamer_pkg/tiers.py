@@ -140,6 +140,8 @@ class Streamer:
         self.closed: dict[str, dict] = {}  # symbol -> last closed 1m candle (final values)
         self._anon_seed: dict[str, dict] = {}
         self._wake = asyncio.Event()
+        self._notified: set[str] = set()  # symbols the engine named since the last realtime read
+        self._notified_all = False  # a notification that named no readable symbol list
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self.http: OpsServer | None = None
@@ -234,6 +236,7 @@ class Streamer:
                             self.reader.mark_dirty()
                         else:
                             log.debug("event=depth_changed data=%s", msg.get("data"))
+                            self._note_changed(msg.get("data"))
                         self.wakeups += 1
                         self._wake.set()
             except (redis.RedisError, OSError) as exc:
@@ -243,12 +246,29 @@ class Streamer:
             finally:
                 await pubsub.aclose()
 
+    def _note_changed(self, data: object) -> None:
+        """Remember which symbols a `depth:changed` message named (a JSON list, or one plain
+        symbol); anything else means "look at everything"."""
+        try:
+            value = orjson.loads(data) if isinstance(data, str | bytes) else None
+        except orjson.JSONDecodeError:
+            value = data.decode() if isinstance(data, bytes) else data
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list) and value and all(keys.is_valid_symbol(v) for v in value):
+            self._notified.update(value)
+        else:
+            self._notified_all = True
+
     # -- realtime tier ---------------------------------------------------------
     async def _realtime_loop(self) -> None:
+        """A full read every `period`; in between, a read of just the symbols the engine named,
+        at once (at most every `min_wake_gap`)."""
         period = self.opts.realtime_interval
-        next_at = time.monotonic()
+        last_full = -1e9
         last = 0.0
         while not self._stop.is_set():
+            next_at = last_full + period
             timeout = next_at - time.monotonic()
             if self.fanout.pending() > self.opts.concurrency * 4:
                 # backlog: wake-ups would only re-read what coalescing will merge; keep the period
@@ -263,20 +283,32 @@ class Streamer:
                 await asyncio.sleep(gap)
             self._wake.clear()
             last = time.monotonic()
-            await self.realtime_tick()
-            next_at = last + period  # at most one period after the last read
+            only: set[str] | None = None
+            if last - last_full < period and self._notified and not self._notified_all:
+                only = self._notified
+            self._notified, self._notified_all = set(), False
+            snap = await self.realtime_tick(only)
+            if snap is None or not snap.partial:
+                last_full = last
 
-    async def realtime_tick(self) -> list[Send]:
+    async def realtime_tick(self, only: set[str] | None = None) -> Snapshot | None:
+        """Read (everything, or the symbols in `only`), update roll-ups, queue what changed.
+        Returns the snapshot read, None when Valkey failed."""
         started = time.perf_counter()
         try:
-            snap = await self.reader.read(time.time())
+            snap = await self.reader.read(time.time(), only)
             await self._handle_rollovers(snap)
         except (redis.RedisError, OSError) as exc:
             self.metrics.error("redis")
             log.warning("event=tick_failed tier=realtime error=%r", exc)
-            return []
+            return None
         self._last_ok = time.time()
-        self.snapshot = snap
+        if snap.partial and self.snapshot is not None:  # the anonymous tier needs a full view
+            merged = dict(self.snapshot.symbols)
+            merged.update(snap.symbols)
+            self.snapshot = Snapshot(snap.read_at, snap.realtime, merged, snap.membership)
+        else:
+            self.snapshot = snap
         rt = snap.realtime
         sends = diff_tier(self.realtime, snap, rt.__contains__, self.closed, rt)
         self._submit("rt", sends)
@@ -287,7 +319,7 @@ class Streamer:
             self.metrics.connections["anonymous"] = len(everyone - rt)
         self.metrics.tick("realtime", time.perf_counter() - started)
         self.metrics.pending = self.fanout.pending()
-        return sends
+        return snap
 
     async def _handle_rollovers(self, snap: Snapshot) -> None:
         """Closed minutes (final values from the engine) and roll-up updates for this snapshot."""
@@ -298,7 +330,7 @@ class Streamer:
             prev = self.realtime.symbols.get(sym)
             if data.candle and prev is not None and prev.candle is not None and data.candle["t"] > prev.candle[5]:
                 rolled.append(sym)
-        for sym in [s for s in self.rollups.loaded if s not in snap.symbols]:
+        for sym in [s for s in self.rollups.loaded if s not in snap.symbols and not snap.partial]:
             self.rollups.forget(sym)
         if fresh:
             pipe = self.aredis.pipeline(transaction=False)

@@ -219,7 +219,7 @@ def subscribe(r: redis.Redis, ids: list[str], symbols: list[str]) -> dict[str, l
 
 
 class Stack:
-    def __init__(self, max_conns: int, transport: str, concurrency: int) -> None:
+    def __init__(self, max_conns: int, transport: str, concurrency: int, membership_ms: float) -> None:
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
         self.valkey = ValkeyService(port=free_port()).start()
@@ -246,7 +246,8 @@ class Stack:
         log(f"  {st['open']} open, {st['failed']} failed in {time.monotonic() - t0:.1f}s; "
             f"{self.r.scard(keys.REALTIME_CONNECTIONS)} in realtime:connections")
         self.settings = Settings.from_env({**os.environ, **env})
-        self.opts = StreamerOptions(transport=transport, concurrency=concurrency, http_port=0)
+        self.opts = StreamerOptions(transport=transport, concurrency=concurrency, http_port=0,
+                                    membership_every=membership_ms / 1000)
 
     def pids(self) -> dict[str, int]:
         return {"streamer": os.getpid(), "gateway": self.gateway.pid, "clients": self.clients.pid,
@@ -333,15 +334,22 @@ def throughput(stack: Stack, n: int, seconds: float, profile: Path | None) -> di
     symbols = [f"SYM{i}" for i in range(10)]
     subscribe(stack.r, stack.ids[:n], symbols)
     s, res, _ = asyncio.run(_run(stack, seconds, ("flood", symbols, 0.01), profile))
+    res.update(tick_stats(s))
     res.update(conns=n, errors=dict(s.metrics.errors), membership_reads=s.reader.membership_reads)
     return res
 
 
-def latency(stack: Stack, n: int, nsym: int, seconds: float) -> dict:
+def tick_stats(s: Streamer) -> dict:
+    h = s.metrics.ticks["realtime"]
+    return {"ticks": h.total, "tick_ms": 1000 * h.sum / max(h.total, 1)}
+
+
+def latency(stack: Stack, n: int, nsym: int, seconds: float, profile: Path | None = None) -> dict:
     symbols = [f"LAT{i}" for i in range(nsym)]
     subscribe(stack.r, stack.ids[:n], symbols)
     period = 0.05 if nsym > 1 else 0.5
-    s, res, writes = asyncio.run(_run(stack, seconds, ("latency", symbols, period), None))
+    s, res, writes = asyncio.run(_run(stack, seconds, ("latency", symbols, period), profile))
+    res.update(tick_stats(s))
     lat: list[float] = []
     per_write: dict[tuple[str, int], list[float]] = collections.defaultdict(list)
     for t, sym, u in stack.clients.ask("records"):  # type: ignore[union-attr]
@@ -376,11 +384,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="fan-out workers (chalice: + 8 slow-lane workers = sender threads)")
     p.add_argument("--profile", type=Path, default=None, help="py-spy the largest throughput run into DIR")
     p.add_argument("--no-latency", action="store_true", help="throughput runs only")
+    p.add_argument("--switch-ms", type=float, default=None,
+                   help="sys.setswitchinterval for this (streamer) process, ms (default: Python's 5 ms)")
+    p.add_argument("--membership-ms", type=float, default=StreamerOptions.membership_every * 1000,
+                   help="re-read subscriber sets at least this often; 0 = every tick (the old behaviour)")
     args = p.parse_args(argv)
-    counts = [int(x) for x in args.conns.split(",")]
+    counts = [int(x) for x in args.conns.split(",") if x.strip() and int(x) > 0]
+    if args.switch_ms is not None:
+        sys.setswitchinterval(args.switch_ms / 1000)
     load_before = os.getloadavg()
     log(f"load average before: {load_before[0]:.1f} {load_before[1]:.1f} {load_before[2]:.1f}")
-    stack = Stack(max(counts + [1000]), args.transport, args.concurrency)
+    stack = Stack(max(counts + [1000]), args.transport, args.concurrency, args.membership_ms)
     rows, lat, fan = [], None, None
     try:
         for n in counts:
@@ -388,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
             prof = args.profile if args.profile and n == max(counts) else None
             res = throughput(stack, n, args.seconds, prof)
             log(f"  -> {res['sends_per_s']:.0f} sends/s, {res['frames_per_s']:.0f} frames/s at clients; "
-                f"CPU {cpu_text(res)}; errors={res['errors']}")
+                f"CPU {cpu_text(res)}; realtime tick {res['tick_ms']:.2f} ms x {res['ticks']}; "
+                f"errors={res['errors']}")
             for name, path in res["spies"]:
                 log(f"  py-spy {name} ({path}):")
                 for line in summarize_profile(path):
@@ -396,9 +411,13 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(res)
         if not args.no_latency:
             log("latency: 1000 connections over 100 symbols")
-            lat = latency(stack, 1000, 100, args.seconds)
+            lat = latency(stack, 1000, 100, args.seconds, None if counts else args.profile)
             log(f"  -> p50 {lat['p50_ms']:.1f} p99 {lat['p99_ms']:.1f} ms ({lat['receipts']}/{lat['expected']}); "
                 f"CPU {cpu_text(lat)}")
+            for name, path in lat["spies"]:
+                log(f"  py-spy {name} ({path}):")
+                for line in summarize_profile(path):
+                    log(f"      {line}")
             log("latency: 1000 connections on one symbol")
             fan = latency(stack, 1000, 1, args.seconds)
             log(f"  -> p50 {fan['p50_ms']:.1f} p99 {fan['p99_ms']:.1f} ms; CPU {cpu_text(fan)}")
@@ -407,19 +426,19 @@ def main(argv: list[str] | None = None) -> int:
     load_after = os.getloadavg()
     print(f"## streamer bench ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, load avg "
           f"{load_before[0]:.1f} before / {load_after[0]:.1f} after, transport={args.transport}, "
-          f"concurrency={args.concurrency})")
-    print("| run | sends/s (streamer) | frames/s (clients) | CPU % of one core |")
-    print("|---|---|---|---|")
+          f"concurrency={args.concurrency}, membership re-read every {args.membership_ms:.0f} ms)")
+    print("| run | sends/s (streamer) | frames/s (clients) | realtime tick (mean) | CPU % of one core |")
+    print("|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['conns']} conns, 10 symbols, saturated | {row['sends_per_s']:.0f} | "
-              f"{row['frames_per_s']:.0f} | {cpu_text(row)} |")
+              f"{row['frames_per_s']:.0f} | {row['tick_ms']:.2f} ms | {cpu_text(row)} |")
     if lat is not None and fan is not None:
         print(f"| latency, 1000 conns / 100 symbols | p50 {lat['p50_ms']:.1f} ms, p90 {lat['p90_ms']:.1f} ms, "
               f"p99 {lat['p99_ms']:.1f} ms, max {lat['max_ms']:.1f} ms ({lat['receipts']}/{lat['expected']} "
-              f"receipts) | | {cpu_text(lat)} |")
+              f"receipts) | | {lat['tick_ms']:.2f} ms | {cpu_text(lat)} |")
         print(f"| latency, 1000 conns / 1 symbol | p50 {fan['p50_ms']:.1f} ms, p99 {fan['p99_ms']:.1f} ms; "
               f"first {fan.get('first_ms_median', 0):.1f} ms, last {fan.get('last_ms_median', 0):.1f} ms "
-              f"(medians over {fan['writes']} writes) | | {cpu_text(fan)} |")
+              f"(medians over {fan['writes']} writes) | | {fan['tick_ms']:.2f} ms | {cpu_text(fan)} |")
     return 0
 
 
