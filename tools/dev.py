@@ -52,7 +52,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools.services import REPO_ROOT, LocalServices, free_port, port_open
+from tools.services import REPO_ROOT, LocalServices, free_port, port_open, stop_process_group
 
 log = logging.getLogger("supernoba.dev")
 REST_LISTEN_BACKLOG = 512
@@ -184,18 +184,8 @@ class _ChildProcess:
         with self._lock:
             self._stopping = True
             proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            log.warning("event=child_kill part=%s reason=no_exit_after_sigterm", self.name)
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=timeout)
-        except ProcessLookupError:
-            pass
-        log.info("event=child_stopped part=%s code=%s", self.name, proc.returncode)
+        if stop_process_group(proc, timeout, name=self.name):
+            log.info("event=child_stopped part=%s code=%s", self.name, proc.returncode)
 
 
 class _PartFilter(logging.Filter):

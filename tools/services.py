@@ -58,6 +58,33 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
+def stop_process_group(proc: subprocess.Popen | None, timeout: float = 10.0, *, name: str = "") -> bool:
+    """SIGTERM the process group `proc` leads (started with `start_new_session=True`), SIGKILL
+    it if it has not exited within `timeout`. False when there was nothing running to stop."""
+    if proc is None or proc.poll() is not None:
+        return False
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        log.warning("process=%s pid=%d event=kill reason=no_exit_after_sigterm", name, proc.pid)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=timeout)
+    except ProcessLookupError:
+        pass
+    return True
+
+
+def kill_process_group(proc: subprocess.Popen | None, timeout: float = 10.0) -> bool:
+    """SIGKILL the process group `proc` leads and reap it (fault injection). False when it was
+    not running."""
+    if proc is None or proc.poll() is not None:
+        return False
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=timeout)
+    return True
+
+
 @dataclass
 class Service:
     """One child process on one loopback port."""
@@ -107,24 +134,13 @@ class Service:
 
     def stop(self, timeout: float = 10.0) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=timeout)
-        except ProcessLookupError:
-            pass
-        log.info("service=%s event=stopped", self.name)
+        if stop_process_group(proc, timeout, name=self.name):
+            log.info("service=%s event=stopped", self.name)
 
     def kill(self) -> None:
         """SIGKILL, for fault tests."""
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        kill_process_group(proc)
 
     def __enter__(self) -> Service:
         return self.start()

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
-import os
 import signal
 import time
 import urllib.error
@@ -29,6 +28,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tools.services import kill_process_group
 
 log = logging.getLogger("supernoba.soak.stack")
 
@@ -73,11 +74,8 @@ def _wait_child(stack: Any, name: str, timeout: float) -> None:
 
 def _kill(stack: Any, name: str) -> None:
     child = stack.children[name]
-    proc = child.proc
-    if proc is None or proc.poll() is not None:
+    if not kill_process_group(child.proc):
         raise StackError(f"{name} is not running")
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
 
 
 def _restart_service(svc: Any) -> None:
