@@ -4,12 +4,9 @@ an `@connections` server, and the app wired to the real services of tests/confte
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from threading import Thread
 from typing import Any
 
 import boto3
@@ -18,55 +15,24 @@ import pytest
 import redis
 from chalice.test import Client
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 import app as app_module
 from chalice_app.config import Settings
 from chalice_app.services import Services, build
 from tests.chalice_app.helpers import ConnectionsServer
+from tests.jwks import JwksServer, public_jwks
 
 HS_SECRET = "test-hs256-secret-that-is-long-enough-for-hmac"
 ADMIN_KEY = "local-admin-key"
 
 
-class AuthServer:
-    """Serves `/auth/v1/.well-known/jwks.json` with one EC P-256 and one RSA key."""
+class AuthServer(JwksServer):
+    """Serves `/auth/v1/.well-known/jwks.json` with one EC P-256 and one RSA key, and signs tokens."""
 
     def __init__(self) -> None:
         self.ec_key = ec.generate_private_key(ec.SECP256R1())
         self.rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        ec_jwk = json.loads(ECAlgorithm.to_jwk(self.ec_key.public_key()))
-        rsa_jwk = json.loads(RSAAlgorithm.to_jwk(self.rsa_key.public_key()))
-        ec_jwk.update(kid="ec-1", alg="ES256", use="sig")
-        rsa_jwk.update(kid="rsa-1", alg="RS256", use="sig")
-        self.jwks = {"keys": [ec_jwk, rsa_jwk]}
-        self.fetches = 0
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802
-                if self.path != "/auth/v1/.well-known/jwks.json":
-                    self.send_response(404)
-                    self.end_headers()
-                    return
-                outer.fetches += 1
-                body = json.dumps(outer.jwks).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    @property
-    def issuer(self) -> str:
-        return self.url + "/auth/v1"
+        super().__init__(public_jwks(self.ec_key, self.rsa_key))
 
     def claims(self, sub: str = "u_alice", **extra: Any) -> dict[str, Any]:
         now = int(time.time())
@@ -81,11 +47,6 @@ class AuthServer:
 
     def hs256(self, sub: str = "u_alice", *, secret: str = HS_SECRET, **extra: Any) -> str:
         return jwt.encode(self.claims(sub, **extra), secret, algorithm="HS256")
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
 
 @pytest.fixture(scope="session")
 def auth_server() -> Iterator[AuthServer]:

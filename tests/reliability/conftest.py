@@ -14,13 +14,11 @@ Nothing here writes to `os.environ`; the app module's `services` global is resto
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import boto3
@@ -31,41 +29,11 @@ import redis
 from chalice_app.config import Settings
 from chalice_app.models import SymbolSpec
 from chalice_app.services import build
+from tests.jwks import JwksServer
 from tests.reliability.hostile import Keys
 from tools.provision import provision
 
 ADMIN_KEY = "reliability-admin-key"
-
-
-class JwksServer:
-    """Serves `/auth/v1/.well-known/jwks.json` on a loopback port."""
-
-    def __init__(self, jwks: dict[str, Any]) -> None:
-        body = json.dumps(jwks).encode()
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802
-                if self.path != "/auth/v1/.well-known/jwks.json":
-                    self.send_response(404)
-                    self.end_headers()
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture(scope="module")

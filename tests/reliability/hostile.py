@@ -16,6 +16,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from tests.jwks import public_jwks
+
 GOOD_ORDER = {"symbol": "TEST", "side": "BUY", "price": 100, "quantity": 1}
 
 # Symbols shaped like other keys, globs, hash tags, paths and injection.
@@ -173,10 +175,7 @@ class Keys:
                    ec.generate_private_key(ec.SECP256R1()), hs_secret, issuer)
 
     def jwks(self) -> dict[str, Any]:
-        ec_jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.ec_private.public_key()))
-        rsa_jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.rsa_private.public_key()))
-        return {"keys": [{**ec_jwk, "kid": "ec-1", "alg": "ES256", "use": "sig"},
-                         {**rsa_jwk, "kid": "rsa-1", "alg": "RS256", "use": "sig"}]}
+        return public_jwks(self.ec_private, self.rsa_private)
 
     def claims(self, sub: str = "jwt-user-1", **extra: Any) -> dict[str, Any]:
         now = int(time.time())
