@@ -83,21 +83,29 @@ class OrderSender:
         self._tasks: set[asyncio.Task] = set()
         self.late = 0
 
+    async def _request(self, so: SentOrder, method: str, url: str, **kwargs: Any) -> httpx.Response | None:
+        """Record `so`, send the request and note its REST latency and status on `so`; None (with
+        `so.error` set) when it timed out or could not connect."""
+        self.rec.orders.append(so)
+        t0 = time.perf_counter()
+        try:
+            resp = await self.http.request(method, url, **kwargs)
+        except httpx.TimeoutException:
+            so.error = "timeout"
+            return None
+        except httpx.TransportError as exc:
+            so.error = f"connect error {type(exc).__name__}"
+            return None
+        so.rest_ms = (time.perf_counter() - t0) * 1000.0
+        so.http_status = resp.status_code
+        return resp
+
     async def _send(self, po: PlannedOrder) -> None:
         async with self._sem:
             so = SentOrder(order_id=None, user_id=po.user_id, symbol=po.symbol, kind=po.kind, sent_ms=now_ms())
-            self.rec.orders.append(so)
-            t0 = time.perf_counter()
-            try:
-                resp = await self.http.post("/orders", json=po.body, headers={"X-Test-User": po.user_id})
-            except httpx.TimeoutException:
-                so.error = "timeout"
+            resp = await self._request(so, "POST", "/orders", json=po.body, headers={"X-Test-User": po.user_id})
+            if resp is None:
                 return
-            except httpx.TransportError as exc:
-                so.error = f"connect error {type(exc).__name__}"
-                return
-            so.rest_ms = (time.perf_counter() - t0) * 1000.0
-            so.http_status = resp.status_code
             if resp.status_code == 202:
                 try:
                     so.order_id = resp.json().get("order_id")
@@ -137,19 +145,10 @@ class OrderSender:
         async with self._sem:
             so = SentOrder(order_id=order.order_id, user_id=order.user_id, symbol=order.symbol,
                            kind="cancel", sent_ms=now_ms())
-            self.rec.orders.append(so)
-            t0 = time.perf_counter()
-            try:
-                resp = await self.http.delete(f"/orders/{order.order_id}", params={"symbol": order.symbol},
-                                              headers={"X-Test-User": order.user_id})
-            except httpx.TimeoutException:
-                so.error = "timeout"
+            resp = await self._request(so, "DELETE", f"/orders/{order.order_id}", params={"symbol": order.symbol},
+                                       headers={"X-Test-User": order.user_id})
+            if resp is None:
                 return
-            except httpx.TransportError as exc:
-                so.error = f"connect error {type(exc).__name__}"
-                return
-            so.rest_ms = (time.perf_counter() - t0) * 1000.0
-            so.http_status = resp.status_code
             if resp.status_code != 202:
                 so.error = _error_kind(resp)
 
