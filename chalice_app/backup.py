@@ -81,7 +81,7 @@ class CandleBackup:
 
     def symbols(self) -> list[str]:
         found = {_s(x) for x in self.r.smembers(keys.ACTIVE_SYMBOLS)}
-        for key in self.r.scan_iter(match="candle:closed:1m:*", count=500):
+        for key in self.r.scan_iter(match=keys.CANDLE_CLOSED_PATTERN, count=500):
             k = _s(key)
             if k.endswith("}") and "{" in k:
                 found.add(k[k.index("{") + 1:-1])

@@ -58,6 +58,10 @@ def candle_closed(symbol: str) -> str:
     return f"candle:closed:1m:{_tag(symbol)}"
 
 
+#: SCAN pattern matching every symbol's `candle:closed:1m:{SYM}` list (the backup job's sweep).
+CANDLE_CLOSED_PATTERN = "candle:closed:1m:*"
+
+
 def candle_dead(symbol: str) -> str:
     """Closed-candle entries the backup job could not parse (kept for an operator)."""
     return f"candle:dead:1m:{_tag(symbol)}"

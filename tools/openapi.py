@@ -19,12 +19,13 @@ from typing import Any
 
 import yaml
 
+from chalice_app import keys, messages
 from chalice_app.models import PlaceOrder, ReplaceOrder, SymbolRef, SymbolSpec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "docs" / "openapi.yaml"
 
-SYMBOL_SCHEMA = {"type": "string", "pattern": "^[A-Z0-9][A-Z0-9._-]{0,15}$"}
+SYMBOL_SCHEMA = {"type": "string", "pattern": f"^{keys.SYMBOL_RE.pattern}$"}
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
 
 
@@ -52,7 +53,7 @@ def build() -> dict[str, Any]:
               "properties": {"order_id": {"type": "string"}, "status": {"const": "QUEUED"}}}
     level = {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2}
     depth = {"type": "object", "properties": {
-        "e": {"const": "d"}, "s": {"type": "string"}, "t": {"type": ["integer", "null"]},
+        "e": {"const": messages.E_DEPTH}, "s": {"type": "string"}, "t": {"type": ["integer", "null"]},
         "u": {"type": ["integer", "null"]}, "b": {"type": "array", "items": level},
         "a": {"type": "array", "items": level}}}
     candle = {"type": "object", "required": ["time", "open", "high", "low", "close", "volume"],

@@ -53,6 +53,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 from chalice.app import Cron, KinesisEventConfig, Rate, ScheduledEventConfig
 
+from chalice_app.config import Settings
 from tools.gateway import LambdaContext
 
 log = logging.getLogger("supernoba.pump")
@@ -302,7 +303,7 @@ class Pump:
         run_schedules: bool = True,
     ) -> None:
         self.app = app
-        self.region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "ap-northeast-2"
+        self.region = region or Settings.from_env().aws_region
         self.session = session or boto3.Session(region_name=self.region)
         self.data_dir = data_dir
         self.idle_sleep = idle_sleep
