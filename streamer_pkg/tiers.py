@@ -1,10 +1,11 @@
 """The streamer service: two tiers pushing the depth cache to WebSocket connections.
 
-    realtime tier   logged-in connections (`realtime:connections`); a tick every 50 ms, and
-                    at once when the engine PUBLISHes on `depth:changed` (any payload: a
-                    JSON list of symbols, a plain symbol, or anything — all mean "look now").
-                    Each tick reads the depth cache once (reader.py), updates the roll-ups
-                    (rollups.py), and queues what changed (diff.py) on the fan-out.
+    realtime tier   logged-in connections (`realtime:connections`); a full read every 50 ms,
+                    and at once when the engine PUBLISHes on `depth:changed` — then only the
+                    symbols it named (a JSON list, or one plain symbol; any other payload
+                    means "read everything"). Each tick reads the depth cache once
+                    (reader.py), updates the roll-ups (rollups.py), and queues what changed
+                    (diff.py) on the fan-out.
     anonymous tier  every other subscribed connection; a tick every 500 ms, served from the
                     realtime tier's last snapshot — no Valkey reads of its own. Its last-push
                     markers (the "anonymous-tier cache") are mirrored to `streamer:anon:cache`
