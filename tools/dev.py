@@ -52,6 +52,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chalice_app.config import Settings
 from tools.services import REPO_ROOT, LocalServices, free_port, port_open, stop_process_group
 
 log = logging.getLogger("supernoba.dev")
@@ -493,14 +494,13 @@ class LocalStack:
             "STREAMER_HTTP_PORT": str(self.ports["streamer"]),
             "SUPERNOBA_STAGE": self.cfg.stage,
             "ALLOW_TEST_MODE": "true",
-            "ADMIN_API_KEY": os.environ.get("ADMIN_API_KEY") or key_file.read_text().strip(),
+            "ADMIN_API_KEY": Settings.from_env().admin_api_key or key_file.read_text().strip(),
             "LOG_LEVEL": self.cfg.log_level.upper(),
             "SUPERNOBA_DATA_DIR": str(self.data_dir),
         }
         return env
 
     def _provision(self) -> None:
-        from chalice_app.config import Settings
         from tools.provision import provision
 
         os.environ.update(self._base_env())
@@ -514,7 +514,7 @@ class LocalStack:
         os.environ["WEBSOCKET_ENDPOINT"] = self.connections_url
         self.env = {k: os.environ[k] for k in set(self._base_env()) | set(self.chalice_config.environment_variables)}
         self.env["WEBSOCKET_ENDPOINT"] = self.connections_url
-        self.admin_key = os.environ.get("ADMIN_API_KEY", "")
+        self.admin_key = Settings.from_env().admin_api_key
         # Chalice gives its app logger a stdout handler, level ERROR (unless app.debug) and no
         # propagation; locally the app's records go to app.log / dev.log like everything else
         app_logger = logging.getLogger(self.app.app_name)
