@@ -637,10 +637,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "invoke":
         try:
             answer = invoke_running(args.data_dir.resolve(), args.name)
-        except UnknownHandler as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        except StackNotRunning as exc:
+        except (UnknownHandler, StackNotRunning) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         except PumpError as exc:

@@ -30,6 +30,7 @@ import json
 import logging
 import mimetypes
 import shutil
+import sys
 import threading
 import urllib.error
 import urllib.parse
@@ -274,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             out = export(args.export, args.rest, args.ws, args.admin_key, stage=args.stage)
         except (ConsoleServeError, OSError) as exc:
-            print(f"error: {exc}")
+            print(f"error: {exc}", file=sys.stderr)
             return 1
         print(f"console written to {out} (REST {args.rest}, WS {args.ws})", flush=True)
         return 0
@@ -282,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         server = serve(args.host, args.port, args.rest, args.ws, args.admin_key, proxy=not args.no_proxy,
                        stage=args.stage)
     except ConsoleServeError as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"console: {server.url}  (REST {args.rest}, WS {args.ws})", flush=True)
     try:
