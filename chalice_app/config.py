@@ -40,7 +40,10 @@ def _engine_settings(env: Mapping[str, str]) -> dict:
     return {
         "engine_poll_floor_ms": floor,
         "engine_poll_idle_max_ms": max(floor, int(env.get("ENGINE_POLL_IDLE_MAX_MS") or (50 if emulated else 1000))),
-        "engine_get_limit": int(env.get("ENGINE_GET_LIMIT") or 10000),
+        # emulated: kinesalite needs ~60 µs per record of a GetRecords response (seconds for 10,000
+        # on a loaded machine), so smaller pages; AWS: the API maximum (5 calls/s per shard)
+        "engine_get_limit": int(env.get("ENGINE_GET_LIMIT") or (1000 if emulated else 10000)),
+        "engine_get_timeout_ms": int(env.get("ENGINE_GET_TIMEOUT_MS") or 10000),
         "engine_snapshot_records": int(env.get("ENGINE_SNAPSHOT_RECORDS") or 10000),
         "engine_snapshot_seconds": float(env.get("ENGINE_SNAPSHOT_SECONDS") or 30.0),
         "engine_lease_ttl_ms": int(env.get("ENGINE_LEASE_TTL_MS") or 10000),
@@ -90,6 +93,7 @@ class Settings:
     engine_poll_floor_ms: int = 200
     engine_poll_idle_max_ms: int = 1000
     engine_get_limit: int = 10000
+    engine_get_timeout_ms: int = 10000  # GetRecords read timeout; on expiry the Limit is halved
     engine_snapshot_records: int = 10000
     engine_snapshot_seconds: float = 30.0
     engine_lease_ttl_ms: int = 10000

@@ -61,6 +61,13 @@ class EngineService:
         cfg = Config(retries={"max_attempts": 2, "mode": "standard"}, max_pool_connections=32,
                      connect_timeout=3, read_timeout=10, tcp_keepalive=True)
         self.kinesis = kinesis_client(settings.aws_region, cfg)
+        # GetRecords has its own client: its read timeout is ENGINE_GET_TIMEOUT_MS and botocore does
+        # not retry it, so the shard worker sees a timeout at once and halves its Limit instead
+        # of asking for the same too-large page again (shard_reader.GetLimit).
+        get_cfg = Config(retries={"max_attempts": 1, "mode": "standard"}, max_pool_connections=32,
+                         connect_timeout=3, read_timeout=max(0.05, settings.engine_get_timeout_ms / 1000.0),
+                         tcp_keepalive=True)
+        self.kinesis_get = kinesis_client(settings.aws_region, get_cfg)
         self.depth_writer = DepthWriter(self.depth_cache)
         self.fills_publisher = Publisher(self.kinesis, settings.fills_stream, metrics=self.metrics, stop=self.stop_event)
         self.status_publisher = Publisher(self.kinesis, settings.status_stream, metrics=self.metrics,

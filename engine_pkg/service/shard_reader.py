@@ -4,7 +4,9 @@ A `ShardWorker` thread owns one `Engine` (restored from the shard's snapshot) an
 
 1. GetRecords (one response = one `Engine.process` batch), adaptive pacing: again after the
    poll floor while records keep coming, backing off (doubling up to the idle maximum)
-   while the shard is idle.
+   while the shard is idle. A read timeout halves the `Limit` (down to `GET_LIMIT_FLOOR`),
+   and it grows back by doubling after quick successes (`GetLimit`), so a page too large
+   to be served within the timeout can never stall the shard.
 2. Depth cache: one Lua call per touched symbol + one PUBLISH, in one pipeline
    (`depth_writer`), synchronously — it is the latency users see.
 3. Fills (key = symbol) and statuses (key = user_id) are handed to two single-thread
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 import redis
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 
 from chalice_app import messages
 from engine_pkg import Engine
@@ -49,6 +51,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("supernoba.engine.shard")
 
 MAX_INFLIGHT = 3
+#: The smallest GetRecords Limit a read timeout can shrink to.
+GET_LIMIT_FLOOR = 100
+#: Successive quick reads (< 1/4 of the read timeout) before the Limit doubles back.
+GET_LIMIT_GROW_AFTER = 3
 #: A command whose events cannot depend on the engine clock: it carries an integer `ts`.
 _TS_OK = re.compile(rb'"ts"\s*:\s*\d{1,15}\s*[,}]')
 
@@ -72,6 +78,36 @@ class _Merged:
     status_users: list[str | None] = field(default_factory=list)
     touched: dict[str, int] = field(default_factory=dict)
     dropped: list = field(default_factory=list)
+
+
+class GetLimit:
+    """The GetRecords `Limit` of one shard: halved on a read timeout (down to a floor), doubled
+    back towards the configured maximum after `GET_LIMIT_GROW_AFTER` quick successes."""
+
+    def __init__(self, maximum: int, timeout_s: float, floor: int = GET_LIMIT_FLOOR) -> None:
+        self.maximum = max(1, maximum)
+        self.floor = max(1, min(floor, self.maximum))
+        self.value = self.maximum
+        self.quick_after = timeout_s / 4
+        self._quick = 0
+
+    def timed_out(self) -> bool:
+        """A read timed out; True when the Limit went down (False: already at the floor)."""
+        self._quick = 0
+        new = max(self.floor, self.value // 2)
+        changed, self.value = new != self.value, new
+        return changed
+
+    def succeeded(self, seconds: float) -> bool:
+        """A read took `seconds`; True when the Limit went up."""
+        if self.value >= self.maximum:
+            return False
+        self._quick = self._quick + 1 if seconds < self.quick_after else 0
+        if self._quick < GET_LIMIT_GROW_AFTER:
+            return False
+        self._quick = 0
+        self.value = min(self.maximum, self.value * 2)
+        return True
 
 
 _minute_cache: dict[int, str] = {}
@@ -190,10 +226,14 @@ class ShardWorker(threading.Thread):
         st = self.svc.settings
         floor = st.engine_poll_floor_ms / 1000.0
         idle_max = st.engine_poll_idle_max_ms / 1000.0
-        limit = st.engine_get_limit
+        timeout_s = st.engine_get_timeout_ms / 1000.0
+        limit = GetLimit(st.engine_get_limit, timeout_s)
         iterator = self._iterator()
         self.state = ShardState.READING
         self.svc.metrics.set_shard("lease_owned", self.shard_id, 1)
+        self.svc.metrics.set_shard("get_limit", self.shard_id, limit.value)
+        log.info("event=get_limit shard=%s limit=%d floor=%d read_timeout_ms=%d", self.shard_id, limit.value,
+                 limit.floor, st.engine_get_timeout_ms)
         idle = 0
         errors = 0
         while not self.stop_event.is_set():
@@ -201,8 +241,19 @@ class ShardWorker(threading.Thread):
                 raise LeaseLost("lease not renewed in time; stopped matching")
             started = time.monotonic()
             try:
-                resp = self.svc.kinesis.get_records(ShardIterator=iterator, Limit=limit)
+                resp = self.svc.kinesis_get.get_records(ShardIterator=iterator, Limit=limit.value)
                 errors = 0
+            except ReadTimeoutError:
+                # the page was too large to be served in time: ask for a smaller one (same iterator)
+                was = limit.value
+                shrunk = limit.timed_out()
+                self.svc.metrics.inc("get_records_timeouts_total")
+                self.svc.metrics.set_shard("get_limit", self.shard_id, limit.value)
+                log.warning("event=get_records_timeout shard=%s limit=%d next_limit=%d read_timeout_ms=%d",
+                            self.shard_id, was, limit.value, st.engine_get_timeout_ms)
+                if not shrunk:  # already at the floor: the emulator/stream is overloaded, back off a little
+                    self.stop_event.wait(min(1.0, floor * 4))
+                continue
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code", "")
                 errors += 1
@@ -217,6 +268,9 @@ class ShardWorker(threading.Thread):
                 log.warning("event=get_records_error shard=%s error=%s attempt=%d", self.shard_id, exc, errors)
                 self.stop_event.wait(min(2.0, floor * 2 ** min(errors, 6)))
                 continue
+            if limit.succeeded(time.monotonic() - started):
+                self.svc.metrics.set_shard("get_limit", self.shard_id, limit.value)
+                log.info("event=get_limit_raised shard=%s limit=%d", self.shard_id, limit.value)
             records = resp.get("Records") or []
             self.millis_behind = int(resp.get("MillisBehindLatest") or 0)
             self.svc.metrics.set_shard("millis_behind_latest", self.shard_id, self.millis_behind)

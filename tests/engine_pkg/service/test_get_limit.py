@@ -1,0 +1,60 @@
+"""A GetRecords page too large for the read timeout cannot stall a shard (issue 4 follow-up).
+
+The engine halves its GetRecords `Limit` on a read timeout (down to a floor) and doubles it
+back after quick reads, instead of asking for the same too-large page forever.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from chalice_app import keys
+from engine_pkg import Engine
+from engine_pkg.service.shard_reader import GET_LIMIT_GROW_AFTER, GetLimit
+from tests.engine_pkg.service.helpers import fast, put_orders, running_service, wait_until
+
+
+def test_limit_halves_on_timeouts_down_to_the_floor_and_grows_back_after_quick_reads():
+    lim = GetLimit(10_000, timeout_s=1.0, floor=100)
+    seen = [lim.value]
+    while lim.timed_out():
+        seen.append(lim.value)
+    assert seen == [10_000, 5_000, 2_500, 1_250, 625, 312, 156, 100]
+    assert lim.value == 100 and not lim.timed_out()  # stays at the floor
+    # slow successes (>= timeout/4) never grow it; a slow one resets the quick streak
+    for _ in range(10):
+        assert not lim.succeeded(0.5)
+    for _ in range(GET_LIMIT_GROW_AFTER - 1):
+        assert not lim.succeeded(0.01)
+    assert not lim.succeeded(0.3)
+    for _ in range(GET_LIMIT_GROW_AFTER - 1):
+        assert not lim.succeeded(0.01)
+    assert lim.succeeded(0.01) and lim.value == 200
+    while lim.value < 10_000:
+        for _ in range(GET_LIMIT_GROW_AFTER):
+            lim.succeeded(0.01)
+    assert lim.value == 10_000 and not lim.succeeded(0.01)  # capped at the configured maximum
+    assert GetLimit(50, timeout_s=1.0, floor=100).floor == 50  # floor never above the maximum
+
+
+def test_a_read_timeout_shrinks_the_page_and_the_shard_keeps_going(settings, aws, depth_cache):
+    """4,000 records behind the iterator, Limit 10,000, read timeout 120 ms: kinesalite needs
+    ~0.25 s (idle machine) to serve such a page, so the first reads time out. Without the
+    fallback the worker would ask for the same page forever; with it every order is matched."""
+    kinesis = aws.client("kinesis")
+    n, sym, t0 = 4000, "TMO", 1_733_896_380_000
+    cmds = [{"action": "ADD", "symbol": sym, "order_id": f"t{i}", "user_id": "u1", "is_buy": True,
+             "price": 900 + i % 50, "quantity": 1, "ts": t0 + i} for i in range(n)]
+    put_orders(kinesis, settings.orders_stream, cmds, chunk=500)
+    ref = Engine(clock=lambda: 0)
+    ref.process([orjson.dumps(c) for c in cmds])
+    st = fast(settings, engine_get_limit=10_000, engine_get_timeout_ms=120)
+    with running_service(st) as svc:
+        wait_until(lambda: svc.metrics.counters["orders_total"] >= n, 90, 0.1, "every order matched")
+        assert svc.metrics.counters["get_records_timeouts_total"] >= 1
+        w = svc.worker_for(sym)
+        assert w is not None
+        assert w.engine.last_seq(sym) == ref.last_seq(sym) == n
+        assert w.engine.depth(sym, 10) == ref.depth(sym, 10)
+        wait_until(lambda: depth_cache.get(keys.depth(sym)), 10, what="depth written")
+        assert orjson.loads(depth_cache.get(keys.depth(sym)))["u"] == n
