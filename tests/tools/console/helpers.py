@@ -226,58 +226,30 @@ class FakeBackend:
 
 
 class DevStack:
-    """`python -m tools.dev` (what `make dev` runs) in a subprocess, on free ports, in a fresh
-    data folder; `.urls`, `.admin_key` from its `run/stack.json` once every part is healthy."""
+    """`python -m tools.dev` (what `make dev` runs) in a subprocess on free ports, in a fresh data
+    folder (`tools.dev.DevProcess`, which the end-to-end test uses too), required to report every
+    part healthy; `.urls`, `.admin_key` from its `run/stack.json`."""
 
     def __init__(self, data_dir: Path, timeout: float = 150.0) -> None:
         self.data_dir = data_dir
         self.timeout = timeout
-        self.proc: Any = None
+        self.dev: Any = None
         self.info: dict[str, Any] = {}
-        self.out_path = data_dir.parent / f"{data_dir.name}-dev.out"
 
     def __enter__(self) -> DevStack:
-        import subprocess
-        import sys
+        from tools.dev import DevProcess
 
-        cmd = [sys.executable, "-m", "tools.dev", "--data-dir", str(self.data_dir), "--quiet", "--no-schedules"]
-        for part in ("rest", "ws", "console", "engine", "streamer"):
-            cmd += [f"--{part}-port", "0"]
-        self._out = open(self.out_path, "w")  # noqa: SIM115 - closed in __exit__
-        self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=self._out, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        stack_json = self.data_dir / "run" / "stack.json"
-        deadline = time.monotonic() + self.timeout
-        while True:
-            if self.proc.poll() is not None:
-                self._out.flush()
-                raise RuntimeError(f"tools.dev exited with {self.proc.returncode}:\n{self.out_path.read_text()[-4000:]}")
-            if stack_json.exists():
-                try:
-                    info = json.loads(stack_json.read_text())
-                except ValueError:
-                    info = {}
-                if info.get("status") and all(s.get("healthy") for s in info["status"]):
-                    self.info = info
-                    return self
-            if time.monotonic() > deadline:
-                self.__exit__()
-                raise RuntimeError(f"local stack not healthy after {self.timeout}s:\n{self.out_path.read_text()[-4000:]}")
-            time.sleep(0.25)
+        self.dev = DevProcess(self.data_dir, "--no-schedules", timeout=self.timeout).start()
+        self.info = self.dev.info
+        unhealthy = [s for s in self.info.get("status", []) if not s.get("healthy")]
+        if not self.info.get("status") or unhealthy:
+            self.__exit__()
+            raise RuntimeError(f"local stack not healthy: {unhealthy}\n{self.dev.output()[-4000:]}")
+        return self
 
     def __exit__(self, *exc: object) -> None:
-        import os
-        import signal
-        import subprocess
-
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)  # the group this object started
-                self.proc.wait(10)
-        self._out.close()
+        if self.dev is not None:
+            self.dev.stop()
 
     @property
     def urls(self) -> dict[str, str]:
