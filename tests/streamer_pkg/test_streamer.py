@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from chalice_app import keys
+from chalice_app import connections, keys
 from tests.streamer_pkg.helpers import (
     RunningStreamer,
     connect,
@@ -274,3 +274,28 @@ def test_valkey_outage_is_survived(settings, depth_cache, server):
         write_depth(r, "TEST", u=2)
         wait_until(lambda: [m for m in of(server.messages("a"), "d") if m["u"] == 2], what="after reconnect")
         assert s.health()[0], s.health()
+
+
+def test_subscriber_sets_are_cached_and_refreshed_on_the_registry_notification(settings, depth_cache, server):
+    """With the periodic membership re-read pushed out to 60 s, only `connections:changed`
+    (published by chalice_app.connections) can make the streamer see a new or removed subscriber."""
+    r = depth_cache
+    connect(r, "a", logged_in=True, main="TEST")
+    write_depth(r, "TEST", u=1)
+    with RunningStreamer(settings, server.endpoint, membership_every=60.0) as s:
+        wait_until(lambda: of(server.messages("a"), "d"), what="first depth at a")
+        time.sleep(0.2)  # start-up re-reads (the listener marks the sets dirty once it subscribed)
+        reads = s.reader.membership_reads
+        for u in range(2, 6):  # depth changes alone never re-read the sets
+            write_depth(r, "TEST", u=u)
+            wait_until(lambda u=u: [m for m in of(server.messages("a"), "d") if m["u"] == u])
+        assert s.reader.membership_reads == reads
+        connect(r, "late", logged_in=True, main="TEST")  # snapshot without any depth change
+        wait_until(lambda: of(server.messages("late"), "d"), timeout=2.0, what="snapshot at late")
+        assert s.reader.membership_reads > reads
+        connections.remove_connection(r, "a")
+        wait_until(lambda: "a" not in s.reader.members["TEST"][0], timeout=2.0, what="a dropped from the cache")
+        before = len(server.messages("a"))
+        write_depth(r, "TEST", u=9)
+        wait_until(lambda: [m for m in of(server.messages("late"), "d") if m["u"] == 9])
+    assert len(server.messages("a")) == before
