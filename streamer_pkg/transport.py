@@ -116,29 +116,31 @@ def trim_client(client: Any) -> list[str]:
 
 class _TunedSession:
     """boto3 session stand-in for `WsSender`: every client it builds gets the hot-loop config,
-    and the first one built is cached and returned again (one shared, thread-safe client)."""
+    and is cached per (service, endpoint) and returned again (one shared, thread-safe client)."""
 
     def __init__(self, session: boto3.Session, config: Config, trim: bool) -> None:
         self._session = session
         self._config = config
         self._trim = trim
         self._lock = threading.Lock()
-        self._client: Any = None
+        self._clients: dict[tuple[str, str | None], Any] = {}
 
     @property
     def region_name(self) -> str | None:
         return self._session.region_name
 
     def client(self, service_name: str, **kwargs: Any) -> Any:
+        key = (service_name, kwargs.get("endpoint_url"))
         with self._lock:
-            if self._client is None:
+            client = self._clients.get(key)
+            if client is None:
                 config = kwargs.get("config")
                 kwargs["config"] = config.merge(self._config) if config is not None else self._config
                 client = self._session.client(service_name, **kwargs)
-                if self._trim:
+                if self._trim and service_name == SERVICE:
                     log.debug("event=botocore_trimmed handlers=%s", ",".join(trim_client(client)))
-                self._client = client
-            return self._client
+                self._clients[key] = client
+            return client
 
 
 class ChaliceTransport:
