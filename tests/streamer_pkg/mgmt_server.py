@@ -1,4 +1,5 @@
-"""A fast stand-in for API Gateway's `@connections` management API, for streamer tests and benchmarks.
+"""A stand-in for API Gateway's `@connections` management API, for streamer tests that inject
+failures (5xx, slow or gone ids); the real gateway is used by test_gateway.py and the benchmark.
 
 Speaks just enough HTTP/1.1 (keep-alive, Content-Length bodies) over asyncio to sustain
 tens of thousands of PostToConnection calls a second on loopback:
@@ -9,8 +10,7 @@ tens of thousands of PostToConnection calls a second on loopback:
     GET    /{stage}/@connections/{id}   200 info / 410
 
 `delays[id] = seconds` makes every answer for that id slow (a client that never reads).
-Runs on its own event loop in a daemon thread (`start()` / `stop()`), or in a separate
-process through `serve_forever_in_process()` for benchmarks.
+Runs on its own event loop in a daemon thread (`start()` / `stop()`).
 """
 
 from __future__ import annotations
