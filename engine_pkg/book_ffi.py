@@ -52,6 +52,10 @@ class CBook:
         """Copy ``length`` bytes from a C pointer."""
         return ffi.buffer(ptr, length)[:] if length else b""
 
+    def set_json_fast(self, on: bool) -> None:
+        """Switch the JSON reader's fast path (router key order); results never differ."""
+        lib.sb_set_json_fast(self._e, 1 if on else 0)
+
     def dropped_total(self) -> int:
         return int(lib.sb_dropped_total(self._e))
 

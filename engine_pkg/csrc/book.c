@@ -167,6 +167,7 @@ struct sb_engine {
     uint64_t open;
     StrTab ids, users, syms, active;
     int restrict_active;
+    uint32_t sym_last1; /* 1 + book index of the last symbol seen active in sb_process, 0 = none */
     uint32_t *ucount; /* resting orders per user index */
     uint64_t *uoff;   /* arena offset of each user's id string */
     uint32_t ucap, uocap;
@@ -188,6 +189,7 @@ struct sb_engine {
     size_t *roff; /* (offset, length) of each record of the current batch */
     uint32_t rcap;
     int emit;
+    int json_slow; /* 1: every record through the general reader (tests compare both paths) */
     uint64_t events;
     int oom;
 };
@@ -526,6 +528,7 @@ void sb_active_clear(sb_engine *e, int restrict_active) {
     st_free(&e->active);
     st_init(&e->active, 64);
     e->restrict_active = restrict_active;
+    e->sym_last1 = 0;
 }
 
 int sb_active_add(sb_engine *e, const char *sym, uint32_t len) {
@@ -1261,16 +1264,24 @@ static int run_json(sb_engine *e, const Parsed *pr, uint32_t idx, int64_t now) {
     }
     /* symbol */
     const jval *sv = &f[K_SYMBOL];
-    int sym_valid = is_str(sv) && symbol_ok(sv->s, sv->n);
     int has_book = 0;
     uint32_t h = 0;
     int inactive = 0;
-    if (sym_valid) {
+    /* the last active symbol's book is cached: a batch is usually one symbol (the cache is
+     * cleared when the active set changes; a book exists only for a valid symbol) */
+    const Book *lb = e->sym_last1 ? &e->books[e->sym_last1 - 1] : NULL;
+    if (lb && is_str(sv) && sv->n == lb->symlen && memcmp(sv->s, lb->sym, sv->n) == 0) {
+        c.bi = e->sym_last1 - 1;
+        has_book = 1;
+        c.seq = ++e->books[c.bi].seq;
+        touch(e, c.bi);
+    } else if (is_str(sv) && symbol_ok(sv->s, sv->n)) {
         h = hash_bytes(sv->s, sv->n);
         if (symbol_active(e, sv->s, sv->n, h)) {
             int64_t bi = book_create(e, sv->s, sv->n, h);
             if (bi < 0) return -1;
             c.bi = (uint32_t)bi;
+            e->sym_last1 = (uint32_t)bi + 1;
             has_book = 1;
             c.seq = ++e->books[bi].seq;
             touch(e, c.bi);
@@ -1396,7 +1407,7 @@ static void begin_batch(sb_engine *e) {
 /* Parse record i (into its pipeline slot) and prefetch the id-table slot its order id hashes to. */
 static inline void pipe_parse(sb_engine *e, Parsed *pr, const char *rec, size_t rl, char *scratch) {
     pr->jc.scratch = scratch;
-    pr->ok = jp_command(rec, rl, &pr->jc);
+    pr->ok = (!e->json_slow && jp_fast(rec, rl, &pr->jc)) || jp_command(rec, rl, &pr->jc);
     const jval *ov = &pr->jc.f[K_ORDER_ID];
     if (pr->ok && ov->kind == JV_STR && ov->n >= 1 && ov->n <= MAX_ID) {
         pr->oh = hash_bytes(ov->s, ov->n);
@@ -1492,6 +1503,38 @@ int sb_process(sb_engine *e, const char *buf, size_t len, const uint32_t *lens, 
 }
 
 const sb_result *sb_last(sb_engine *e) { return &e->res; }
+void sb_set_json_fast(sb_engine *e, int on) { e->json_slow = !on; }
+
+static int jval_same(const jval *a, const jval *b) {
+    if (a->kind != b->kind) return 0;
+    if (a->kind == JV_INT) return a->i == b->i;
+    if (a->kind == JV_STR) return a->esc == b->esc && a->n == b->n && memcmp(a->s, b->s, a->n) == 0;
+    return 1;
+}
+
+int sb_json_check(const char *buf, size_t len) {
+    char *sa = malloc(len + 16), *sg = malloc(len + 16);
+    jcmd a, g;
+    int rc = -2;
+    if (!sa || !sg) goto out;
+    a.scratch = sa;
+    g.scratch = sg;
+    int fa = jp_fast(buf, len, &a);
+    int ok = jp_command(buf, len, &g);
+    if (!fa) {
+        rc = 0;
+        goto out;
+    }
+    rc = -1;
+    if (!ok) goto out;
+    for (int k = 0; k < K_COUNT; k++)
+        if (!jval_same(&a.f[k], &g.f[k])) goto out;
+    rc = 1;
+out:
+    free(sa);
+    free(sg);
+    return rc;
+}
 uint64_t sb_dropped_total(sb_engine *e) { return e->dropped_total; }
 void sb_set_emit(sb_engine *e, int emit_json) { e->emit = emit_json; }
 uint64_t sb_event_count(sb_engine *e) { return e->events; }

@@ -58,6 +58,13 @@ void sb_free(sb_engine *e);
  * processed, call again with lens. */
 int sb_process(sb_engine *e, const char *buf, size_t len, const uint32_t *lens, uint32_t n, int64_t now);
 const sb_result *sb_last(sb_engine *e);
+
+/* The JSON reader's fast path for the router's canonical key order (on by default; off sends
+ * every record through the general reader -- the results are identical, tests compare them).
+ * sb_json_check parses one record both ways: 1 the fast path took it and read exactly what the
+ * general reader reads, 0 the fast path declined it, -1 they differ (a bug), -2 out of memory. */
+void sb_set_json_fast(sb_engine *e, int on);
+int sb_json_check(const char *buf, size_t len);
 uint64_t sb_dropped_total(sb_engine *e);
 
 /* Active symbols: restrict = 0 treats every valid symbol as active (the default and replay). */

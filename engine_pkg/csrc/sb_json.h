@@ -385,6 +385,126 @@ static int jp_command(const char *buf, size_t len, jcmd *c) {
     return p == e;
 }
 
+/* ---- fast path: the router's canonical layout ---------------------------------------------
+ *
+ * The router (chalice_app.messages.order_command, serialised by orjson) always writes the keys
+ * in the order action, symbol, order_id, user_id, is_buy, price, quantity, type, tif, ts (absent
+ * ones left out), with no whitespace, no escapes and ASCII strings.  jp_fast reads exactly that
+ * subset -- each known key at most once and in that order, values that are plain strings
+ * (no backslash, control or non-ASCII byte), true/false/null, or integers of at most 18 digits
+ * without fraction or exponent -- and fills the fields exactly as jp_command would.  Anything
+ * else (other key order, unknown or repeated keys, whitespace, escapes, UTF-8, floats, big
+ * integers, nested values, trailing bytes) returns 0 and the caller runs jp_command, so the
+ * result never depends on which reader took the record (property-tested through
+ * sb_json_check and the engine's fast-path switch). */
+
+/* p after the opening quote: the closing quote, or NULL at a byte the fast path does not take. */
+static inline const unsigned char *jf_str(const unsigned char *p, const unsigned char *e) {
+    for (;;) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        if (e - p >= 8) {
+            uint64_t x;
+            memcpy(&x, p, 8);
+            const uint64_t L = 0x0101010101010101ULL, H = 0x8080808080808080ULL;
+            uint64_t q = x ^ (L * '"'), b = x ^ (L * '\\');
+            uint64_t t = (((q - L) & ~q) | ((b - L) & ~b) | ((x - L * 0x20) & ~x) | x) & H;
+            if (!t) {
+                p += 8;
+                continue;
+            }
+            p += __builtin_ctzll(t) >> 3;
+            return *p == '"' ? p : NULL;
+        }
+#endif
+        if (p >= e) return NULL;
+        unsigned ch = *p;
+        if (ch == '"') return p;
+        if (ch == '\\' || ch < 0x20 || ch >= 0x80) return NULL;
+        p++;
+    }
+}
+
+static inline const unsigned char *jf_value(const unsigned char *p, const unsigned char *e, jval *v) {
+    if (p >= e) return NULL;
+    unsigned ch = *p;
+    if (ch == '"') {
+        const unsigned char *q = jf_str(p + 1, e);
+        if (!q) return NULL;
+        v->kind = JV_STR;
+        v->esc = 0;
+        v->s = (const char *)p + 1;
+        v->n = (uint32_t)(q - (p + 1));
+        return q + 1;
+    }
+    if ((unsigned)(ch - '0') < 10 || ch == '-') {
+        int neg = ch == '-';
+        p += neg;
+        if (p >= e) return NULL;
+        uint64_t acc = 0;
+        if (*p == '0') {
+            p++;
+        } else if ((unsigned)(*p - '1') < 9) {
+            const unsigned char *s0 = p;
+            while (p < e && (unsigned)(*p - '0') < 10) {
+                acc = acc * 10 + (unsigned)(*p - '0');
+                p++;
+                if (p - s0 > 18) return NULL; /* might not fit int64: the general reader decides */
+            }
+        } else {
+            return NULL;
+        }
+        if (p < e && (*p == '.' || *p == 'e' || *p == 'E')) return NULL;
+        v->kind = JV_INT;
+        v->i = neg ? -(int64_t)acc : (int64_t)acc;
+        return p;
+    }
+    if (ch == 't' && e - p >= 4 && memcmp(p, "true", 4) == 0) {
+        v->kind = JV_TRUE;
+        return p + 4;
+    }
+    if (ch == 'f' && e - p >= 5 && memcmp(p, "false", 5) == 0) {
+        v->kind = JV_FALSE;
+        return p + 5;
+    }
+    if (ch == 'n' && e - p >= 4 && memcmp(p, "null", 4) == 0) {
+        v->kind = JV_NULL;
+        return p + 4;
+    }
+    return NULL;
+}
+
+/* One optional key of the canonical order: when the record continues with it, read its value
+ * and the ',' or the final '}' after it. */
+#define JF_FIELD(K, LIT)                                                                        \
+    if ((size_t)(e - p) >= sizeof(LIT) - 1 && memcmp(p, LIT, sizeof(LIT) - 1) == 0) {          \
+        p = jf_value(p + sizeof(LIT) - 1, e, &c->f[K]);                                         \
+        if (!p || p >= e) return 0;                                                             \
+        if (*p == '}') return p + 1 == e;                                                       \
+        if (*p != ',') return 0;                                                                \
+        p++;                                                                                    \
+    }
+
+/* 1: the record was read (fields as jp_command would set them); 0: not the canonical subset. */
+static int jp_fast(const char *buf, size_t len, jcmd *c) {
+    const unsigned char *p = (const unsigned char *)buf, *e = p + len;
+    for (int k = 0; k < K_COUNT; k++) c->f[k].kind = JV_ABSENT;
+    c->sused = 0;
+    if (len < 2 || *p != '{' || p[1] != '"') return 0;
+    p++;
+    JF_FIELD(K_ACTION, "\"action\":")
+    JF_FIELD(K_SYMBOL, "\"symbol\":")
+    JF_FIELD(K_ORDER_ID, "\"order_id\":")
+    JF_FIELD(K_USER_ID, "\"user_id\":")
+    JF_FIELD(K_IS_BUY, "\"is_buy\":")
+    JF_FIELD(K_PRICE, "\"price\":")
+    JF_FIELD(K_QUANTITY, "\"quantity\":")
+    JF_FIELD(K_TYPE, "\"type\":")
+    JF_FIELD(K_TIF, "\"tif\":")
+    JF_FIELD(K_TS, "\"ts\":")
+    return 0; /* a key out of order, unknown or repeated */
+}
+#undef JF_FIELD
+
 /* ---- writing ---------------------------------------------------------------------------- */
 
 /* Upper bound of the escaped size of n bytes. */
@@ -420,11 +540,35 @@ static inline char *put_esc(char *o, const char *s, uint32_t n) {
     return o;
 }
 
-static inline char *put_str(char *o, const char *s, uint32_t n, int esc) {
-    if (!esc) {
-        memcpy(o, s, n);
-        return o + n;
+/* Copy n bytes with overlapping fixed-size moves (inlined; a variable-length memcpy is a libc
+ * call, and ids/symbols are short).  Reads and writes stay inside [s, s+n) and [o, o+n). */
+static inline char *copy_small(char *o, const char *s, uint32_t n) {
+    if (n >= 8) {
+        uint64_t x, y;
+        if (n > 16) {
+            memcpy(o, s, n);
+            return o + n;
+        }
+        memcpy(&x, s, 8);
+        memcpy(&y, s + n - 8, 8);
+        memcpy(o, &x, 8);
+        memcpy(o + n - 8, &y, 8);
+    } else if (n >= 4) {
+        uint32_t x, y;
+        memcpy(&x, s, 4);
+        memcpy(&y, s + n - 4, 4);
+        memcpy(o, &x, 4);
+        memcpy(o + n - 4, &y, 4);
+    } else if (n) {
+        o[0] = s[0];
+        o[n >> 1] = s[n >> 1];
+        o[n - 1] = s[n - 1];
     }
+    return o + n;
+}
+
+static inline char *put_str(char *o, const char *s, uint32_t n, int esc) {
+    if (!esc) return copy_small(o, s, n);
     return put_esc(o, s, n);
 }
 
@@ -433,8 +577,10 @@ static const char DIG2[201] =
     "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
     "8081828384858687888990919293949596979899";
 
+/* Writes up to 20 digits; the caller's buffer must have 24 bytes of room at o (event writers
+ * reserve far more): the digits are moved with one fixed-size 24-byte copy. */
 static inline char *put_u64(char *o, uint64_t v) {
-    char tmp[24];
+    char tmp[48];
     char *t = tmp + 24;
     while (v >= 100) {
         uint64_t r = v % 100;
@@ -449,7 +595,7 @@ static inline char *put_u64(char *o, uint64_t v) {
         *--t = (char)('0' + v);
     }
     size_t n = (size_t)(tmp + 24 - t);
-    memcpy(o, t, n);
+    memcpy(o, t, 24);
     return o + n;
 }
 
