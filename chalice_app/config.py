@@ -39,7 +39,9 @@ def _engine_settings(env: Mapping[str, str]) -> dict:
     floor = int(env.get("ENGINE_POLL_FLOOR_MS") or (10 if emulated else 200))
     return {
         "engine_poll_floor_ms": floor,
-        "engine_poll_idle_max_ms": max(floor, int(env.get("ENGINE_POLL_IDLE_MAX_MS") or (50 if emulated else 1000))),
+        "engine_poll_idle_max_ms": max(floor, int(env.get("ENGINE_POLL_IDLE_MAX_MS") or (100 if emulated else 1000))),
+        # a shard that had records in the last ENGINE_POLL_HOT_MS backs off only to 2 x floor
+        "engine_poll_hot_ms": int(env.get("ENGINE_POLL_HOT_MS") or 5000),
         # emulated: kinesalite needs ~60 µs per record of a GetRecords response (seconds for 10,000
         # on a loaded machine), so smaller pages; AWS: the API maximum (5 calls/s per shard)
         "engine_get_limit": int(env.get("ENGINE_GET_LIMIT") or (1000 if emulated else 10000)),
@@ -92,6 +94,7 @@ class Settings:
     # AWS_ENDPOINT_URL_KINESIS points at an emulator, else 200 ms (5 GetRecords/s per shard).
     engine_poll_floor_ms: int = 200
     engine_poll_idle_max_ms: int = 1000
+    engine_poll_hot_ms: int = 5000
     engine_get_limit: int = 10000
     engine_get_timeout_ms: int = 10000  # GetRecords read timeout; on expiry the Limit is halved
     engine_snapshot_records: int = 10000

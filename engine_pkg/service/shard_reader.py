@@ -4,7 +4,8 @@ A `ShardWorker` thread owns one `Engine` (restored from the shard's snapshot) an
 
 1. GetRecords (one response = one `Engine.process` batch), adaptive pacing: again after the
    poll floor while records keep coming, backing off (doubling up to the idle maximum)
-   while the shard is idle. A read timeout halves the `Limit` (down to `GET_LIMIT_FLOOR`),
+   while the shard is idle — but only up to 2 x floor while the shard had records within
+   the last `engine_poll_hot_ms` (a trading shard stays responsive; an idle one is cheap). A read timeout halves the `Limit` (down to `GET_LIMIT_FLOOR`),
    and it grows back by doubling after quick successes (`GetLimit`), so a page too large
    to be served within the timeout can never stall the shard.
 2. Depth cache: one Lua call per touched symbol + one PUBLISH, in one pipeline
@@ -226,6 +227,9 @@ class ShardWorker(threading.Thread):
         st = self.svc.settings
         floor = st.engine_poll_floor_ms / 1000.0
         idle_max = st.engine_poll_idle_max_ms / 1000.0
+        hot_max = min(idle_max, 2 * floor)
+        hot_s = st.engine_poll_hot_ms / 1000.0
+        last_records = float("-inf")
         timeout_s = st.engine_get_timeout_ms / 1000.0
         limit = GetLimit(st.engine_get_limit, timeout_s)
         iterator = self._iterator()
@@ -277,6 +281,7 @@ class ShardWorker(threading.Thread):
             if records:
                 self._handle(records)
                 idle = 0
+                last_records = time.monotonic()
             else:
                 idle += 1
             self._reap()
@@ -289,7 +294,9 @@ class ShardWorker(threading.Thread):
                 return
             iterator = nxt
             # records keep coming: again after the floor; idle: back off up to the idle maximum
-            wait = floor if records else min(idle_max, floor * (2 ** min(idle, 10)))
+            # (only to 2 x floor while the shard is hot: it had records within engine_poll_hot_ms)
+            cap = hot_max if time.monotonic() - last_records < hot_s else idle_max
+            wait = floor if records else min(cap, floor * (2 ** min(idle, 10)))
             self.stop_event.wait(max(0.0, wait - (time.monotonic() - started)))
         # graceful stop
         self.state = ShardState.STOPPING

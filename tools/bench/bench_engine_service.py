@@ -214,6 +214,8 @@ def drain(stack: Stack, s: Settings, n: int, profile: bool, label: str, *, flush
     else:  # graceful stop drains the in-flight Kinesis puts: count it in
         stack.stop_engine(proc)
     elapsed = time.monotonic() - t_first
+    progress(f"{label}: {n:,} orders in {elapsed:.1f} s = {n / elapsed:,.0f}/s (matched+depth {processed:.1f} s)"
+             f" cpu={cpu} load={os.getloadavg()[0]:.1f}")
     return {"orders": n, "seconds": round(elapsed, 2), "orders_per_s": round(n / elapsed), "cpu_s": cpu,
             "matched_and_depth_written_s": round(processed, 2), "top": top}
 
@@ -240,6 +242,7 @@ def latency(stack: Stack, samples: int, **env: str) -> dict:
     s = stack.streams(f"lat{int(time.time())}{random.randrange(1000)}")
     proc, port = stack.engine(s, "--dev", **env)
     time.sleep(1.5)  # leases taken, iterators at LATEST
+    c0, k0, t_start = cpu_seconds(proc.pid), cpu_seconds(stack.kin.proc.pid), time.monotonic()
     sub = redis.Redis.from_url(s.depth_cache_url).pubsub()
     sub.subscribe(keys.DEPTH_CHANGED_CHANNEL)
     sub.get_message(timeout=1)
@@ -247,11 +250,14 @@ def latency(stack: Stack, samples: int, **env: str) -> dict:
     rnd = random.Random(3)
     lat: list[float] = []
     put_ms: list[float] = []
+    to_write: list[float] = []   # PutRecord start → the engine's depth write (depth `t`, wall ms)
+    to_seen: list[float] = []    # the engine's depth write → the notification received here
     for i in range(samples):
         sym = SYMBOLS[i % len(SYMBOLS)]
         cmd = orjson.dumps({"action": "ADD", "symbol": sym, "order_id": f"l{i}", "user_id": "u1", "is_buy": True,
                             "price": 100 + rnd.randrange(50), "quantity": 1, "ts": int(time.time() * 1000)})
         t0 = time.perf_counter()
+        w0 = time.time() * 1000
         stack.kinesis.put_record(StreamName=s.orders_stream, Data=cmd, PartitionKey=sym)
         put_ms.append((time.perf_counter() - t0) * 1000)
         while True:
@@ -261,14 +267,25 @@ def latency(stack: Stack, samples: int, **env: str) -> dict:
             if sym in json.loads(msg["data"]):
                 break
         lat.append((time.perf_counter() - t0) * 1000)
+        seen = time.time() * 1000
+        written = json.loads(cache.get(keys.depth(sym)))["t"]
+        to_write.append(written - w0)
+        to_seen.append(seen - written)
         if i == 0:
             assert cache.get(keys.depth(sym))
         time.sleep(rnd.uniform(0.005, 0.030))
+    cpu, kcpu = cpu_seconds(proc.pid) - c0, cpu_seconds(stack.kin.proc.pid) - k0
+    wall = time.monotonic() - t_start
     stack.stop_engine(proc)
     lat.sort()
     q = statistics.quantiles(lat, n=100)
+    progress(f"latency {env or 'defaults'}: p50 {q[49]:.1f} p99 {q[98]:.1f} ms, load {os.getloadavg()[0]:.1f}")
     return {"samples": samples, "p50_ms": round(q[49], 1), "p90_ms": round(q[89], 1), "p99_ms": round(q[98], 1),
             "max_ms": round(lat[-1], 1), "put_record_call_p50_ms": round(statistics.median(put_ms), 1),
+            "put_record_call_p99_ms": round(statistics.quantiles(put_ms, n=100)[98], 1),
+            "put_to_engine_write_p50_ms": round(statistics.median(to_write), 1),
+            "engine_write_to_notified_p50_ms": round(statistics.median(to_seen), 1),
+            "engine_cpu_s_per_s": round(cpu / wall, 3), "kinesalite_cpu_s_per_s": round(kcpu / wall, 3),
             "env": env}
 
 
@@ -289,7 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--replay", type=int, default=200_000,
                    help="replay stream size (default 200,000; 1,000,000 for the full figure)")
     p.add_argument("--profile", action="store_true", help="py-spy the engine during the throughput run")
-    p.add_argument("--skip", default="", help="comma list of phases to skip: throughput,latency,replay")
+    p.add_argument("--skip", default="",
+                   help="comma list of phases to skip: throughput,latency,replay,recovery")
+    p.add_argument("--idle-max", default="10",
+                   help="comma list of extra ENGINE_POLL_IDLE_MAX_MS values for the latency phase (default 10)")
     args = p.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     stack = Stack()
@@ -298,8 +318,9 @@ def main(argv: list[str] | None = None) -> int:
         if "latency" not in skip:
             progress("latency: floor 10 ms, idle max 50 ms (local defaults)")
             results["latency_default"] = latency(stack, args.latency_samples)
-            progress("latency: floor 10 ms, idle max 10 ms")
-            results["latency_idle10"] = latency(stack, args.latency_samples, ENGINE_POLL_IDLE_MAX_MS="10")
+            for idle in filter(None, args.idle_max.split(",")):
+                progress(f"latency: floor 10 ms, idle max {idle} ms")
+                results[f"latency_idle{idle}"] = latency(stack, args.latency_samples, ENGINE_POLL_IDLE_MAX_MS=idle)
         if "throughput" not in skip:
             s = stack.streams("tp")
             records = order_stream(args.orders)
@@ -315,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             results["replay"] = drain(stack, s, len(records), False, "replay")
             results["replay"]["engine_process_only_s"] = round(engine_only(records), 2)
             results["replay"]["extrapolated_1m_s"] = round(results["replay"]["seconds"] * 1_000_000 / len(records))
+        if "replay" not in skip and "recovery" not in skip:
             # crash recovery: only the first batch's snapshot exists, the emitted mark is at the end
             progress("recovery: run with one early snapshot, kill -9, restart")
             never = {"ENGINE_SNAPSHOT_RECORDS": "100000000", "ENGINE_SNAPSHOT_SECONDS": "100000"}
