@@ -1270,7 +1270,7 @@ static int run_json(sb_engine *e, const Parsed *pr, uint32_t idx, int64_t now) {
     /* the last active symbol's book is cached: a batch is usually one symbol (the cache is
      * cleared when the active set changes; a book exists only for a valid symbol) */
     const Book *lb = e->sym_last1 ? &e->books[e->sym_last1 - 1] : NULL;
-    if (lb && is_str(sv) && sv->n == lb->symlen && memcmp(sv->s, lb->sym, sv->n) == 0) {
+    if (lb && is_str(sv) && sv->n == lb->symlen && eq_small(sv->s, lb->sym, sv->n)) {
         c.bi = e->sym_last1 - 1;
         has_book = 1;
         c.seq = ++e->books[c.bi].seq;
@@ -1611,6 +1611,20 @@ int sb_core_batch(sb_engine *e, const sb_cmd *cmds, uint32_t n) {
 uint32_t sb_user(sb_engine *e, const char *uid, uint32_t len) {
     if (!len || len > MAX_ID) return NONE;
     return user_intern(e, uid, len, -1);
+}
+
+void sb_hprefetch(const sb_engine *e, uint64_t handle, int stage) {
+    uint32_t oi = (uint32_t)handle;
+    if (oi >= e->onext) return;
+    const Order *o = ORD(e, oi);
+    if (!stage) {
+        __builtin_prefetch(o, 1);
+        return;
+    }
+    /* the order is in cache by now: its FIFO neighbours are what unlinking it writes */
+    if (o->gen != (uint32_t)(handle >> 32)) return;
+    if (o->prev != NONE && o->prev < e->onext) __builtin_prefetch(ORD(e, o->prev), 1);
+    if (o->next != NONE && o->next < e->onext) __builtin_prefetch(ORD(e, o->next), 1);
 }
 
 uint64_t sb_hcore_cmd(sb_engine *e, const sb_hcmd *hc) {

@@ -102,6 +102,10 @@ typedef struct {
 #define SB_HERR 0xFFFFFFFFFFFFFFFEULL
 uint32_t sb_user(sb_engine *e, const char *uid, uint32_t len);
 uint64_t sb_hcore_cmd(sb_engine *e, const sb_hcmd *c);
+/* Look-ahead hint for a later CANCEL/REPLACE (any handle value is harmless): stage 0 prefetches
+ * the order the handle names, stage 1 (issued later, when the order is in cache) its FIFO
+ * neighbours, which unlinking it writes. */
+void sb_hprefetch(const sb_engine *e, uint64_t handle, int stage);
 
 /* String-id binary door for benchmarks: the id layer + core, events counted, not written. */
 void sb_set_emit(sb_engine *e, int emit_json);

@@ -567,6 +567,27 @@ static inline char *copy_small(char *o, const char *s, uint32_t n) {
     return o + n;
 }
 
+/* a[0..n) == b[0..n) for n <= 16 with overlapping fixed-size loads (no libc call). */
+static inline int eq_small(const char *a, const char *b, uint32_t n) {
+    if (n >= 8) {
+        uint64_t x0, x1, y0, y1;
+        memcpy(&x0, a, 8);
+        memcpy(&y0, b, 8);
+        memcpy(&x1, a + n - 8, 8);
+        memcpy(&y1, b + n - 8, 8);
+        return ((x0 ^ y0) | (x1 ^ y1)) == 0;
+    }
+    if (n >= 4) {
+        uint32_t x0, x1, y0, y1;
+        memcpy(&x0, a, 4);
+        memcpy(&y0, b, 4);
+        memcpy(&x1, a + n - 4, 4);
+        memcpy(&y1, b + n - 4, 4);
+        return ((x0 ^ y0) | (x1 ^ y1)) == 0;
+    }
+    return n == 0 || (a[0] == b[0] && a[n >> 1] == b[n >> 1] && a[n - 1] == b[n - 1]);
+}
+
 static inline char *put_str(char *o, const char *s, uint32_t n, int esc) {
     if (!esc) return copy_small(o, s, n);
     return put_esc(o, s, n);

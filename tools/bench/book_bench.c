@@ -153,6 +153,9 @@ static double throughput(const Gen *g, uint32_t n, const Names *nm, uint64_t *ev
 }
 
 /* The book core alone: handles and user indices. */
+#ifndef HLOOK
+#define HLOOK 16
+#endif
 static double throughput_h(const Gen *g, uint32_t n, const Names *nm, uint64_t *events, uint64_t *open) {
     sb_engine *e = sb_new();
     sb_set_emit(e, 0);
@@ -175,6 +178,11 @@ static double throughput_h(const Gen *g, uint32_t n, const Names *nm, uint64_t *
     double t0 = cpu_s();
     for (uint32_t i = 0; i < n; i++) {
         sb_hcmd *c = &cs[i];
+        /* look-ahead: the order a CANCEL/REPLACE HLOOK commands ahead names is prefetched now,
+         * its FIFO neighbours HLOOK/2 ahead (a handle is known once the ADD that made it ran) */
+        uint32_t j = i + HLOOK, k = i + HLOOK / 2;
+        if (j < n && g[j].action && g[j].id < i) sb_hprefetch(e, hs[g[j].id], 0);
+        if (k < n && g[k].action && g[k].id < i) sb_hprefetch(e, hs[g[k].id], 1);
         if (c->action) c->handle = hs[g[i].id];
         hs[i] = sb_hcore_cmd(e, c);
     }
