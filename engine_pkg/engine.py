@@ -50,7 +50,12 @@ class EventList(Sequence[bytes]):
     def _list(self) -> list[bytes]:
         items = self._items
         if items is None:
-            items = self._items = self._raw[:-1].split(b"\n") if self._n else []
+            if self._n:
+                items = self._raw.split(b"\n")  # no [:-1] slice: that would copy the buffer
+                items.pop()  # the empty piece after the last event's newline
+            else:
+                items = []
+            self._items = items
         return items
 
     def __len__(self) -> int:
@@ -105,9 +110,10 @@ class UserList(Sequence["str | None"]):
             if not self._n:
                 items = []
             elif self._escaped:
-                items = [json.loads(b'"' + u + b'"') for u in self._raw[:-1].split(b"\n")]
+                items = [json.loads(b'"' + u + b'"') for u in self._raw.split(b"\n")[:-1]]
             else:
-                items = self._raw[:-1].decode("utf-8").split("\n")  # type: ignore[assignment]
+                items = self._raw.decode("utf-8").split("\n")  # type: ignore[assignment]
+                items.pop()
             self._items = items
         return items
 
