@@ -624,8 +624,12 @@ static inline uint64_t level_key(int side, uint64_t price) { return side == BUY 
 /* First index with key >= k. */
 static inline uint32_t level_lb(const Side *s, uint64_t k) {
     uint32_t lo = 0, hi = s->n;
-    /* the top of the book is where the action is: look there first */
-    if (hi && s->lv[hi - 1].key <= k) return s->lv[hi - 1].key == k ? hi - 1 : hi;
+    /* the top of the book is where the action is: scan the best 8 levels first (one
+     * mispredicted exit instead of a binary search's few), then binary-search the rest */
+    uint32_t stop = hi > 8 ? hi - 8 : 0;
+    for (uint32_t i = hi; i > stop; i--)
+        if (s->lv[i - 1].key <= k) return s->lv[i - 1].key == k ? i - 1 : i;
+    hi = stop;
     while (lo < hi) {
         uint32_t mid = (lo + hi) >> 1;
         if (s->lv[mid].key < k) lo = mid + 1;
