@@ -126,6 +126,8 @@ def metric(port: int, name: str) -> float:
 
 class Stack:
     def __init__(self) -> None:
+        # a 1,000,000-order replay keeps ~3.5 M records in kinesalite's in-memory store
+        os.environ.setdefault("NODE_OPTIONS", "--max-old-space-size=8192")
         self.valkey = ValkeyService().start()
         self.kin = KinesisService(start_timeout=60).start()
         self.env = {**os.environ, "AWS_ENDPOINT_URL_KINESIS": self.kin.url, "AWS_ACCESS_KEY_ID": "local",
