@@ -111,6 +111,16 @@ class GetLimit:
         return True
 
 
+def poll_wait(got_records: bool, idle: int, hot: bool, floor: float, idle_max: float) -> float:
+    """Seconds between two GetRecords of a shard: the floor after records; after `idle` empty
+    responses floor x 2^idle, capped at 2 x floor while the shard is hot (records within the hot
+    window), else at the idle maximum."""
+    if got_records:
+        return floor
+    cap = min(idle_max, 2 * floor) if hot else idle_max
+    return min(cap, floor * (2 ** min(idle, 10)))
+
+
 _minute_cache: dict[int, str] = {}
 
 
@@ -227,7 +237,6 @@ class ShardWorker(threading.Thread):
         st = self.svc.settings
         floor = st.engine_poll_floor_ms / 1000.0
         idle_max = st.engine_poll_idle_max_ms / 1000.0
-        hot_max = min(idle_max, 2 * floor)
         hot_s = st.engine_poll_hot_ms / 1000.0
         last_records = float("-inf")
         timeout_s = st.engine_get_timeout_ms / 1000.0
@@ -295,8 +304,7 @@ class ShardWorker(threading.Thread):
             iterator = nxt
             # records keep coming: again after the floor; idle: back off up to the idle maximum
             # (only to 2 x floor while the shard is hot: it had records within engine_poll_hot_ms)
-            cap = hot_max if time.monotonic() - last_records < hot_s else idle_max
-            wait = floor if records else min(cap, floor * (2 ** min(idle, 10)))
+            wait = poll_wait(bool(records), idle, time.monotonic() - last_records < hot_s, floor, idle_max)
             self.stop_event.wait(max(0.0, wait - (time.monotonic() - started)))
         # graceful stop
         self.state = ShardState.STOPPING

@@ -1,4 +1,5 @@
-"""A GetRecords page too large for the read timeout cannot stall a shard (issue 4 follow-up).
+"""GetRecords pacing (issue 4 follow-up): a page too large for the read timeout cannot stall a
+shard, and a hot shard polls fast while an idle one backs off.
 
 The engine halves its GetRecords `Limit` on a read timeout (down to a floor) and doubles it
 back after quick reads, instead of asking for the same too-large page forever.
@@ -10,7 +11,7 @@ import orjson
 
 from chalice_app import keys
 from engine_pkg import Engine
-from engine_pkg.service.shard_reader import GET_LIMIT_GROW_AFTER, GetLimit
+from engine_pkg.service.shard_reader import GET_LIMIT_GROW_AFTER, GetLimit, poll_wait
 from tests.engine_pkg.service.helpers import fast, put_orders, running_service, wait_until
 
 
@@ -58,3 +59,15 @@ def test_a_read_timeout_shrinks_the_page_and_the_shard_keeps_going(settings, aws
         assert w.engine.depth(sym, 10) == ref.depth(sym, 10)
         wait_until(lambda: depth_cache.get(keys.depth(sym)), 10, what="depth written")
         assert orjson.loads(depth_cache.get(keys.depth(sym)))["u"] == n
+
+
+def test_poll_wait_stays_short_while_the_shard_is_hot_and_backs_off_when_idle():
+    floor, idle_max = 0.010, 0.100
+    assert poll_wait(True, 0, True, floor, idle_max) == floor
+    assert poll_wait(True, 0, False, floor, idle_max) == floor
+    hot = [poll_wait(False, i, True, floor, idle_max) for i in range(1, 8)]
+    cold = [poll_wait(False, i, False, floor, idle_max) for i in range(1, 8)]
+    assert hot == [0.020] * 7  # a trading shard: at most 2 x floor
+    assert cold == [0.020, 0.040, 0.080, 0.100, 0.100, 0.100, 0.100]  # doubling up to the idle max
+    assert poll_wait(False, 50, False, 0.2, 1.0) == 1.0  # production: 200 ms floor, 1 s idle max
+    assert poll_wait(False, 3, True, 0.2, 0.3) == 0.3  # the hot cap never exceeds the idle max
