@@ -15,7 +15,7 @@
  *                tail, count}, ordered worst -> best, so the best level is the LAST element:
  *                the matching loop only looks at lv[n-1] and pops a consumed level with n--.
  *                key = price for bids and UINT64_MAX - price for asks, so both sides sort
- *                ascending.  Finding a level is a binary search; inserting or removing a level
+ *                ascending.  Finding a level scans the best 8 from the top, then binary-searches; inserting or removing a level
  *                moves only the levels better than it, which near the top of a dense book is a
  *                handful of 40-byte entries (the classic cost of a sorted array is paid by
  *                far-from-top levels only).
@@ -51,7 +51,9 @@
  *   leaves its level, may trade as a taker, and rests at the back of its new level.
  *
  * EVENTS
- *   sb_process parses each JSON command with the strict reader of sb_json.h and writes the
+ *   sb_process parses each JSON command with the fast reader for the router's canonical key
+ *   order (jp_fast), or, when it declines, the strict general reader of sb_json.h (both read
+ *   identically: sb_json_check, tests, fuzzer), and writes the
  *   events of SPEC section 3 / 3a as JSON into growable output buffers (grown before each
  *   event, amortised).  sb_core_cmd runs the same matching code with event writing disabled.
  */
