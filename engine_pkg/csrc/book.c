@@ -881,6 +881,25 @@ static inline void status_of(sb_engine *e, const Book *b, const Order *o, int st
     emit_status(e, &v);
 }
 
+/* Unlink the head order `oi` (whose successor is `nx`) of level L after it was filled or
+ * cancelled, and return it to the pool.  Its status must already have been emitted. */
+static inline void retire_head(sb_engine *e, Level *L, Order *o, uint32_t oi, uint32_t nx) {
+    L->count--;
+    L->head = nx;
+    if (nx != NONE) {
+        Order *h = ORD(e, nx);
+        h->prev = NONE;
+        /* the order after the new head: next in line, likely long out of cache */
+        if (h->next != NONE) __builtin_prefetch(ORD(e, h->next), 1);
+    } else {
+        L->tail = NONE;
+    }
+    e->ucount[o->user]--;
+    e->open--;
+    id_close(e, o);
+    order_free(e, oi);
+}
+
 /* Match `rem` against the opposite side.  Returns the unfilled rest; *filled_out gets the
  * quantity traded. */
 static uint64_t match(sb_engine *e, Taker *tk, uint64_t rem, uint64_t *filled_out) {
@@ -897,22 +916,9 @@ static uint64_t match(sb_engine *e, Taker *tk, uint64_t rem, uint64_t *filled_ou
             if (UNLIKELY(o->user == tk->user)) {
                 /* self-trade prevention: cancel the resting order */
                 L->total -= o->rem;
-                L->count--;
-                L->head = nx;
-                if (nx != NONE) {
-                    Order *h = ORD(e, nx);
-                    h->prev = NONE;
-                    /* the order after the new head: next in line, likely long out of cache */
-                    if (h->next != NONE) __builtin_prefetch(ORD(e, h->next), 1);
-                } else {
-                    L->tail = NONE;
-                }
                 o->rem = 0;
                 status_of(e, b, o, ST_CANCELLED, R_SELF_TRADE, tk->t, tk->seq);
-                e->ucount[o->user]--;
-                e->open--;
-                id_close(e, o);
-                order_free(e, oi);
+                retire_head(e, L, o, oi, nx);
                 oi = nx;
                 continue;
             }
@@ -931,20 +937,7 @@ static uint64_t match(sb_engine *e, Taker *tk, uint64_t rem, uint64_t *filled_ou
             filled += q;
             if (o->rem == 0) {
                 status_of(e, b, o, ST_FILLED, R_NONE, tk->t, fseq);
-                L->count--;
-                L->head = nx;
-                if (nx != NONE) {
-                    Order *h = ORD(e, nx);
-                    h->prev = NONE;
-                    /* the order after the new head: next in line, likely long out of cache */
-                    if (h->next != NONE) __builtin_prefetch(ORD(e, h->next), 1);
-                } else {
-                    L->tail = NONE;
-                }
-                e->ucount[o->user]--;
-                e->open--;
-                id_close(e, o);
-                order_free(e, oi);
+                retire_head(e, L, o, oi, nx);
                 oi = nx;
             } else {
                 status_of(e, b, o, ST_PARTIAL, R_NONE, tk->t, fseq);
