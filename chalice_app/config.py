@@ -33,6 +33,19 @@ def _cache_url(env: Mapping[str, str], url_var: str, host_vars: tuple[str, ...],
     return f"redis://{host}:{port}/0"
 
 
+#: CACHE_CLUSTER_MODE values (chalice_app.cache): `auto` asks each cache once (`INFO cluster`).
+CACHE_CLUSTER_MODES = ("auto", "on", "off")
+_CLUSTER_MODE_WORDS = {"1": "on", "true": "on", "yes": "on", "0": "off", "false": "off", "no": "off"}
+
+
+def _cluster_mode(env: Mapping[str, str]) -> str:
+    raw = (env.get("CACHE_CLUSTER_MODE") or "auto").strip().lower()
+    mode = _CLUSTER_MODE_WORDS.get(raw, raw)
+    if mode not in CACHE_CLUSTER_MODES:
+        raise ValueError(f"CACHE_CLUSTER_MODE must be one of {'|'.join(CACHE_CLUSTER_MODES)}, not {raw!r}")
+    return mode
+
+
 def _engine_settings(env: Mapping[str, str]) -> dict:
     """ENGINE_* variables of the engine service (issue 4)."""
     emulated = bool(env.get("AWS_ENDPOINT_URL_KINESIS"))
@@ -80,6 +93,9 @@ class Settings:
     log_level: str = "INFO"
     depth_cache_url: str = "redis://127.0.0.1:6379/0"
     backup_cache_url: str = "redis://127.0.0.1:6379/0"
+    # CACHE_CLUSTER_MODE (issue 9): auto | on | off — cluster-mode Valkey/ElastiCache clients for
+    # both caches (chalice_app.cache); `auto` probes each cache once with INFO cluster.
+    cache_cluster_mode: str = "auto"
     websocket_endpoint: str = ""
     debug_mode: bool = False
     engine_http_port: int = 9100
@@ -125,6 +141,7 @@ class Settings:
                 env, "DEPTH_CACHE_URL", ("DEPTH_CACHE_HOST", "VALKEY_HOST"), "VALKEY_PORT"
             ),
             backup_cache_url=_cache_url(env, "BACKUP_CACHE_URL", ("REDIS_HOST",), None),
+            cache_cluster_mode=_cluster_mode(env),
             websocket_endpoint=env.get("WEBSOCKET_ENDPOINT", ""),
             debug_mode=_flag(env, "DEBUG_MODE"),
             engine_http_port=int(env.get("ENGINE_HTTP_PORT", cls.engine_http_port)),

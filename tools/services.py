@@ -3,6 +3,7 @@
 The one launcher used by both the pytest fixtures and `make dev`:
 
 - `ValkeyService`  — `valkey-server`; logical DB 0 is the depth cache, DB 1 the backup cache
+- `ValkeyClusterService` — 3 cluster-mode `valkey-server` primaries (CACHE_CLUSTER_MODE tests)
 - `KinesisService` — kinesalite (npm), through `tools/node/emulator.js` bound to 127.0.0.1
 - `DynamoService`  — dynalite (npm), same launcher
 - `S3Service`      — moto's server (`python -m moto.server`)
@@ -155,11 +156,18 @@ class ValkeyService(Service):
     appendonly: bool = False
     depth_db: int = 0
     backup_db: int = 1
+    cluster: bool = False  # a node of ValkeyClusterService (needs data_dir for its nodes.conf)
+    cluster_port: int = 0  # its cluster bus port (free port when 0)
 
     def command(self) -> list[str]:
         binary = shutil.which("valkey-server") or "/usr/bin/valkey-server"
         cmd = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                "--protected-mode", "yes", "--databases", "16"]
+        if self.cluster:
+            # the bus port defaults to port + 10000, which may be past 65535 or taken
+            self.cluster_port = self.cluster_port or free_port()
+            cmd += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                    "--cluster-port", str(self.cluster_port), "--cluster-node-timeout", "5000"]
         if self.data_dir is not None:
             cmd += ["--dir", str(self.data_dir), "--appendonly", "yes" if self.appendonly else "no"]
         else:
@@ -185,6 +193,87 @@ class ValkeyService(Service):
     @property
     def backup_url(self) -> str:
         return f"{self.url}/{self.backup_db}"
+
+
+#: The slot ranges of a 3-primary cluster (what `valkey-cli --cluster create` assigns).
+CLUSTER_SLOT_RANGES = ((0, 5460), (5461, 10922), (10923, 16383))
+
+
+@dataclass
+class ValkeyClusterService:
+    """A cluster-mode Valkey of 3 primaries (no replicas) on free loopback ports, like a
+    cluster-mode-enabled ElastiCache with 3 shards (docs/deploy.md, CACHE_CLUSTER_MODE).
+
+    Each node is a `valkey-server --cluster-enabled yes` with its own folder (its
+    `nodes.conf`); `start()` gives each primary a third of the 16384 slots
+    (CLUSTER ADDSLOTSRANGE), joins them (CLUSTER MEET) and waits for `cluster_state:ok` on
+    every node. There is one logical database (0): `url` is the seed node's `redis://…/0`.
+    """
+
+    name: str = "valkey-cluster"
+    data_dir: Path | None = None
+    log_dir: Path | None = None
+    start_timeout: float = 20.0
+    nodes: list[ValkeyService] = field(default_factory=list)
+    _tmp: Path | None = field(default=None, repr=False)
+
+    def start(self) -> ValkeyClusterService:
+        import tempfile
+
+        import redis
+
+        root = self.data_dir
+        if root is None:
+            self._tmp = root = Path(tempfile.mkdtemp(prefix="valkey-cluster-"))
+        try:
+            self.nodes = [ValkeyService(name=f"{self.name}-{i}", data_dir=root / f"node{i}", log_dir=self.log_dir,
+                                        cluster=True).start() for i in range(len(CLUSTER_SLOT_RANGES))]
+            clients = [redis.Redis(port=n.port, socket_timeout=5) for n in self.nodes]
+            for c, (lo, hi) in zip(clients, CLUSTER_SLOT_RANGES, strict=True):
+                c.execute_command("CLUSTER ADDSLOTSRANGE", lo, hi)
+            for c in clients[1:]:
+                c.execute_command("CLUSTER MEET", "127.0.0.1", self.nodes[0].port, self.nodes[0].cluster_port)
+            deadline = time.monotonic() + self.start_timeout
+            while not all(self._ok(c) for c in clients):
+                if time.monotonic() > deadline:
+                    raise ServiceStartError(f"{self.name} did not reach cluster_state:ok within {self.start_timeout}s")
+                time.sleep(0.05)
+            for c in clients:
+                c.close()
+        except BaseException:
+            self.stop()
+            raise
+        log.info("service=%s event=ready ports=%s", self.name, ",".join(str(p) for p in self.ports))
+        return self
+
+    @staticmethod
+    def _ok(client) -> bool:
+        info = client.cluster("info")
+        return info.get("cluster_state") == "ok" and int(info.get("cluster_known_nodes", 0)) == len(
+            CLUSTER_SLOT_RANGES)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        for node in reversed(self.nodes):
+            node.stop(timeout)
+        self.nodes = []
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    @property
+    def ports(self) -> list[int]:
+        return [n.port for n in self.nodes]
+
+    @property
+    def url(self) -> str:
+        """A seed node; cluster clients discover the others (CLUSTER SLOTS)."""
+        return f"redis://127.0.0.1:{self.nodes[0].port}/0"
+
+    def __enter__(self) -> ValkeyClusterService:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 @dataclass

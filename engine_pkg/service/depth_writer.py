@@ -4,7 +4,8 @@ For each symbol a batch touched, one call of `candles.lua` (see its header) sets
 `depth:{SYM}` (10 levels, `u` = the book's seq), `ticker:{SYM}` and folds the batch's trades
 into `candle:1m:{SYM}` / `candle:closed:1m:{SYM}` — all guarded by the engine seq, so a replay
 after a crash never goes backwards nor counts a trade twice. The calls and a final
-`PUBLISH depth:changed <JSON list of symbols>` go out as one pipeline.
+`PUBLISH depth:changed <JSON list of symbols>` go out as one pipeline (on a cluster-mode cache
+the pipeline is split per node by redis-py and the PUBLISH follows it: chalice_app.cache).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from importlib import resources
 import orjson
 import redis
 
-from chalice_app import keys
+from chalice_app import cache, keys
 
 log = logging.getLogger("supernoba.engine.depth")
 
@@ -46,19 +47,28 @@ class DepthWriter:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self.script = load_script(client)
+        cache.load_script(client, self.script)
 
     def write(self, updates: list[SymbolUpdate]) -> None:
         if not updates:
             return
+        try:
+            self._write(updates)
+        except redis.exceptions.NoScriptError:
+            # cluster only: a primary lost its script cache (restart, failover); the script is
+            # seq-guarded, so re-running the calls that did apply changes nothing
+            log.warning("event=script_reload script=candles.lua")
+            cache.load_script(self.client, self.script)
+            self._write(updates)
+
+    def _write(self, updates: list[SymbolUpdate]) -> None:
         pipe = self.client.pipeline(transaction=False)
         for up in updates:
             s = up.symbol
             args: list = [s, up.u, up.depth_json, up.ticker_json]
             for seq, minute, p, q in up.trades:
                 args += (seq, minute, p, q)
-            self.script(
-                keys=[keys.depth(s), keys.ticker(s), keys.candle(s), keys.candle_closed(s)],
-                args=args, client=pipe,
-            )
-        pipe.publish(keys.DEPTH_CHANGED_CHANNEL, orjson.dumps([u.symbol for u in updates]))
-        pipe.execute()
+            cache.queue_script(pipe, self.script,
+                               [keys.depth(s), keys.ticker(s), keys.candle(s), keys.candle_closed(s)], args)
+        cache.execute_and_publish(self.client, pipe, keys.DEPTH_CHANGED_CHANNEL,
+                                  orjson.dumps([u.symbol for u in updates]))

@@ -27,7 +27,7 @@ import redis
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalice_app import keys
+from chalice_app import cache, keys
 from chalice_app.config import Settings
 from engine_pkg.service.depth_writer import DepthWriter, SymbolUpdate
 from engine_pkg.service.errors import PublishError
@@ -56,8 +56,9 @@ class EngineService:
         self.metrics = Metrics()
         self.stop_event = threading.Event()
         self.started_at = time.time()
-        self.depth_cache = redis.Redis.from_url(settings.depth_cache_url, socket_timeout=5, health_check_interval=30)
-        self.backup_cache = redis.Redis.from_url(settings.backup_cache_url, socket_timeout=5, health_check_interval=30)
+        mode = settings.cache_cluster_mode
+        self.depth_cache = cache.client(settings.depth_cache_url, mode, socket_timeout=5, health_check_interval=30)
+        self.backup_cache = cache.client(settings.backup_cache_url, mode, socket_timeout=5, health_check_interval=30)
         cfg = Config(retries={"max_attempts": 2, "mode": "standard"}, max_pool_connections=32,
                      connect_timeout=3, read_timeout=10, tcp_keepalive=True)
         self.kinesis = kinesis_client(settings.aws_region, cfg)
@@ -192,7 +193,8 @@ class EngineService:
 
     # -- lifecycle -----------------------------------------------------------------------
     def clear_for_dev(self) -> None:
-        """`--dev`: forget this stream's snapshots and leases and the depth cache keys."""
+        """`--dev`: forget this stream's snapshots and leases and the depth cache keys (on a
+        cluster, redis-py's scan_iter walks every primary)."""
         n_snap = self.snapshots.delete_all()
         for key in self.backup_cache.scan_iter(
                 match=keys.shard_emitted(self.settings.orders_stream, "*"), count=500):
