@@ -7,7 +7,8 @@ Per tick, for the symbols in `subscribed:symbols` (as of the last membership rea
 (or, on a tick woken by the engine's `depth:changed`, only the symbols it named), plus any
 writes queued since the last tick (roll-ups, the anonymous-tier cache), so the
 steady state is exactly one round trip and its size does not grow with the number of
-connections. Who is subscribed (`subscribed:symbols`, `realtime:connections`,
+connections (on a cluster-mode cache, where MGET may not span slots, one GET per key instead:
+redis-py splits the pipeline into one round trip per node). Who is subscribed (`subscribed:symbols`, `realtime:connections`,
 `symbol:{SYM}:main|sub`) is cached and re-read in the same pipeline only
 
 - when the ws handlers announce a change (`connections.CONNECTIONS_CHANGED_CHANNEL`,
@@ -32,7 +33,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aredis
 
-from chalice_app import keys
+from chalice_app import cache, keys
 
 log = logging.getLogger("supernoba.streamer.reader")
 
@@ -61,29 +62,35 @@ class Snapshot:
     partial: bool = False  # only some subscribed symbols were read (those the engine named)
 
 
-def _queue_reads(pipe: Any, symbols: list[str], sets: bool) -> None:
+def _queue_reads(pipe: Any, symbols: list[str], sets: bool, cluster: bool = False) -> None:
     """Per tick: one MGET for every depth, one for every ticker (two replies instead of one
     per symbol: redis.asyncio's per-reply cost dominated a 100-symbol tick), and per symbol
-    HGETALL candle (+ SMEMBERS main / sub when the membership is re-read)."""
+    HGETALL candle (+ SMEMBERS main / sub when the membership is re-read). `cluster`: a GET
+    per depth and ticker instead of the MGETs (each symbol's keys have their own slot)."""
     if not symbols:
         return
-    pipe.mget([keys.depth(s) for s in symbols])
-    pipe.mget([keys.ticker(s) for s in symbols])
+    if not cluster:
+        pipe.mget([keys.depth(s) for s in symbols])
+        pipe.mget([keys.ticker(s) for s in symbols])
     for s in symbols:
+        if cluster:
+            pipe.get(keys.depth(s))
+            pipe.get(keys.ticker(s))
         pipe.hgetall(keys.candle(s))
         if sets:
             pipe.smembers(keys.symbol_main(s))
             pipe.smembers(keys.symbol_sub(s))
 
 
-def _split(res: Iterator[Any], symbols: list[str], sets: bool) -> list[tuple[Any, ...]]:
+def _split(res: Iterator[Any], symbols: list[str], sets: bool, cluster: bool = False) -> list[tuple[Any, ...]]:
     """The replies queued by `_queue_reads`, per symbol: (depth, ticker, candle[, main, sub])."""
     if not symbols:
         return []
-    depths, tickers = next(res), next(res)
+    if not cluster:
+        depths, tickers = next(res), next(res)
     out = []
     for i in range(len(symbols)):
-        row: tuple[Any, ...] = (depths[i], tickers[i], next(res))
+        row: tuple[Any, ...] = (next(res), next(res), next(res)) if cluster else (depths[i], tickers[i], next(res))
         if sets:
             row += (next(res), next(res))
         out.append(row)
@@ -107,6 +114,7 @@ class Reader:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
+        self.cluster = cache.is_cluster(client)
         self.known: list[str] = []
         self.members: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
         self.realtime: frozenset[str] = frozenset()
@@ -154,14 +162,14 @@ class Reader:
         if sets:
             pipe.smembers(keys.SUBSCRIBED_SYMBOLS)
             pipe.smembers(keys.REALTIME_CONNECTIONS)
-        _queue_reads(pipe, symbols, sets)
+        _queue_reads(pipe, symbols, sets, self.cluster)
         writes, self._writes = self._writes, []
         for op in writes:
             op(pipe)
         res = iter(await pipe.execute())
         if not sets:
             snap = Snapshot(read_at=now, realtime=self.realtime, membership=self.membership, partial=partial)
-            for s, raw in zip(symbols, _split(res, symbols, False), strict=True):
+            for s, raw in zip(symbols, _split(res, symbols, False, self.cluster), strict=True):
                 snap.symbols[s] = self._parse(s, raw, *self.members[s])
             return snap
 
@@ -172,7 +180,7 @@ class Reader:
         changed |= realtime is not self.realtime
         self.realtime = realtime
         data: dict[str, SymbolData] = {}
-        for s, raw in zip(symbols, _split(res, symbols, True), strict=True):
+        for s, raw in zip(symbols, _split(res, symbols, True, self.cluster), strict=True):
             if s not in subscribed:
                 continue
             old_main, old_sub = self.members.get(s, (frozenset(), frozenset()))
@@ -184,8 +192,8 @@ class Reader:
         if new:
             changed = True
             pipe = self.client.pipeline(transaction=False)
-            _queue_reads(pipe, new, True)
-            for s, raw in zip(new, _split(iter(await pipe.execute()), new, True), strict=True):
+            _queue_reads(pipe, new, True, self.cluster)
+            for s, raw in zip(new, _split(iter(await pipe.execute()), new, True, self.cluster), strict=True):
                 self.members[s] = (frozenset(raw[3]), frozenset(raw[4]))
                 data[s] = self._parse(s, raw, *self.members[s])
         for s in [s for s in self.members if s not in subscribed]:

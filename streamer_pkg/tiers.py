@@ -29,9 +29,8 @@ from dataclasses import dataclass
 
 import orjson
 import redis
-import redis.asyncio as aredis
 
-from chalice_app import keys
+from chalice_app import cache, keys
 from chalice_app.config import Settings
 from streamer_pkg.diff import Send, SymbolState, TierState, diff_tier
 from streamer_pkg.fanout import Fanout
@@ -113,8 +112,11 @@ class Streamer:
         self.serve_http = serve_http
         self.metrics = Metrics()
         self.state = StreamerState.NEW
-        self.aredis = aredis.Redis.from_url(settings.depth_cache_url, decode_responses=True)
-        self.sync_redis = redis.Redis.from_url(settings.depth_cache_url, decode_responses=True)
+        # cluster-mode caches too (chalice_app.cache); redis-py's cluster pubsub takes classic
+        # SUBSCRIBE on one node, which gets every node's PUBLISH
+        mode = settings.cache_cluster_mode
+        self.aredis = cache.async_client(settings.depth_cache_url, mode, decode_responses=True)
+        self.sync_redis = cache.client(settings.depth_cache_url, mode, decode_responses=True)
         if transport is None:
             if not settings.websocket_endpoint:
                 raise ValueError("WEBSOCKET_ENDPOINT is not set")
