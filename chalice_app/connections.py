@@ -17,9 +17,10 @@ streamer agree on them:
                                  above, so the streamer re-reads the subscriber sets it caches
 
 Every function takes a redis client (either `decode_responses` mode works). Only
-plain commands are used — no multi-key Lua — so the module also works on a
+plain commands are used — no multi-key Lua, no multi-key DEL — so the module also works on a
 cluster-mode ElastiCache, where one connection's keys and one symbol's keys live in
-different slots. `remove_connection` is THE cleanup: it is idempotent and safe to
+different slots (the change notification goes through `cache.execute_and_publish`: redis-py
+refuses PUBLISH inside a cluster pipeline). `remove_connection` is THE cleanup: it is idempotent and safe to
 call for ids that were never registered.
 
 Errors::
@@ -39,7 +40,7 @@ from typing import Any
 import orjson
 import redis
 
-from chalice_app import keys
+from chalice_app import cache, keys
 
 log = logging.getLogger("supernoba.connections")
 
@@ -87,8 +88,7 @@ def register_connection(
         pipe.sadd(keys.user_connections(user_id), conn_id)
     if is_logged_in:
         pipe.sadd(keys.REALTIME_CONNECTIONS, conn_id)
-    pipe.publish(keys.CONNECTIONS_CHANGED_CHANNEL, conn_id)  # the streamer's cached sets
-    pipe.execute()
+    cache.execute_and_publish(r, pipe, keys.CONNECTIONS_CHANGED_CHANNEL, conn_id)  # the streamer's cached sets
     log.info("event=ws_register conn=%s user=%s logged_in=%s", conn_id, user_id, is_logged_in)
 
 
@@ -191,8 +191,7 @@ def subscribe(
     added = ([main] if main is not None else []) + subs
     if added:
         pipe.sadd(keys.SUBSCRIBED_SYMBOLS, *added)
-    pipe.publish(keys.CONNECTIONS_CHANGED_CHANNEL, conn_id)
-    pipe.execute()
+    cache.execute_and_publish(r, pipe, keys.CONNECTIONS_CHANGED_CHANNEL, conn_id)
     _release_symbols(r, released)
     log.info("event=ws_subscribe conn=%s main=%s subs=%s", conn_id, main, ",".join(subs))
     return get_connection(r, conn_id)
@@ -222,8 +221,7 @@ def unsubscribe(
         pipe.srem(keys.symbol_sub(symbol), conn_id)  # validates
         pipe.srem(keys.conn_subs(conn_id), symbol)
         released.append(symbol)
-    pipe.publish(keys.CONNECTIONS_CHANGED_CHANNEL, conn_id)
-    pipe.execute()
+    cache.execute_and_publish(r, pipe, keys.CONNECTIONS_CHANGED_CHANNEL, conn_id)
     _release_symbols(r, released)
     log.info("event=ws_unsubscribe conn=%s released=%s", conn_id, ",".join(released))
     return get_connection(r, conn_id)
@@ -262,11 +260,9 @@ def remove_connection(redis_client: redis.Redis, conn_id: str) -> None:
         pipe.srem(keys.user_connections(user_id), conn_id)
     pipe.srem(keys.REALTIME_CONNECTIONS, conn_id)
     pipe.srem(keys.ALL_CONNECTIONS, conn_id)
-    pipe.delete(
-        keys.ws_conn(conn_id), keys.conn_main(conn_id), keys.conn_subs(conn_id), keys.conn_user(conn_id)
-    )
-    pipe.publish(keys.CONNECTIONS_CHANGED_CHANNEL, conn_id)
-    pipe.execute()
+    for key in (keys.ws_conn(conn_id), keys.conn_main(conn_id), keys.conn_subs(conn_id), keys.conn_user(conn_id)):
+        pipe.delete(key)  # one key per DEL: they live in different cluster slots
+    cache.execute_and_publish(r, pipe, keys.CONNECTIONS_CHANGED_CHANNEL, conn_id)
     dropped = _release_symbols(r, symbols)
     log.info(
         "event=ws_remove conn=%s user=%s symbols=%s dropped=%s",

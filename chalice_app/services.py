@@ -18,6 +18,7 @@ import boto3
 import redis
 from botocore.config import Config
 
+from chalice_app import cache
 from chalice_app.auth import Authenticator
 from chalice_app.backup import CandleBackup
 from chalice_app.candles import CandleStore
@@ -82,8 +83,9 @@ def configure_logging(settings: Settings) -> None:
 
 def build(settings: Settings, *, session: boto3.Session | None = None) -> Services:
     session = session or boto3.Session(region_name=settings.aws_region)
-    r = redis.Redis.from_url(settings.depth_cache_url, socket_timeout=3, socket_connect_timeout=3,
-                             health_check_interval=30)
+    # lazy: a cluster client connects when built, and building happens at import (chalice_app.cache)
+    r = cache.lazy_client(settings.depth_cache_url, settings.cache_cluster_mode, socket_timeout=3,
+                          socket_connect_timeout=3, health_check_interval=30)
     kinesis = session.client("kinesis", config=_BOTO_CONFIG)
     dynamodb = session.resource("dynamodb", config=_BOTO_CONFIG)
     s3 = session.client("s3", config=_BOTO_CONFIG)
