@@ -65,7 +65,7 @@ class StreamerOptions:
     slow_after: float = 0.25
     send_timeout: float = 2.0
     retries: int = 3
-    transport: str = "chalice"
+    transport: str = "fast"
     membership_every: float = 1.0
     http_port: int = 9101
     http_host: str = "0.0.0.0"

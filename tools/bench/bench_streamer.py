@@ -55,6 +55,7 @@ if str(ROOT) not in sys.path:
 from chalice_app import connections, keys  # noqa: E402
 from chalice_app.config import Settings  # noqa: E402
 from streamer_pkg.tiers import Streamer, StreamerOptions  # noqa: E402
+from streamer_pkg.transport import TRANSPORTS  # noqa: E402
 from tools.services import ValkeyService, free_port  # noqa: E402
 
 CTX = mp.get_context("spawn")
@@ -379,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--conns", default="1000,5000", help="connection counts for the throughput runs")
     p.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run")
-    p.add_argument("--transport", default="chalice", choices=["chalice", "aiohttp"])
+    p.add_argument("--transport", default=StreamerOptions.transport, choices=list(TRANSPORTS))
     p.add_argument("--concurrency", type=int, default=StreamerOptions.concurrency,
                    help="fan-out workers (chalice: + 8 slow-lane workers = sender threads)")
     p.add_argument("--profile", type=Path, default=None, help="py-spy the largest throughput run into DIR")
