@@ -31,6 +31,7 @@ from chalice_app import cache, keys
 from chalice_app.config import Settings
 from engine_pkg.service.depth_writer import DepthWriter, SymbolUpdate
 from engine_pkg.service.errors import PublishError
+from engine_pkg.service.get_records import GetRecordsClient
 from engine_pkg.service.http import EngineHTTPServer
 from engine_pkg.service.leases import LeaseManager
 from engine_pkg.service.metrics import Metrics
@@ -62,13 +63,9 @@ class EngineService:
         cfg = Config(retries={"max_attempts": 2, "mode": "standard"}, max_pool_connections=32,
                      connect_timeout=3, read_timeout=10, tcp_keepalive=True)
         self.kinesis = kinesis_client(settings.aws_region, cfg)
-        # GetRecords has its own client: its read timeout is ENGINE_GET_TIMEOUT_MS and botocore does
-        # not retry it, so the shard worker sees a timeout at once and halves its Limit instead
-        # of asking for the same too-large page again (shard_reader.GetLimit).
-        get_cfg = Config(retries={"max_attempts": 1, "mode": "standard"}, max_pool_connections=32,
-                         connect_timeout=3, read_timeout=max(0.05, settings.engine_get_timeout_ms / 1000.0),
-                         tcp_keepalive=True)
-        self.kinesis_get = kinesis_client(settings.aws_region, get_cfg)
+        # GetRecords: one GetRecordsClient per shard worker (get_records_client), signed with this
+        # session's credentials and sent to the endpoint botocore resolved for self.kinesis
+        self._aws = boto3.Session(region_name=settings.aws_region)
         self.depth_writer = DepthWriter(self.depth_cache)
         self.fills_publisher = Publisher(self.kinesis, settings.fills_stream, metrics=self.metrics, stop=self.stop_event)
         self.status_publisher = Publisher(self.kinesis, settings.status_stream, metrics=self.metrics,
@@ -107,6 +104,14 @@ class EngineService:
     def save_emitted(self, shard_id: str, seq: str) -> None:
         key = keys.shard_emitted(self.settings.orders_stream, shard_id)
         self._retry("emitted", lambda: self.backup_cache.set(key, seq))
+
+    def get_records_client(self) -> GetRecordsClient:
+        """A shard worker's own GetRecords client. Its read timeout is ENGINE_GET_TIMEOUT_MS and it
+        does not retry a timed-out read, so the worker sees the timeout at once and halves its
+        Limit instead of asking for the same too-large page again (shard_reader.GetLimit)."""
+        return GetRecordsClient(self.kinesis.meta.endpoint_url, self.settings.aws_region, self._aws.get_credentials(),
+                                connect_timeout=3.0,
+                                read_timeout=max(0.05, self.settings.engine_get_timeout_ms / 1000.0))
 
     def write_depth(self, updates: list[SymbolUpdate]) -> None:
         self._retry("depth", lambda: self.depth_writer.write(updates))

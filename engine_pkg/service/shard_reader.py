@@ -2,12 +2,13 @@
 
 A `ShardWorker` thread owns one `Engine` (restored from the shard's snapshot) and loops:
 
-1. GetRecords (one response = one `Engine.process` batch), adaptive pacing: again after the
-   poll floor while records keep coming, backing off (doubling up to the idle maximum)
-   while the shard is idle — but only up to 2 x floor while the shard had records within
-   the last `engine_poll_hot_ms` (a trading shard stays responsive; an idle one is cheap). A read timeout halves the `Limit` (down to `GET_LIMIT_FLOOR`),
-   and it grows back by doubling after quick successes (`GetLimit`), so a page too large
-   to be served within the timeout can never stall the shard.
+1. GetRecords (one response = one `Engine.process` batch, through this thread's own
+   `GetRecordsClient`), adaptive pacing (`poll_wait`): one call per poll floor while records
+   keep coming and while the shard had records within the last `engine_poll_hot_ms` (a
+   trading shard stays responsive), backing off (doubling up to the idle maximum) once it
+   has been idle that long (an idle shard is cheap). A read timeout halves the `Limit`
+   (down to `GET_LIMIT_FLOOR`), and it grows back by doubling after quick successes
+   (`GetLimit`), so a page too large to be served within the timeout can never stall the shard.
 2. Depth cache: one Lua call per touched symbol + one PUBLISH, in one pipeline
    (`depth_writer`), synchronously — it is the latency users see.
 3. Fills (key = symbol) and statuses (key = user_id) are handed to two single-thread
@@ -112,13 +113,13 @@ class GetLimit:
 
 
 def poll_wait(got_records: bool, idle: int, hot: bool, floor: float, idle_max: float) -> float:
-    """Seconds between two GetRecords of a shard: the floor after records; after `idle` empty
-    responses floor x 2^idle, capped at 2 x floor while the shard is hot (records within the hot
-    window), else at the idle maximum."""
-    if got_records:
+    """Seconds from the start of one GetRecords of a shard to the start of the next: the floor
+    after records and while the shard is hot (records within the hot window: an order arriving
+    on a trading shard waits at most one floor); after `idle` empty responses on a cold shard
+    floor x 2^idle, capped at the idle maximum."""
+    if got_records or hot:
         return floor
-    cap = min(idle_max, 2 * floor) if hot else idle_max
-    return min(cap, floor * (2 ** min(idle, 10)))
+    return min(idle_max, floor * (2 ** min(idle, 10)))
 
 
 _minute_cache: dict[int, str] = {}
@@ -157,6 +158,7 @@ class ShardWorker(threading.Thread):
         self.last_snapshot_mono = time.monotonic()
         self.last_snapshot_wall = 0.0
         self.millis_behind = 0
+        self.reader = svc.get_records_client()  # this thread's own GetRecords connection
         self._fills_pool = ThreadPoolExecutor(1, thread_name_prefix=f"fills-{shard_id}")
         self._status_pool = ThreadPoolExecutor(1, thread_name_prefix=f"status-{shard_id}")
         self._inflight: deque[tuple[str, list[Future]]] = deque()
@@ -196,6 +198,7 @@ class ShardWorker(threading.Thread):
             self.svc.metrics.inc("errors_total")
             log.exception("event=shard_failed shard=%s error=%s", self.shard_id, exc)
         finally:
+            self.reader.close()
             self._fills_pool.shutdown(wait=False, cancel_futures=True)
             self._status_pool.shutdown(wait=False, cancel_futures=True)
             self.svc.metrics.set_shard("lease_owned", self.shard_id, 0)
@@ -242,6 +245,7 @@ class ShardWorker(threading.Thread):
         timeout_s = st.engine_get_timeout_ms / 1000.0
         limit = GetLimit(st.engine_get_limit, timeout_s)
         iterator = self._iterator()
+        reader = self.reader
         self.state = ShardState.READING
         self.svc.metrics.set_shard("lease_owned", self.shard_id, 1)
         self.svc.metrics.set_shard("get_limit", self.shard_id, limit.value)
@@ -254,7 +258,7 @@ class ShardWorker(threading.Thread):
                 raise LeaseLost("lease not renewed in time; stopped matching")
             started = time.monotonic()
             try:
-                resp = self.svc.kinesis_get.get_records(ShardIterator=iterator, Limit=limit.value)
+                resp = reader.get_records(ShardIterator=iterator, Limit=limit.value)
                 errors = 0
             except ReadTimeoutError:
                 # the page was too large to be served in time: ask for a smaller one (same iterator)
@@ -302,8 +306,8 @@ class ShardWorker(threading.Thread):
                 log.info("event=shard_closed shard=%s checkpoint=%s", self.shard_id, self.checkpoint)
                 return
             iterator = nxt
-            # records keep coming: again after the floor; idle: back off up to the idle maximum
-            # (only to 2 x floor while the shard is hot: it had records within engine_poll_hot_ms)
+            # records keep coming or the shard is hot (records within engine_poll_hot_ms): again one
+            # floor after this call started; idle longer than that: back off up to the idle maximum
             wait = poll_wait(bool(records), idle, time.monotonic() - last_records < hot_s, floor, idle_max)
             self.stop_event.wait(max(0.0, wait - (time.monotonic() - started)))
         # graceful stop

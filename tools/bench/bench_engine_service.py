@@ -1,13 +1,16 @@
 """Benchmark of the engine service (issue 4) on local kinesalite + valkey-server.
 
     python -m tools.bench.bench_engine_service [--orders N] [--latency-samples N] [--replay N] [--profile]
+        [--floor MS,...] [--idle-max MS,...] [--skip PHASES]
 
 1. throughput: N orders pre-loaded on a fresh 4-shard orders stream, then
    `python -m engine_pkg` (a child process) reads them from TRIM_HORIZON; orders/s from the
    first to the last processed order (its /metrics), CPU seconds of the engine, kinesalite and
    valkey over that window, and (--profile) the engine's hottest functions from py-spy.
-2. latency: PutRecord → `depth:{SYM}` updated (seen through the `depth:changed` PUBLISH that
-   follows the write in the same pipeline), one order at a time with random 5–30 ms gaps.
+2. latency: PutRecord → `depth:{SYM}` updated, one order at a time with random 5–30 ms gaps:
+   from just before the PutRecord call until a subscriber of `depth:changed` receives the
+   PUBLISH naming the symbol (it follows the depth write in the same pipeline, so the key has
+   changed by then). Local defaults, then once per extra `--floor` / `--idle-max` value.
 3. replay: time for a fresh engine (no snapshot, like after `--dev` plus a crash) to rebuild the
    books from an R-record stream, and the time `Engine.process` alone needs for them.
 
@@ -310,18 +313,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", action="store_true", help="py-spy the engine during the throughput run")
     p.add_argument("--skip", default="",
                    help="comma list of phases to skip: throughput,latency,replay,recovery")
-    p.add_argument("--idle-max", default="10",
-                   help="comma list of extra ENGINE_POLL_IDLE_MAX_MS values for the latency phase (default 10)")
+    p.add_argument("--idle-max", default="",
+                   help="comma list of extra ENGINE_POLL_IDLE_MAX_MS values for the latency phase (default none)")
+    p.add_argument("--floor", default="",
+                   help="comma list of extra ENGINE_POLL_FLOOR_MS values for the latency phase (default none)")
     args = p.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     stack = Stack()
     results: dict = {"machine": f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}"}
     try:
         if "latency" not in skip:
-            progress("latency: floor 10 ms, idle max 50 ms (local defaults)")
+            local = Settings.from_env(stack.env)
+            progress(f"latency: local defaults (floor {local.engine_poll_floor_ms} ms, idle max "
+                     f"{local.engine_poll_idle_max_ms} ms, hot window {local.engine_poll_hot_ms} ms)")
             results["latency_default"] = latency(stack, args.latency_samples)
+            for floor in filter(None, args.floor.split(",")):
+                progress(f"latency: floor {floor} ms")
+                results[f"latency_floor{floor}"] = latency(stack, args.latency_samples, ENGINE_POLL_FLOOR_MS=floor)
             for idle in filter(None, args.idle_max.split(",")):
-                progress(f"latency: floor 10 ms, idle max {idle} ms")
+                progress(f"latency: idle max {idle} ms")
                 results[f"latency_idle{idle}"] = latency(stack, args.latency_samples, ENGINE_POLL_IDLE_MAX_MS=idle)
         if "throughput" not in skip:
             s = stack.streams("tp")

@@ -67,7 +67,7 @@ def test_poll_wait_stays_short_while_the_shard_is_hot_and_backs_off_when_idle():
     assert poll_wait(True, 0, False, floor, idle_max) == floor
     hot = [poll_wait(False, i, True, floor, idle_max) for i in range(1, 8)]
     cold = [poll_wait(False, i, False, floor, idle_max) for i in range(1, 8)]
-    assert hot == [0.020] * 7  # a trading shard: at most 2 x floor
+    assert hot == [floor] * 7  # a trading shard: one GetRecords per floor, empty or not
     assert cold == [0.020, 0.040, 0.080, 0.100, 0.100, 0.100, 0.100]  # doubling up to the idle max
     assert poll_wait(False, 50, False, 0.2, 1.0) == 1.0  # production: 200 ms floor, 1 s idle max
-    assert poll_wait(False, 3, True, 0.2, 0.3) == 0.3  # the hot cap never exceeds the idle max
+    assert poll_wait(False, 50, True, 0.2, 1.0) == 0.2  # production, hot: 5 calls/s, the Kinesis limit

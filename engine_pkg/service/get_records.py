@@ -1,0 +1,136 @@
+"""GetRecords for one shard worker: botocore's signer and urllib3, without botocore's per-call machinery.
+
+Why not the boto3 client: GetRecords is the engine's hot call (every shard, every poll floor),
+and a boto3 `get_records` on an empty shard costs ≈ 1.8 ms of engine CPU and 2.8 ms wall
+against kinesalite (event hooks, endpoint-ruleset resolution, http.client header parsing
+through `email`, response-shape walking), while kinesalite itself answers in ≈ 0.8 ms. This
+client sends the same wire request — the JSON 1.1 protocol, `X-Amz-Target:
+Kinesis_20131202.GetRecords`, signed by botocore's own `SigV4Auth` with the boto3 session's
+(refreshable) credentials, to the endpoint botocore resolved — over one urllib3 keep-alive
+connection per worker: ≈ 0.6 ms CPU and 1.2 ms wall per call (docs/benchmarks.md, issue 4).
+
+The response is shaped like boto3's with the engine's timestamp parser: `Records[*].Data` as
+bytes, `ApproximateArrivalTimestamp` as epoch seconds (float). Errors are botocore's, so the
+shard loop handles both clients alike:
+
+    ClientError            an error response (code from `__type`, e.g. ExpiredIteratorException)
+    ReadTimeoutError       no response within the read timeout (the worker halves its Limit)
+    EndpointConnectionError / ConnectionClosedError   connect failure / connection dropped
+"""
+
+from __future__ import annotations
+
+import binascii
+from typing import Any
+
+import botocore
+import orjson
+import urllib3
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+from botocore.httpsession import get_cert_path
+
+TARGET = "Kinesis_20131202.GetRecords"
+CONTENT_TYPE = "application/x-amz-json-1.1"
+USER_AGENT = f"supernoba-engine Botocore/{botocore.__version__}"
+
+
+def error_code(status: int, headers: Any, body: bytes) -> tuple[str, str]:
+    """(code, message) of a JSON 1.1 error response, as botocore's parser reads them: the
+    `__type` of the body (after any `#`), else the `x-amzn-ErrorType` header, else the status."""
+    try:
+        doc = orjson.loads(body) if body else {}
+    except orjson.JSONDecodeError:
+        doc = {}
+    if not isinstance(doc, dict):
+        doc = {}
+    code = str(doc.get("__type") or headers.get("x-amzn-ErrorType") or status)
+    code = code.rsplit("#", 1)[-1].split(":", 1)[0]
+    return code, str(doc.get("message") or doc.get("Message") or "")
+
+
+class GetRecordsClient:
+    """`get_records(ShardIterator=..., Limit=...)` over one keep-alive connection; one per thread."""
+
+    def __init__(
+        self, endpoint_url: str, region: str, credentials: Any, *, connect_timeout: float, read_timeout: float
+    ) -> None:
+        self.url = endpoint_url.rstrip("/") + "/"
+        self.region = region
+        self.credentials = credentials  # botocore (refreshable) credentials of the boto3 session
+        kwargs: dict[str, Any] = {}
+        if self.url.startswith("https:"):
+            kwargs["ca_certs"] = get_cert_path(True)
+        self._pool = urllib3.connection_from_url(
+            self.url,
+            maxsize=1,
+            block=False,
+            retries=False,
+            timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
+            **kwargs,
+        )
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def _signed_headers(self, body: bytes) -> dict[str, str]:
+        if self.credentials is None:
+            raise NoCredentialsError()
+        req = AWSRequest(
+            "POST",
+            self.url,
+            data=body,
+            headers={"Content-Type": CONTENT_TYPE, "X-Amz-Target": TARGET, "User-Agent": USER_AGENT},
+        )
+        SigV4Auth(self.credentials.get_frozen_credentials(), "kinesis", self.region).add_auth(req)
+        return dict(req.headers.items())
+
+    def get_records(self, *, ShardIterator: str, Limit: int) -> dict:  # noqa: N803 (boto3's names)
+        body = orjson.dumps({"ShardIterator": ShardIterator, "Limit": Limit})
+        resp = self._send(body)
+        if resp.status != 200:
+            code, message = error_code(resp.status, resp.headers, resp.data)
+            raise ClientError(
+                {
+                    "Error": {"Code": code, "Message": message},
+                    "ResponseMetadata": {
+                        "HTTPStatusCode": resp.status,
+                        "RequestId": resp.headers.get("x-amzn-RequestId", ""),
+                    },
+                },
+                "GetRecords",
+            )
+        out = orjson.loads(resp.data)
+        for rec in out.get("Records") or ():
+            rec["Data"] = binascii.a2b_base64(rec["Data"])
+        return out
+
+    def _send(self, body: bytes):
+        # one immediate second try when the kept-alive connection turns out to be closed by the
+        # server before anything was read (GetRecords with the same iterator is idempotent)
+        for attempt in (0, 1):
+            try:
+                return self._pool.urlopen(
+                    "POST",
+                    "/",
+                    body=body,
+                    headers=self._signed_headers(body),
+                    retries=False,
+                    redirect=False,
+                    preload_content=True,
+                )
+            except urllib3.exceptions.ReadTimeoutError as exc:
+                raise ReadTimeoutError(endpoint_url=self.url, error=exc) from exc
+            except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError) as exc:
+                raise EndpointConnectionError(endpoint_url=self.url, error=exc) from exc
+            except (urllib3.exceptions.ProtocolError, urllib3.exceptions.HTTPError, OSError) as exc:
+                if attempt:
+                    raise ConnectionClosedError(endpoint_url=self.url) from exc
+        raise AssertionError("unreachable")
