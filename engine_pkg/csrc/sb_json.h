@@ -598,25 +598,48 @@ static const char DIG2[201] =
     "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
     "8081828384858687888990919293949596979899";
 
-/* Writes up to 20 digits; the caller's buffer must have 24 bytes of room at o (event writers
- * reserve far more): the digits are moved with one fixed-size 24-byte copy. */
-static inline char *put_u64(char *o, uint64_t v) {
-    char tmp[48];
-    char *t = tmp + 24;
-    while (v >= 100) {
-        uint64_t r = v % 100;
+/* Number of decimal digits of v (1..20). */
+static inline uint32_t dec_len(uint64_t v) {
+    static const uint64_t P10[20] = {1ULL,
+                                     10ULL,
+                                     100ULL,
+                                     1000ULL,
+                                     10000ULL,
+                                     100000ULL,
+                                     1000000ULL,
+                                     10000000ULL,
+                                     100000000ULL,
+                                     1000000000ULL,
+                                     10000000000ULL,
+                                     100000000000ULL,
+                                     1000000000000ULL,
+                                     10000000000000ULL,
+                                     100000000000000ULL,
+                                     1000000000000000ULL,
+                                     10000000000000000ULL,
+                                     100000000000000000ULL,
+                                     1000000000000000000ULL,
+                                     10000000000000000000ULL};
+    uint32_t t = ((64 - (uint32_t)__builtin_clzll(v | 1)) * 1233) >> 12; /* ~log10(2) * bits */
+    return t + ((v | 1) >= P10[t]);
+}
+
+/* Write the n low digits of v backwards ending at end (two at a time). */
+static inline void put_digits(char *end, uint64_t v, uint32_t n) {
+    while (n >= 2) {
+        end -= 2;
+        memcpy(end, DIG2 + 2 * (v % 100), 2);
         v /= 100;
-        t -= 2;
-        memcpy(t, DIG2 + 2 * r, 2);
+        n -= 2;
     }
-    if (v >= 10) {
-        t -= 2;
-        memcpy(t, DIG2 + 2 * v, 2);
-    } else {
-        *--t = (char)('0' + v);
-    }
-    size_t n = (size_t)(tmp + 24 - t);
-    memcpy(o, t, 24);
+    if (n) end[-1] = (char)('0' + v % 10);
+}
+
+/* Digits go straight to their final place (the count is computed first): no temporary that
+ * a wide copy would read back before the byte stores reached it (a store-forwarding stall). */
+static inline char *put_u64(char *o, uint64_t v) {
+    uint32_t n = dec_len(v);
+    put_digits(o + n, v, n);
     return o + n;
 }
 
@@ -628,16 +651,12 @@ static inline char *put_i64(char *o, int64_t v) {
     return put_u64(o, (uint64_t)v);
 }
 
+/* v zero-padded to at least 12 digits. */
 static inline char *put_u64_pad12(char *o, uint64_t v) {
-    char tmp[24];
-    int i = 0;
-    do {
-        tmp[i++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (i < 12) tmp[i++] = '0';
-    while (i) *o++ = tmp[--i];
-    return o;
+    uint32_t n = dec_len(v);
+    if (n < 12) n = 12;
+    put_digits(o + n, v, n);
+    return o + n;
 }
 
 #define PUT_LIT(o, lit) (memcpy((o), (lit), sizeof(lit) - 1), (o) + sizeof(lit) - 1)

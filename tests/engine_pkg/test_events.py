@@ -239,6 +239,53 @@ def test_rejected_status_fields_describe_the_command() -> None:
     assert (ev["reason"], ev["price"]) == ("BAD_ORDER", -7)
 
 
+def test_numbers_at_every_digit_count_are_written_exactly() -> None:
+    """The event writer sizes each number before writing it: every digit-count boundary."""
+    values = sorted(
+        {1, 10**12} | {x for k in range(1, 13) for x in (10**k - 1, 10**k, 10**k + 1) if x <= 10**12}
+    )
+    eng = Engine(clock=lambda: 0)
+    for i, v in enumerate(values):
+        ts = (2**53 - 1) if i % 2 else v
+        res = eng.process(
+            [
+                cmd(
+                    action="ADD",
+                    symbol="NUM",
+                    order_id=f"s{i}",
+                    user_id="u1",
+                    is_buy=False,
+                    price=v,
+                    quantity=v,
+                    ts=ts,
+                ),
+                cmd(
+                    action="ADD",
+                    symbol="NUM",
+                    order_id=f"b{i}",
+                    user_id="u2",
+                    is_buy=True,
+                    price=v,
+                    quantity=v,
+                    ts=ts,
+                ),
+            ]
+        )
+        (fill,) = [json.loads(f) for f in res.fills]
+        assert (fill["p"], fill["q"], fill["t"]) == (v, v, ts)
+        assert fill["trade_id"] == f"NUM-{fill['seq']:012d}"
+        for st in map(json.loads, res.statuses):
+            assert st["price"] == v and st["t"] == ts and st["filled"] + st["remaining"] in (v, 0, 2 * v)
+    for p in (-(2**63), -1, 0, 2**63 - 1):
+        (st,) = [
+            json.loads(s)
+            for s in eng.process(
+                [cmd(action="ADD", symbol="NUM", order_id="x", user_id="u", is_buy=True, price=p, quantity=1)]
+            ).statuses
+        ]
+        assert (st["reason"], st["price"]) == ("BAD_ORDER", p)
+
+
 def test_ids_and_symbols_are_json_escaped_in_output() -> None:
     b = Book()
     weird = 'q"\\\n\t\x01é€😀'
