@@ -6,6 +6,8 @@
 - `settings` (function): a `Settings` whose Kinesis streams are fresh, uniquely named
   copies (so tests never read each other's records) and whose caches were flushed.
 - `depth_cache` / `backup_cache` (function): redis clients on the two logical caches.
+- `valkey_cluster` (session) / `cluster_url` (function, flushed): a 3-primary cluster-mode
+  Valkey for the CACHE_CLUSTER_MODE tests, started on first use only.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import redis
 
 from chalice_app.config import Settings
 from tools.provision import provision
-from tools.services import LocalServices
+from tools.services import LocalServices, ValkeyClusterService
 
 
 @pytest.fixture(scope="session")
@@ -86,3 +88,16 @@ def backup_cache(settings: Settings) -> Iterator[redis.Redis]:
 def aws(service_env: dict[str, str]) -> boto3.Session:
     """A boto3 session pointed (through AWS_ENDPOINT_URL_*) at the local emulators."""
     return boto3.Session(region_name=service_env["AWS_REGION"])
+
+
+@pytest.fixture(scope="session")
+def valkey_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyClusterService]:
+    with ValkeyClusterService(log_dir=tmp_path_factory.mktemp("cluster-logs")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_url(valkey_cluster: ValkeyClusterService) -> str:
+    """The cluster's seed URL (`redis://127.0.0.1:PORT/0`), every primary flushed."""
+    valkey_cluster.flush()
+    return valkey_cluster.url

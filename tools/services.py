@@ -264,6 +264,21 @@ class ValkeyClusterService:
     def ports(self) -> list[int]:
         return [n.port for n in self.nodes]
 
+    def node_of(self, key: str) -> int:
+        """Index in `nodes` of the primary that serves `key` (by its hash slot)."""
+        from redis.crc import key_slot
+
+        slot = key_slot(key.encode())
+        return next(i for i, (lo, hi) in enumerate(CLUSTER_SLOT_RANGES) if lo <= slot <= hi)
+
+    def flush(self) -> None:
+        """FLUSHALL on every primary (tests start from an empty cluster)."""
+        import redis
+
+        for port in self.ports:
+            with redis.Redis(port=port, socket_timeout=5) as c:
+                c.flushall()
+
     @property
     def url(self) -> str:
         """A seed node; cluster clients discover the others (CLUSTER SLOTS)."""
