@@ -56,6 +56,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -86,6 +87,7 @@ class _Connection:
     connected_at_ms: int
     headers: dict[str, str]
     ws: web.WebSocketResponse | None = None
+    transport: asyncio.Transport | None = None  # the client's socket (lean PostToConnection path)
     state: ConnState = ConnState.CONNECTING
     last_active: float = field(default_factory=time.monotonic)
     last_active_ms: int = 0
@@ -125,6 +127,123 @@ def _error(status: int, error_type: str, message: str) -> web.Response:
         {"message": message}, status=status,
         headers={"x-amzn-ErrorType": error_type, "x-amzn-RequestId": str(uuid.uuid4())},
     )
+
+
+#: Above this many unsent bytes to a client, a POST waits for it through aiohttp's writer.
+SLOW_CLIENT_BUFFER = 64 * 1024
+_RAW_OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+
+
+def _raw_error(status: int, reason: str, error_type: str, message: str) -> bytes:
+    body = json.dumps({"message": message}).encode()
+    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+            f"x-amzn-ErrorType: {error_type}\r\nx-amzn-RequestId: {uuid.uuid4()}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+class _Front(asyncio.Protocol):
+    """First protocol of every accepted TCP connection.
+
+    A connection whose requests are plain `POST /{stage}/@connections/{id}` (HTTP/1.1,
+    Content-Length body: what PostToConnection sends, hundreds a second per keep-alive
+    connection from the streamer) is served here with a few lines of parsing — aiohttp's
+    server costs ~0.2 ms per such request (request object, router, response object), more
+    than the streamer now spends per send. At the first request that is anything else
+    (a WebSocket handshake, GET/DELETE, chunked, `Expect`, `Connection: close`, HTTP/1.0,
+    an oversized head) the connection is handed to aiohttp's own protocol for the rest of
+    its life, with the bytes not yet handled, so aiohttp answers it exactly as before.
+    Answers go out in request order: while a slow POST waits for its client, later bytes wait.
+    """
+
+    MAX_HEAD = 8192
+
+    def __init__(self, gateway: Gateway, aiohttp_protocol: Any, prefix: bytes) -> None:
+        self.gateway = gateway
+        self.aiohttp_protocol = aiohttp_protocol
+        self.prefix = prefix
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.waiting: asyncio.Task | None = None  # a slow POST in progress
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.gateway._fronts.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gateway._fronts.discard(self)
+        if self.waiting is not None:
+            self.waiting.cancel()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if self.waiting is None:
+            self._serve()
+
+    def _serve(self) -> None:
+        buf, prefix, gateway = self.buf, self.prefix, self.gateway
+        transport = self.transport
+        assert transport is not None
+        while buf:
+            if not buf.startswith(prefix):
+                if len(buf) < len(prefix) and prefix.startswith(buf):
+                    return  # too short to tell yet
+                self._hand_over()
+                return
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > self.MAX_HEAD:
+                    self._hand_over()
+                return
+            lines = bytes(buf[:end]).split(b"\r\n")
+            target, _, version = lines[0][5:].partition(b" ")
+            length = -1
+            for line in lines[1:]:
+                name, _, value = line.partition(b":")
+                name = name.strip().lower()
+                if name == b"content-length":
+                    length = int(value) if value.strip().isdigit() else -2
+                elif name in (b"transfer-encoding", b"expect") or (
+                        name == b"connection" and value.strip().lower() == b"close"):
+                    length = -2
+            if version != b"HTTP/1.1" or length < 0 or length > gateway.max_message_bytes \
+                    or b"?" in target or b"/" in target[len(prefix) - 5 :]:
+                self._hand_over()
+                return
+            if len(buf) < end + 4 + length:
+                return
+            body = bytes(buf[end + 4 : end + 4 + length])
+            del buf[: end + 4 + length]
+            conn_id = target[len(prefix) - 5 :].decode("latin-1")
+            if "%" in conn_id:
+                conn_id = unquote(conn_id)
+            answer = gateway.post_now(conn_id, body)
+            if answer is None:
+                self.waiting = asyncio.get_running_loop().create_task(self._slow(conn_id, body))
+                return
+            transport.write(answer)
+
+    async def _slow(self, conn_id: str, body: bytes) -> None:
+        answer = await self.gateway.post_slow(conn_id, body)
+        self.waiting = None
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(answer)
+            self._serve()
+
+    def _hand_over(self) -> None:
+        """From now on aiohttp's protocol serves this connection (starting with the unhandled bytes)."""
+        transport = self.transport
+        assert transport is not None
+        self.gateway._fronts.discard(self)
+        protocol = self.aiohttp_protocol()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        pending, self.buf = bytes(self.buf), bytearray()
+        if pending:
+            protocol.data_received(pending)
 
 
 class LambdaContext:
@@ -177,6 +296,7 @@ class Gateway:
         self._started = threading.Event()
         self._stopping: asyncio.Event | None = None
         self._start_error: BaseException | None = None
+        self._fronts: set[_Front] = set()  # keep-alive connections served by the lean POST path
 
     # ----------------------------------------------------------------- public surface
     @property
@@ -257,16 +377,19 @@ class Gateway:
         app.router.add_route("*", "/{tail:.*}", self._handle_unknown)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+        aiohttp_protocol = runner.server
+        assert aiohttp_protocol is not None
+        prefix = f"POST /{self.stage}/@connections/".encode()
         try:
-            await site.start()
+            server = await asyncio.get_running_loop().create_server(
+                lambda: _Front(self, aiohttp_protocol, prefix), self.host, self.port, reuse_address=True)
         except OSError as exc:
             self._start_error = exc
             await runner.cleanup()
             self._started.set()
             return
         self._runner = runner
-        self.port = runner.addresses[0][1]
+        self.port = server.sockets[0].getsockname()[1]
         reaper = asyncio.create_task(self._reap_idle())
         self._started.set()
         await self._stopping.wait()
@@ -282,6 +405,9 @@ class Gateway:
         deadline = time.monotonic() + 5
         while self._conns and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
+        server.close()
+        for front in list(self._fronts):
+            front.close()
         await runner.cleanup()
 
     # ----------------------------------------------------------------- handlers
@@ -370,6 +496,7 @@ class Gateway:
             self._conns.pop(conn.conn_id, None)
             return ws
         conn.ws = ws
+        conn.transport = request.transport
         conn.state = ConnState.OPEN
         self._counters["connections_opened"] += 1
         log.info("event=ws_open conn=%s ip=%s query=%s", conn.conn_id, peer, sorted(request.query.keys()))
@@ -513,6 +640,62 @@ class Gateway:
         self._counters["messages_out"] += 1
         self._counters["bytes_out"] += len(data)
         return web.Response(status=200)
+
+    def post_now(self, conn_id: str, data: bytes) -> bytes | None:
+        """PostToConnection without aiohttp's request machinery (the `_Front` fast path): the
+        frame is written straight to the client's socket. Returns the HTTP answer, or None when
+        the client's socket buffer is over its high-water mark — then `post_slow` sends through
+        aiohttp's WebSocket writer, which waits for the client to drain (a slow answer, like API
+        Gateway's to a client that does not read)."""
+        conn = self._conns.get(conn_id)
+        if conn is None or conn.ws is None or conn.state is not ConnState.OPEN or conn.ws.closed:
+            self._counters["management_gone"] += 1
+            return _raw_error(410, "Gone", "GoneException", "")
+        if len(data) > self.max_message_bytes:
+            self._counters["messages_out_too_large"] += 1
+            return _raw_error(413, "Payload Too Large", "PayloadTooLargeException",
+                              f"Message too long. Max {self.max_message_bytes} bytes")
+        transport = conn.transport
+        if transport is None or transport.is_closing():
+            self._counters["management_gone"] += 1
+            return _raw_error(410, "Gone", "GoneException", "")
+        if transport.get_write_buffer_size() > SLOW_CLIENT_BUFFER:
+            return None
+        try:
+            data.decode("utf-8")
+            opcode = 0x81  # FIN + text
+        except UnicodeDecodeError:
+            opcode = 0x82  # FIN + binary
+        n = len(data)
+        if n < 126:
+            header = bytes((opcode, n))
+        elif n < 65536:
+            header = bytes((opcode, 126)) + n.to_bytes(2, "big")
+        else:
+            header = bytes((opcode, 127)) + n.to_bytes(8, "big")
+        transport.write(header + data)
+        counters = self._counters
+        counters["messages_out"] += 1
+        counters["bytes_out"] += n
+        return _RAW_OK
+
+    async def post_slow(self, conn_id: str, data: bytes) -> bytes:
+        """PostToConnection through aiohttp's WebSocket writer (waits while the client is slow)."""
+        conn = self._conns.get(conn_id)
+        if conn is None or conn.ws is None or conn.state is not ConnState.OPEN:
+            self._counters["management_gone"] += 1
+            return _raw_error(410, "Gone", "GoneException", "")
+        try:
+            try:
+                await conn.ws.send_str(data.decode("utf-8"))
+            except UnicodeDecodeError:
+                await conn.ws.send_bytes(data)
+        except ConnectionError:
+            self._counters["management_gone"] += 1
+            return _raw_error(410, "Gone", "GoneException", "")
+        self._counters["messages_out"] += 1
+        self._counters["bytes_out"] += len(data)
+        return _RAW_OK
 
     async def _handle_stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats())
