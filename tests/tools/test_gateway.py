@@ -308,15 +308,21 @@ def _raw_post(sock, path: str, body: bytes, extra: str = "") -> None:  # noqa: A
     sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\n{extra}Content-Length: {len(body)}\r\n\r\n".encode() + body)
 
 
-def _raw_answer(sock) -> tuple[int, bytes]:  # noqa: ANN001
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += sock.recv(65536)
-    head, _, rest = data.partition(b"\r\n\r\n")
-    length = next(int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length"))
-    while len(rest) < length:
-        rest += sock.recv(65536)
-    return int(head.split(b" ")[1]), head
+class _Answers:
+    """HTTP answers read from a raw socket, in order (several may arrive in one recv)."""
+
+    def __init__(self, sock) -> None:  # noqa: ANN001
+        self.sock, self.buf = sock, b""
+
+    def next(self) -> tuple[int, bytes]:
+        while b"\r\n\r\n" not in self.buf:
+            self.buf += self.sock.recv(65536)
+        head, _, rest = self.buf.partition(b"\r\n\r\n")
+        length = next(int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length"))
+        while len(rest) < length:
+            rest += self.sock.recv(65536)
+        self.buf = rest[length:]
+        return int(head.split(b" ")[1]), head
 
 
 def test_lean_post_path_then_hand_over_to_aiohttp_on_the_same_connection(gateway: Gateway, rec: Recorder) -> None:
@@ -328,21 +334,22 @@ def test_lean_post_path_then_hand_over_to_aiohttp_on_the_same_connection(gateway
     conn_id = rec.next("connect")["requestContext"]["connectionId"]
     quoted = conn_id.replace("=", "%3D")
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as s:
+        answers = _Answers(s)
         for i in range(3):
             _raw_post(s, f"/api/@connections/{quoted}", f"m{i}".encode())
-        assert [_raw_answer(s)[0] for _ in range(3)] == [200, 200, 200]  # three pipelined, in order
+        assert [answers.next()[0] for _ in range(3)] == [200, 200, 200]  # three pipelined, in order
         assert [ws.recv() for _ in range(3)] == ["m0", "m1", "m2"]
         _raw_post(s, "/api/@connections/NoSuchConnId0A=", b"x")
-        status, head = _raw_answer(s)
+        status, head = answers.next()
         assert status == 410 and b"x-amzn-ErrorType: GoneException" in head
         _raw_post(s, f"/api/@connections/{quoted}", b"\xff\xfe")  # not UTF-8: a binary frame
-        assert _raw_answer(s)[0] == 200
+        assert answers.next()[0] == 200
         assert ws.recv() == b"\xff\xfe"
         s.sendall(f"GET /api/@connections/{quoted} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        status, head = _raw_answer(s)
+        status, head = answers.next()
         assert status == 200 and b"aiohttp" in head  # answered by aiohttp now
         _raw_post(s, f"/api/@connections/{quoted}", b"after")
-        status, head = _raw_answer(s)
+        status, head = answers.next()
         assert status == 200 and b"aiohttp" in head and ws.recv() == "after"
     assert gateway.stats()["messages_out"] == 5
 
@@ -356,12 +363,13 @@ def test_post_to_a_client_that_does_not_read_waits_for_it(gateway: Gateway, rec:
     conn_id = rec.next("connect")["requestContext"]["connectionId"]
     chunk = b"z" * (100 * 1024)
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as s:
+        answers = _Answers(s)
         s.settimeout(0.3)
         blocked = False
         for _ in range(400):  # the client never reads: kernel buffers fill, then the gateway's
             _raw_post(s, f"/api/@connections/{conn_id}", chunk)
             try:
-                assert _raw_answer(s)[0] == 200
+                assert answers.next()[0] == 200
             except TimeoutError:
                 blocked = True
                 break
@@ -372,7 +380,7 @@ def test_post_to_a_client_that_does_not_read_waits_for_it(gateway: Gateway, rec:
             received += len(ws.recv())
             try:
                 s.settimeout(0.01)
-                status, _ = _raw_answer(s)
+                status, _ = answers.next()
                 break
             except TimeoutError:
                 continue
