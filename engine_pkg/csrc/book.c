@@ -353,7 +353,8 @@ static inline Slot *st_probe(const StrTab *t, Slot *tab, uint32_t mask, const ch
         }
         if (sl->hash == h) {
             const uint8_t *p = ar_at(&t->a, sl->off);
-            if (p[0] == n && memcmp(p + 2, s, n) == 0) {
+            /* ids and user ids are short: no libc call for them */
+            if (p[0] == n && (n <= 16 ? eq_small((const char *)p + 2, s, n) : memcmp(p + 2, s, n) == 0)) {
                 *found = 1;
                 return sl;
             }
@@ -1411,6 +1412,8 @@ static inline void pipe_parse(sb_engine *e, Parsed *pr, const char *rec, size_t 
     if (pr->ok && ov->kind == JV_STR && ov->n >= 1 && ov->n <= MAX_ID) {
         pr->oh = hash_bytes(ov->s, ov->n);
         __builtin_prefetch(&e->ids.s[pr->oh & e->ids.mask]);
+        /* while the table grows, a miss in the new table probes the old one too */
+        if (e->ids.old) __builtin_prefetch(&e->ids.old[pr->oh & e->ids.omask]);
     } else {
         pr->oh = 0;
     }
