@@ -89,6 +89,9 @@ class Fanout:
         self._uniq = 0
         self._pending = 0  # messages in all outboxes (kept, not counted: read every tick)
         self._cells: dict[object, tuple[bytes, float]] = {}  # coalescing key -> latest (data, born)
+        # coalescing key -> ids whose outbox holds it: a tick re-sending a key to thousands of
+        # lagging connections skips them with one C-level set difference, not a loop over all
+        self._holding: dict[object, set[str]] = {}
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> None:
@@ -131,6 +134,17 @@ class Fanout:
         if key is not None:
             self._cells[key] = entry
         coalesced = added = 0
+        holding: set[str] | None = None
+        if key is not None:
+            holding = self._holding.get(key)
+            if holding is None:
+                holding = self._holding[key] = set()
+            elif holding:
+                if not isinstance(conn_ids, set | frozenset):
+                    conn_ids = frozenset(conn_ids)
+                todo = conn_ids - holding
+                coalesced = len(conn_ids) - len(todo)
+                conn_ids = todo
         for conn_id in conn_ids:
             box = boxes.get(conn_id)
             if box is None:
@@ -144,11 +158,14 @@ class Fanout:
                 value: tuple[bytes, float] | None = entry
             elif key in items:
                 coalesced += 1
+                holding.add(conn_id)  # type: ignore[union-attr]
                 continue
             else:
                 k, value = key, None
+                holding.add(conn_id)  # type: ignore[union-attr]
             if len(items) >= MAX_OUTBOX:
-                items.popitem(last=False)
+                old_key, _ = items.popitem(last=False)
+                self._release(old_key, conn_id)
                 added -= 1
                 self.metrics.error("dropped_overflow")
             items[k] = value
@@ -160,6 +177,19 @@ class Fanout:
         self._pending += added
         if coalesced:
             self.metrics.inc("streamer_coalesced_total", coalesced)
+
+    def _release(self, key: object, conn_id: str) -> None:
+        """`key` left `conn_id`'s outbox."""
+        holding = self._holding.get(key)
+        if holding is not None:
+            holding.discard(conn_id)
+
+    def _drop_box(self, conn_id: str) -> _Outbox | None:
+        box = self._boxes.pop(conn_id, None)
+        if box is not None:
+            for key in box.items:
+                self._release(key, conn_id)
+        return box
 
     def pending(self) -> int:
         return self._pending
@@ -208,7 +238,7 @@ class Fanout:
         except ConnectionGone:
             self.metrics.error("gone")
             self._gone[conn_id] = self.clock()
-            self._boxes.pop(conn_id, None)
+            self._drop_box(conn_id)
             self._pending -= len(box.items)
             log.info("event=conn_gone conn=%s dropped=%d", conn_id, len(box.items))
             return
@@ -235,23 +265,27 @@ class Fanout:
             self._drop_head(conn_id, box, key, entry, repr(exc))
         else:
             box.attempt = 0
-            self._pop_if_same(box, key, entry)
+            self._pop_if_same(conn_id, box, key, entry)
             self.metrics.sent(born)
             self._note_speed(box, self.clock() - started, timed_out=False)
         self._requeue(conn_id)
 
-    def _pop_if_same(self, box: _Outbox, key: object, entry: tuple[bytes, float]) -> None:
+    def _pop_if_same(self, conn_id: str, box: _Outbox, key: object, entry: tuple[bytes, float]) -> None:
         """Remove the message just sent/dropped — unless its key's cell got newer data while it
         was in flight: that is still to be sent (in the same place)."""
-        if key not in box.items:
+        items = box.items
+        if key not in items:
             return
-        if box.items[key] is None and self._cells.get(key) is not entry:
+        shared = items[key] is None
+        if shared and self._cells.get(key) is not entry:
             return
-        del box.items[key]
+        del items[key]
         self._pending -= 1
+        if shared:
+            self._release(key, conn_id)
 
     def _drop_head(self, conn_id: str, box: _Outbox, key: object, entry: tuple[bytes, float], why: str) -> None:
-        self._pop_if_same(box, key, entry)
+        self._pop_if_same(conn_id, box, key, entry)
         box.attempt = 0
         self.metrics.error("dropped")
         log.warning("event=send_dropped conn=%s key=%s reason=%s", conn_id, key, why)

@@ -209,3 +209,42 @@ def test_fanout_over_fast_transport_keeps_order_and_retries_5xx():
             assert metrics.sends == 240 and metrics.errors["http_5xx"] == 40
             assert t.client.connections() <= 16 + 8
     run(main())
+
+
+def test_fanout_coalescing_skips_connections_that_hold_the_key():
+    """A newer message for a key that 1,000 connections still hold is one cell write: they get
+    only the newest data, once; connections that did not hold it are queued; nothing is lost
+    when a send is in flight while the cell changes."""
+    sent: list[tuple[str, bytes]] = []
+    gate = asyncio.Event()
+
+    class Gated:
+        async def post(self, conn_id: str, data: bytes) -> None:
+            await gate.wait()
+            sent.append((conn_id, data))
+
+        async def aclose(self) -> None:
+            pass
+
+    async def main() -> None:
+        metrics = Metrics()
+        fan = Fanout(Gated(), metrics, concurrency=4)
+        fan.start()
+        ids = frozenset(f"c{i}" for i in range(1000))
+        fan.submit_many(ids, ("rt", ("d", "S")), b"v1")
+        await asyncio.sleep(0.01)  # 4 sends in flight with v1
+        fan.submit_many(ids, ("rt", ("d", "S")), b"v2")
+        assert metrics.counters["streamer_coalesced_total"] == 1000
+        more = frozenset(f"n{i}" for i in range(10))
+        fan.submit_many(ids | more, ("rt", ("d", "S")), b"v3")
+        assert metrics.counters["streamer_coalesced_total"] == 2000
+        gate.set()
+        assert await fan.drain(10)
+        await fan.stop()
+        last = {}
+        for cid, data in sent:
+            last[cid] = data
+        assert set(last) == ids | more and set(last.values()) == {b"v3"}
+        assert len(sent) == 1010 + 4  # the 4 in flight with v1 are sent v3 after that
+        assert not fan._holding[("rt", ("d", "S"))]  # noqa: SLF001  (released after each send)
+    run(main())
