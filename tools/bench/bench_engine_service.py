@@ -289,7 +289,9 @@ def latency(stack: Stack, samples: int, **env: str) -> dict:
             "max_ms": round(lat[-1], 1), "put_record_call_p50_ms": round(statistics.median(put_ms), 1),
             "put_record_call_p99_ms": round(statistics.quantiles(put_ms, n=100)[98], 1),
             "put_to_engine_write_p50_ms": round(statistics.median(to_write), 1),
+            "put_to_engine_write_p99_ms": round(statistics.quantiles(to_write, n=100)[98], 1),
             "engine_write_to_notified_p50_ms": round(statistics.median(to_seen), 1),
+            "engine_write_to_notified_p99_ms": round(statistics.quantiles(to_seen, n=100)[98], 1),
             "engine_cpu_s_per_s": round(cpu / wall, 3), "kinesalite_cpu_s_per_s": round(kcpu / wall, 3),
             "env": env}
 
