@@ -1,5 +1,5 @@
 # Supernoba: `make dev` runs the whole exchange locally, `make test` runs every test.
-.PHONY: setup dev test lint bench clean help load soak invoke bench-local-stack bench-engine bench-streamer bench-engine-service bench-scaling fuzz bench-chalice-app
+.PHONY: setup dev test lint bench clean help load soak invoke bench-local-stack bench-engine bench-streamer bench-engine-service bench-scaling fuzz bench-chalice-app bench-cache-cluster
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -20,7 +20,7 @@ test: setup  ## run every test
 lint: setup  ## ruff
 	$(VENV)/bin/ruff check .
 
-bench: setup bench-engine bench-local-stack bench-streamer bench-engine-service bench-scaling bench-chalice-app  ## run every benchmark and print the figures
+bench: setup bench-engine bench-local-stack bench-streamer bench-engine-service bench-scaling bench-chalice-app bench-cache-cluster  ## run every benchmark and print the figures
 
 invoke:  ## fire one schedule of the running local stack now: make invoke NAME=trades_backup
 	@test -n "$(NAME)" || { echo "usage: make invoke NAME=trades_backup  (names: $(PY) -m tools.pump list)"; exit 2; }
@@ -43,6 +43,9 @@ bench-scaling: setup  ## 1/2/4 engines on an 8-shard local stream: orders/s, tak
 
 bench-chalice-app: setup  ## Chalice handlers in process: POST /orders, /chart, on_fills, trades_backup (issue 5)
 	$(PY) -m tools.bench.bench_chalice_app $(BENCH_CHALICE_APP_ARGS)
+
+bench-cache-cluster: setup  ## depth writer / streamer reader: one valkey-server vs a 3-primary cluster (issue 9)
+	$(PY) -m tools.bench.bench_cache_cluster $(BENCH_CACHE_CLUSTER_ARGS)
 
 fuzz:  ## libFuzzer + ASan/UBSan on the C order book for FUZZ_SECONDS (default 120)
 	bash tools/fuzz/run.sh
