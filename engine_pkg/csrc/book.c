@@ -92,10 +92,11 @@ enum {
     R_FOK_UNFILLABLE
 };
 
-static const char *const ST_NAME[] = {"ACCEPTED", "REJECTED", "PARTIALLY_FILLED", "FILLED",
-                                      "CANCELLED", "REPLACED", "EXPIRED"};
-static const char *const R_NAME[] = {"", "UNKNOWN_SYMBOL", "BAD_ORDER", "DUPLICATE_ORDER_ID", "UNKNOWN_ORDER",
-                                     "NOT_OWNER", "NO_LIQUIDITY", "SELF_TRADE", "FOK_UNFILLABLE"};
+/* Padded to a fixed width so the event writer copies them with one fixed-size move. */
+static const char ST_NAME[][16] = {"ACCEPTED", "REJECTED", "PARTIALLY_FILLED", "FILLED",
+                                   "CANCELLED", "REPLACED", "EXPIRED"};
+static const char R_NAME[][24] = {"", "UNKNOWN_SYMBOL", "BAD_ORDER", "DUPLICATE_ORDER_ID", "UNKNOWN_ORDER",
+                                  "NOT_OWNER", "NO_LIQUIDITY", "SELF_TRADE", "FOK_UNFILLABLE"};
 static const uint8_t ST_LEN[] = {8, 8, 16, 6, 9, 8, 7};
 static const uint8_t R_LEN[] = {0, 14, 9, 18, 13, 9, 12, 10, 14};
 
@@ -769,14 +770,12 @@ static void emit_status(sb_engine *e, const StatusEv *v) {
     } else {
         o = PUT_LIT(o, "\",\"s\":null,\"status\":\"");
     }
-    size_t snl = ST_LEN[v->status];
-    memcpy(o, ST_NAME[v->status], snl);
-    o += snl;
+    memcpy(o, ST_NAME[v->status], 16);
+    o += ST_LEN[v->status];
     if (v->reason) {
         o = PUT_LIT(o, "\",\"reason\":\"");
-        size_t rl = R_LEN[v->reason];
-        memcpy(o, R_NAME[v->reason], rl);
-        o += rl;
+        memcpy(o, R_NAME[v->reason], 24);
+        o += R_LEN[v->reason];
         o = PUT_LIT(o, "\",\"filled\":");
     } else {
         o = PUT_LIT(o, "\",\"reason\":null,\"filled\":");

@@ -593,54 +593,50 @@ static inline char *put_str(char *o, const char *s, uint32_t n, int esc) {
     return put_esc(o, s, n);
 }
 
-static const char DIG2[201] =
-    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
-    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
-    "8081828384858687888990919293949596979899";
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#error "the number writer below builds digits in little-endian byte order"
+#endif
 
-/* Number of decimal digits of v (1..20). */
-static inline uint32_t dec_len(uint64_t v) {
-    static const uint64_t P10[20] = {1ULL,
-                                     10ULL,
-                                     100ULL,
-                                     1000ULL,
-                                     10000ULL,
-                                     100000ULL,
-                                     1000000ULL,
-                                     10000000ULL,
-                                     100000000ULL,
-                                     1000000000ULL,
-                                     10000000000ULL,
-                                     100000000000ULL,
-                                     1000000000000ULL,
-                                     10000000000000ULL,
-                                     100000000000000ULL,
-                                     1000000000000000ULL,
-                                     10000000000000000ULL,
-                                     100000000000000000ULL,
-                                     1000000000000000000ULL,
-                                     10000000000000000000ULL};
-    uint32_t t = ((64 - (uint32_t)__builtin_clzll(v | 1)) * 1233) >> 12; /* ~log10(2) * bits */
-    return t + ((v | 1) >= P10[t]);
+/* The 8 decimal digits of v < 10^8 as ASCII in one register, most significant first in memory
+ * (little-endian), computed with multiply-shift per lane: two 4-digit lanes, then 2-digit,
+ * then 1-digit lanes. */
+static inline uint64_t dig8(uint32_t v) {
+    uint64_t y = (uint64_t)(v / 10000) | ((uint64_t)(v % 10000) << 32);
+    uint64_t z = ((y * 10486) >> 20) & 0x0000007F0000007FULL; /* lane / 100 */
+    z |= (y - z * 100) << 16;
+    uint64_t w = ((z * 103) >> 10) & 0x000F000F000F000FULL; /* lane / 10 */
+    w |= (z - w * 10) << 8;
+    return w;
 }
 
-/* Write the n low digits of v backwards ending at end (two at a time). */
-static inline void put_digits(char *end, uint64_t v, uint32_t n) {
-    while (n >= 2) {
-        end -= 2;
-        memcpy(end, DIG2 + 2 * (v % 100), 2);
-        v /= 100;
-        n -= 2;
-    }
-    if (n) end[-1] = (char)('0' + v % 10);
+/* v < 10^8 without leading zeros: one 8-byte store (bytes past the digits are scratch). */
+static inline char *put_u32_8(char *o, uint32_t v) {
+    uint64_t w = dig8(v);
+    uint32_t lz = v ? (uint32_t)__builtin_ctzll(w) >> 3 : 7; /* leading zero digits */
+    w = (w + 0x3030303030303030ULL) >> (8 * lz);
+    memcpy(o, &w, 8);
+    return o + 8 - lz;
 }
 
-/* Digits go straight to their final place (the count is computed first): no temporary that
- * a wide copy would read back before the byte stores reached it (a store-forwarding stall). */
+static inline char *put_8(char *o, uint32_t v) {
+    uint64_t w = dig8(v) + 0x3030303030303030ULL;
+    memcpy(o, &w, 8);
+    return o + 8;
+}
+
+/* Writes up to 20 digits; the caller's buffer must have 24 bytes of room at o (event writers
+ * reserve far more).  Digits are built in registers and stored 8 at a time: no per-digit
+ * stores read back by a wide copy (a store-forwarding stall), no digit-count loop. */
 static inline char *put_u64(char *o, uint64_t v) {
-    uint32_t n = dec_len(v);
-    put_digits(o + n, v, n);
-    return o + n;
+    if (v < 100000000ULL) return put_u32_8(o, (uint32_t)v);
+    if (v < 10000000000000000ULL) {
+        o = put_u32_8(o, (uint32_t)(v / 100000000ULL));
+        return put_8(o, (uint32_t)(v % 100000000ULL));
+    }
+    o = put_u32_8(o, (uint32_t)(v / 10000000000000000ULL));
+    v %= 10000000000000000ULL;
+    o = put_8(o, (uint32_t)(v / 100000000ULL));
+    return put_8(o, (uint32_t)(v % 100000000ULL));
 }
 
 static inline char *put_i64(char *o, int64_t v) {
@@ -651,12 +647,18 @@ static inline char *put_i64(char *o, int64_t v) {
     return put_u64(o, (uint64_t)v);
 }
 
-/* v zero-padded to at least 12 digits. */
+/* v zero-padded to at least 12 digits (trade ids). */
 static inline char *put_u64_pad12(char *o, uint64_t v) {
-    uint32_t n = dec_len(v);
-    if (n < 12) n = 12;
-    put_digits(o + n, v, n);
-    return o + n;
+    if (v < 1000000000000ULL) {
+        uint64_t w = dig8((uint32_t)(v % 100000000ULL)) + 0x3030303030303030ULL;
+        uint32_t hi = (uint32_t)(v / 100000000ULL); /* < 10^4: its last 4 of 8 digits */
+        uint64_t h = (dig8(hi) + 0x3030303030303030ULL) >> 32;
+        uint32_t h4 = (uint32_t)h;
+        memcpy(o, &h4, 4);
+        memcpy(o + 4, &w, 8);
+        return o + 12;
+    }
+    return put_u64(o, v);
 }
 
 #define PUT_LIT(o, lit) (memcpy((o), (lit), sizeof(lit) - 1), (o) + sizeof(lit) - 1)
