@@ -22,6 +22,7 @@ States: `StreamerState` below. Errors: a Valkey failure in a tick is logged, cou
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
 import time
@@ -38,7 +39,7 @@ from streamer_pkg.http import OpsServer
 from streamer_pkg.metrics import Metrics
 from streamer_pkg.reader import Reader, Snapshot
 from streamer_pkg.rollups import MINUTES, Rollups
-from streamer_pkg.transport import Transport, build_transport
+from streamer_pkg.transport import DEFAULT_CONCURRENCY, Transport, build_transport
 
 log = logging.getLogger("supernoba.streamer")
 
@@ -60,7 +61,7 @@ class StreamerOptions:
     realtime_interval: float = 0.05
     anon_interval: float = 0.5
     min_wake_gap: float = 0.005
-    concurrency: int = 32
+    concurrency: int = 0  # fan-out workers; 0 = the transport's default (DEFAULT_CONCURRENCY)
     slow_concurrency: int = 8
     slow_after: float = 0.25
     send_timeout: float = 2.0
@@ -86,7 +87,7 @@ class StreamerOptions:
         return cls(
             realtime_interval=num("STREAMER_REALTIME_MS", 50) / 1000,
             anon_interval=num("STREAMER_ANON_MS", 500) / 1000,
-            concurrency=int(num("STREAMER_CONCURRENCY", cls.concurrency)),
+            concurrency=int(num("STREAMER_CONCURRENCY", 0)),
             slow_concurrency=int(num("STREAMER_SLOW_CONCURRENCY", cls.slow_concurrency)),
             send_timeout=num("STREAMER_SEND_TIMEOUT", cls.send_timeout),
             retries=int(num("STREAMER_RETRIES", cls.retries)),
@@ -108,6 +109,8 @@ class Streamer:
     ) -> None:
         self.settings = settings
         self.opts = options or StreamerOptions.from_settings(settings)
+        if self.opts.concurrency <= 0:
+            self.opts = dataclasses.replace(self.opts, concurrency=DEFAULT_CONCURRENCY.get(self.opts.transport, 32))
         self.init = init
         self.serve_http = serve_http
         self.metrics = Metrics()

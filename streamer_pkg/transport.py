@@ -55,6 +55,11 @@ log = logging.getLogger("supernoba.streamer.transport")
 
 SERVICE = "apigatewaymanagementapi"
 TRANSPORTS = ("fast", "chalice", "aiohttp")
+#: Fan-out workers (= requests in flight) when STREAMER_CONCURRENCY is not set. An in-flight
+#: request costs a socket and a coroutine on the event-loop transports, so they keep many in
+#: flight (the round trip, not the CPU, bounds a worker); the Chalice transport needs a thread
+#: per worker, and more than ~32 only add GIL contention (docs/streamer.md).
+DEFAULT_CONCURRENCY = {"fast": 128, "chalice": 32, "aiohttp": 128}
 
 
 class TransportError(Exception):

@@ -1,7 +1,7 @@
 """Benchmark of the streamer (issue 6) against the real local gateway and real WebSocket clients.
 
-    python -m tools.bench.bench_streamer [--conns 1000,5000] [--seconds 5] [--transport chalice|aiohttp]
-                                         [--concurrency 32] [--profile DIR]
+    python -m tools.bench.bench_streamer [--conns 1000,5000] [--seconds 5] [--transport fast|chalice|aiohttp]
+                                         [--concurrency N] [--profile DIR]
 
 Processes (so that the measured streamer process does nothing but stream):
 
@@ -55,7 +55,7 @@ if str(ROOT) not in sys.path:
 from chalice_app import connections, keys  # noqa: E402
 from chalice_app.config import Settings  # noqa: E402
 from streamer_pkg.tiers import Streamer, StreamerOptions  # noqa: E402
-from streamer_pkg.transport import TRANSPORTS  # noqa: E402
+from streamer_pkg.transport import DEFAULT_CONCURRENCY, TRANSPORTS  # noqa: E402
 from tools.services import ValkeyService, free_port  # noqa: E402
 
 CTX = mp.get_context("spawn")
@@ -382,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run")
     p.add_argument("--transport", default=StreamerOptions.transport, choices=list(TRANSPORTS))
     p.add_argument("--concurrency", type=int, default=StreamerOptions.concurrency,
-                   help="fan-out workers (chalice: + 8 slow-lane workers = sender threads)")
+                   help="fan-out workers, 0 = the transport's default (chalice: + 8 slow-lane workers = sender threads)")
     p.add_argument("--profile", type=Path, default=None, help="py-spy the largest throughput run into DIR")
     p.add_argument("--no-latency", action="store_true", help="throughput runs only")
     p.add_argument("--switch-ms", type=float, default=None,
@@ -427,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     load_after = os.getloadavg()
     print(f"## streamer bench ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, load avg "
           f"{load_before[0]:.1f} before / {load_after[0]:.1f} after, transport={args.transport}, "
-          f"concurrency={args.concurrency}, membership re-read every {args.membership_ms:.0f} ms)")
+          f"concurrency={args.concurrency or DEFAULT_CONCURRENCY[args.transport]}, membership re-read every {args.membership_ms:.0f} ms)")
     print("| run | sends/s (streamer) | frames/s (clients) | realtime tick (mean) | CPU % of one core |")
     print("|---|---|---|---|---|")
     for row in rows:
