@@ -180,7 +180,10 @@ static double throughput_h(const Gen *g, uint32_t n, const Names *nm, uint64_t *
         sb_hcmd *c = &cs[i];
         /* look-ahead: the order a CANCEL/REPLACE HLOOK commands ahead names is prefetched now,
          * its FIFO neighbours HLOOK/2 ahead (a handle is known once the ADD that made it ran) */
-        uint32_t j = i + HLOOK, k = i + HLOOK / 2;
+        uint32_t j = i + HLOOK, k = i + HLOOK / 2, l = i + 2 * HLOOK;
+        /* the driver's own table of handles is 8 MB of random reads: its entry for the
+         * command 2*HLOOK ahead is fetched before the hint above needs it */
+        if (l < n && g[l].action) __builtin_prefetch(&hs[g[l].id]);
         if (j < n && g[j].action && g[j].id < i) sb_hprefetch(e, hs[g[j].id], 0);
         if (k < n && g[k].action && g[k].id < i) sb_hprefetch(e, hs[g[k].id], 1);
         if (c->action) c->handle = hs[g[i].id];
