@@ -23,9 +23,11 @@ stay one code path: `is_cluster`, `execute_and_publish`, `queue_script`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -102,11 +104,68 @@ def _redact(url: str) -> str:
     return urlunsplit((parts.scheme, f"{host}{port}", parts.path, "", ""))
 
 
+@contextmanager
+def _unreachable_as_connection_error() -> Iterator[None]:
+    """redis-py's cluster clients raise RedisClusterException (not a RedisError) when no node
+    answers; every caller handles an unreachable cache as redis.ConnectionError (retry, 503)."""
+    try:
+        yield
+    except scluster.RedisClusterException as exc:
+        if isinstance(exc.__cause__, redis.TimeoutError):
+            raise redis.TimeoutError(str(exc)) from exc
+        if isinstance(exc.__cause__, redis.ConnectionError | OSError):
+            raise redis.ConnectionError(str(exc)) from exc
+        raise
+
+
+def _translating(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with _unreachable_as_connection_error():
+            return fn(*args, **kwargs)
+    return run
+
+
+def _translating_async(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        with _unreachable_as_connection_error():
+            return await fn(*args, **kwargs)
+    return run
+
+
+class ClusterClient(scluster.RedisCluster):
+    """RedisCluster whose "no node answers" is a redis.ConnectionError, like a single node's."""
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        with _unreachable_as_connection_error():
+            return super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)
+        pipe.execute = _translating(pipe.execute)
+        return pipe
+
+
+class AsyncClusterClient(acluster.RedisCluster):
+    """redis.asyncio's RedisCluster, with the same error translation as ClusterClient."""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        with _unreachable_as_connection_error():
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: bool | None = None, shard_hint: str | None = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)
+        pipe.execute = _translating_async(pipe.execute)
+        return pipe
+
+
 def client(url: str, mode: str, **kwargs: Any) -> redis.Redis | scluster.RedisCluster:
     """A synchronous client (`kwargs` go to the connections: socket_timeout, decode_responses…).
     A RedisCluster connects here (it reads the slot map); a redis.Redis on first use."""
     if use_cluster(url, mode):
-        cluster = scluster.RedisCluster.from_url(_without_db(url), **kwargs)
+        with _unreachable_as_connection_error():
+            cluster = ClusterClient.from_url(_without_db(url), **kwargs)
         log.info("event=cache_client kind=cluster url=%s nodes=%d", _redact(url), len(cluster.get_primaries()))
         return cluster
     return redis.Redis.from_url(url, **kwargs)
@@ -116,7 +175,7 @@ def async_client(url: str, mode: str, **kwargs: Any) -> aredis.Redis | acluster.
     """An asyncio client (the streamer's); connects on first use. `auto` probes synchronously."""
     if use_cluster(url, mode):
         log.info("event=cache_client kind=async_cluster url=%s", _redact(url))
-        return acluster.RedisCluster.from_url(_without_db(url), **kwargs)
+        return AsyncClusterClient.from_url(_without_db(url), **kwargs)
     return aredis.Redis.from_url(url, **kwargs)
 
 
@@ -137,13 +196,10 @@ class LazyClient:
         if self._client is None:
             with self._lock:
                 if self._client is None:
-                    try:
-                        cluster = use_cluster(self._url, self._mode, fallback=False)
-                        built = (scluster.RedisCluster.from_url(_without_db(self._url), **self._kwargs) if cluster
-                                 else redis.Redis.from_url(self._url, **self._kwargs))
-                    except scluster.RedisClusterException as exc:  # not a RedisError: no node answered
-                        raise redis.ConnectionError(f"cache cluster unreachable: {exc}") from exc
-                    self._client = built
+                    cluster = use_cluster(self._url, self._mode, fallback=False)
+                    with _unreachable_as_connection_error():
+                        self._client = (ClusterClient.from_url(_without_db(self._url), **self._kwargs) if cluster
+                                        else redis.Redis.from_url(self._url, **self._kwargs))
         return self._client
 
     def __getattr__(self, name: str) -> Any:

@@ -14,7 +14,7 @@ from redis.cluster import RedisCluster
 
 from chalice_app import cache, keys
 from chalice_app.config import Settings
-from tools.services import free_port
+from tools.services import ValkeyClusterService, free_port
 
 
 def test_cluster_mode_setting_defaults_to_auto_and_rejects_unknown_words():
@@ -91,3 +91,36 @@ def test_cluster_helpers_publish_after_the_pipeline_and_run_scripts_on_every_nod
     assert msg is not None and msg["data"] == "c1"  # published through another node, heard here
     listener.close()
     r.close()
+
+
+def test_a_cluster_nobody_answers_is_a_connection_error(tmp_path):
+    """What every caller handles (engine retry, streamer tick retry, app 503), not redis-py's
+    RedisClusterException."""
+    own = ValkeyClusterService(data_dir=tmp_path / "cluster").start()
+    url = own.url
+    try:
+        sync = cache.client(own.url, "on", socket_connect_timeout=0.5)
+        aclient = cache.async_client(own.url, "on", socket_connect_timeout=0.5)
+        lazy = cache.lazy_client(own.url, "on", socket_connect_timeout=0.5)
+        sync.set(keys.depth("TEST"), "1")
+        assert lazy.get(keys.depth("TEST")) == b"1"
+
+        async def use_async() -> None:
+            await aclient.get(keys.depth("TEST"))
+            own.stop()
+            with pytest.raises(redis.ConnectionError):
+                await aclient.get(keys.depth("TEST"))
+            pipe = aclient.pipeline(transaction=False)
+            pipe.get(keys.depth("X"))
+            with pytest.raises(redis.ConnectionError):
+                await pipe.execute()
+            await aclient.aclose()
+
+        asyncio.run(use_async())
+        for fn in (lambda: sync.get(keys.depth("TEST")), lambda: lazy.get(keys.depth("TEST")),
+                   lambda: sync.pipeline(transaction=False).get(keys.depth("X")).execute(),
+                   lambda: cache.client(url, "on")):
+            with pytest.raises(redis.ConnectionError):
+                fn()
+    finally:
+        own.stop()
