@@ -13,6 +13,9 @@
   do nothing useful for PostToConnection from a long-running EC2 process are unregistered
   (`trim_client`, see docs/streamer.md for the profile behind it). On 410 `WsSender` runs the
   shared cleanup `chalice_app.connections.remove_connection`.
+- `ChaliceTransport(lean=True)` (`STREAMER_TRANSPORT=chalice-lean`): the same Chalice
+  `WebsocketAPI` path, but the session wrapper hands it a `lean_client.LeanManagementClient`
+  (the same signer, per-thread `http.client` keep-alive connections, botocore's exceptions).
 - `AiohttpTransport` (optional, `STREAMER_TRANSPORT=aiohttp`): the same wire request built
   with botocore's own `AWSRequest` and signed by botocore's own `SigV4Auth` (service
   `execute-api`, the boto3 session's refreshable credentials), sent with an `aiohttp`
@@ -48,18 +51,19 @@ from yarl import URL
 
 from chalice_app.connections import remove_connection
 from chalice_app.ws_send import SendResult, WsSender, WsSendError
+from streamer_pkg.lean_client import LeanManagementClient
 from streamer_pkg.sigv4 import Signer, host_of
 from streamer_pkg.wire import WireClient, WireError
 
 log = logging.getLogger("supernoba.streamer.transport")
 
 SERVICE = "apigatewaymanagementapi"
-TRANSPORTS = ("fast", "chalice", "aiohttp")
+TRANSPORTS = ("fast", "chalice", "chalice-lean", "aiohttp")
 #: Fan-out workers (= requests in flight) when STREAMER_CONCURRENCY is not set. An in-flight
 #: request costs a socket and a coroutine on the event-loop transports, so they keep many in
 #: flight (the round trip, not the CPU, bounds a worker); the Chalice transport needs a thread
 #: per worker, and more than ~32 only add GIL contention (docs/streamer.md).
-DEFAULT_CONCURRENCY = {"fast": 128, "chalice": 32, "aiohttp": 128}
+DEFAULT_CONCURRENCY = {"fast": 128, "chalice": 32, "chalice-lean": 32, "aiohttp": 128}
 
 
 class TransportError(Exception):
@@ -130,10 +134,11 @@ class _TunedSession:
     """boto3 session stand-in for `WsSender`: every client it builds gets the hot-loop config,
     and is cached per (service, endpoint) and returned again (one shared, thread-safe client)."""
 
-    def __init__(self, session: boto3.Session, config: Config, trim: bool) -> None:
+    def __init__(self, session: boto3.Session, config: Config, trim: bool, lean: bool = False) -> None:
         self._session = session
         self._config = config
         self._trim = trim
+        self._lean = lean  # apigatewaymanagementapi clients are LeanManagementClient wrappers
         self._lock = threading.Lock()
         self._clients: dict[tuple[str, str | None], Any] = {}
 
@@ -151,6 +156,11 @@ class _TunedSession:
                 client = self._session.client(service_name, **kwargs)
                 if self._trim and service_name == SERVICE:
                     log.debug("event=botocore_trimmed handlers=%s", ",".join(trim_client(client)))
+                if self._lean and service_name == SERVICE and kwargs.get("endpoint_url"):
+                    client = LeanManagementClient(
+                        kwargs["endpoint_url"], self._session.get_credentials(),
+                        self._session.region_name or client.meta.region_name, client,
+                        timeout=self._config.read_timeout or 2.0)
                 self._clients[key] = client
             return client
 
@@ -168,12 +178,13 @@ class ChaliceTransport:
         timeout: float = 2.0,
         threads: int = 32,
         trim: bool = True,
+        lean: bool = False,
     ) -> None:
         config = Config(
             max_pool_connections=threads, parameter_validation=False, retries={"max_attempts": 0},
             connect_timeout=timeout, read_timeout=timeout, tcp_keepalive=True,
         )
-        self._session = _TunedSession(session or boto3.Session(region_name=region), config, trim)
+        self._session = _TunedSession(session or boto3.Session(region_name=region), config, trim, lean)
         self.sender = WsSender(endpoint, redis_client, region=region, session=self._session,  # type: ignore[arg-type]
                                timeout=timeout)
         # build the one shared client now (not racing on the first sends); WsSender's own
@@ -367,8 +378,9 @@ class FastTransport:
 
 def build_transport(kind: str, endpoint: str, redis_client: redis.Redis | None, *, region: str,
                     timeout: float, threads: int, max_connections: int) -> Transport:
-    if kind == "chalice":
-        return ChaliceTransport(endpoint, redis_client, region=region, timeout=timeout, threads=threads)
+    if kind in ("chalice", "chalice-lean"):
+        return ChaliceTransport(endpoint, redis_client, region=region, timeout=timeout, threads=threads,
+                                lean=kind == "chalice-lean")
     if kind == "fast":
         return FastTransport(endpoint, redis_client, region=region, timeout=timeout)
     if kind == "aiohttp":

@@ -74,7 +74,7 @@ def gateway(depth_cache: redis.Redis) -> Iterator[Gateway]:
         yield gw
 
 
-@pytest.mark.parametrize("transport", ["fast", "chalice", "aiohttp"])
+@pytest.mark.parametrize("transport", ["fast", "chalice", "chalice-lean", "aiohttp"])
 def test_depth_over_the_gateway_to_real_clients_and_gone_cleanup(settings, depth_cache, gateway, transport):
     r = depth_cache
     a = Client(gateway.url + "?user=ua&main=TEST")

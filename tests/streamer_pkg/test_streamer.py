@@ -30,7 +30,7 @@ def server() -> Iterator[MgmtServer]:
     s.stop()
 
 
-@pytest.mark.parametrize("transport", ["fast", "chalice", "aiohttp"])
+@pytest.mark.parametrize("transport", ["fast", "chalice", "chalice-lean", "aiohttp"])
 def test_depth_reaches_subscribers_of_that_symbol_only(settings, depth_cache, server, transport):
     r = depth_cache
     connect(r, "a", logged_in=True, main="TEST")

@@ -248,3 +248,55 @@ def test_fanout_coalescing_skips_connections_that_hold_the_key():
         assert len(sent) == 1010 + 4  # the 4 in flight with v1 are sent v3 after that
         assert not fan._holding[("rt", ("d", "S"))]  # noqa: SLF001  (released after each send)
     run(main())
+
+
+def test_chalice_websocket_api_over_the_lean_client():
+    """Chalice's `WebsocketAPI.send` with `LeanManagementClient` underneath (what the session
+    wrapper of `ChaliceTransport(lean=True)` hands it): 2xx sent; 410 → Chalice's
+    `WebsocketDisconnectedError`; 5xx → botocore `ClientError` with the status; a closed
+    keep-alive connection is replaced; other methods go to the botocore client."""
+    from botocore.exceptions import ClientError
+    from chalice.app import WebsocketAPI, WebsocketDisconnectedError
+
+    from streamer_pkg.transport import ChaliceTransport
+
+    def answer(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes | None:
+        last = path.rsplit("/", 1)[1]
+        if last == "gone%3D":
+            return GONE
+        if last == "err":
+            return b"HTTP/1.1 500 Internal Server Error\r\nx-amzn-ErrorType: InternalServerErrorException\r\nContent-Length: 0\r\n\r\n"
+        if last == "closing":
+            return OK.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+        return OK
+
+    async def main() -> None:
+        async with Server(answer) as srv:
+            endpoint = f"http://127.0.0.1:{srv.port}/api"
+            t = ChaliceTransport(endpoint, None, region="ap-northeast-2", session=_session(), threads=2, lean=True)
+            api: WebsocketAPI = t.sender.api
+            assert type(api._get_client()).__name__ == "LeanManagementClient"  # noqa: SLF001
+
+            def calls() -> None:
+                api.send("ok=", '{"e":"d"}')
+                api.send("closing", "x")  # the server closes after answering
+                api.send("ok=", "y")  # on a new connection
+                with pytest.raises(WebsocketDisconnectedError):
+                    api.send("gone=", "z")
+                with pytest.raises(ClientError) as err:
+                    api.send("err", "z")
+                assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+                assert err.value.response["Error"]["Code"] == "InternalServerErrorException"
+
+            await asyncio.to_thread(calls)
+            assert srv.connections == 2
+            method, path, headers, body = srv.requests[0]
+            assert (method, path, body) == ("POST", "/api/@connections/ok%3D", b'{"e":"d"}')
+            assert headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKID/")
+            assert headers["x-amz-security-token"] == "TOKEN"
+            with pytest.raises(ConnectionGone):  # and through the transport: 410 → gone
+                await t.post("gone=", b"x")
+            with pytest.raises(RetryableError):
+                await t.post("err", b"x")
+            await t.aclose()
+    run(main())
