@@ -23,6 +23,13 @@ Everything relayed is counted (`Gateway.stats()`, or `GET /@local/stats`).
 The websockets package was not used because its server only accepts GET handshakes, so
 the management API (POST/DELETE) could not share the port as it does on API Gateway.
 
+PostToConnection is the hot path (thousands a second from the streamer): every accepted
+connection starts on `_Front`, which answers plain `POST /{stage}/@connections/{id}`
+requests itself and writes the frame straight to the client's socket (~75 µs per POST +
+frame instead of ~230 µs through aiohttp's server, docs/benchmarks.md); at the first other
+request the connection is handed to aiohttp for good. A client more than 64 KB behind gets
+its frames through aiohttp's WebSocket writer, which holds the POST until it reads.
+
 Handlers are synchronous Lambda functions: they run on a thread pool, never on the event
 loop, so a handler may itself call the management API of this gateway. One connection's
 events are delivered in order ($connect, then each message, then $disconnect).
