@@ -224,9 +224,12 @@ class _Front(asyncio.Protocol):
                 return
             body = bytes(buf[end + 4 : end + 4 + length])
             del buf[: end + 4 + length]
-            conn_id = target[len(prefix) - 5 :].decode("latin-1")
-            if "%" in conn_id:
-                conn_id = unquote(conn_id)
+            raw_id = target[len(prefix) - 5 :]
+            conn_id = gateway.wire_ids.get(raw_id)
+            if conn_id is None:  # percent-decoded once per id (a real id ends in "%3D")
+                if len(gateway.wire_ids) > 100_000:
+                    gateway.wire_ids.clear()
+                conn_id = gateway.wire_ids[raw_id] = unquote(raw_id.decode("latin-1"))
             answer = gateway.post_now(conn_id, body)
             if answer is None:
                 self.waiting = asyncio.get_running_loop().create_task(self._slow(conn_id, body))
@@ -304,6 +307,7 @@ class Gateway:
         self._stopping: asyncio.Event | None = None
         self._start_error: BaseException | None = None
         self._fronts: set[_Front] = set()  # keep-alive connections served by the lean POST path
+        self.wire_ids: dict[bytes, str] = {}  # id as in a request path -> connection id
 
     # ----------------------------------------------------------------- public surface
     @property
