@@ -202,12 +202,12 @@ class WireClient:
     """Keep-alive pool to one `host:port`; `post(path, headers, body)` → `Response`."""
 
     def __init__(self, host: str, port: int, *, tls: bool = False, server_hostname: str | None = None,
-                 timeout: float = 2.0, max_idle: int = 256) -> None:
+                 timeout: float = 2.0, max_idle: int = 256, ssl_context: ssl_mod.SSLContext | None = None) -> None:
         self.host = host
         self.port = port
         self.timeout = timeout
         self.max_idle = max_idle
-        self._ssl: ssl_mod.SSLContext | None = ssl_mod.create_default_context() if tls else None
+        self._ssl: ssl_mod.SSLContext | None = (ssl_context or ssl_mod.create_default_context()) if tls else None
         self._server_hostname = server_hostname if tls else None
         self._idle: deque[_Conn] = deque()
         self._busy: set[_Conn] = set()

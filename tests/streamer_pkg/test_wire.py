@@ -300,3 +300,59 @@ def test_chalice_websocket_api_over_the_lean_client():
                 await t.post("err", b"x")
             await t.aclose()
     run(main())
+
+
+def test_tls(tmp_path):
+    """`https://` endpoints (API Gateway's): TLS with certificate and host name checks."""
+    import datetime
+    import ipaddress
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()))
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    trusting = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+
+    async def main() -> None:
+        received = []
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while True:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                    received.append(await reader.readexactly(length))
+                    writer.write(OK)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_ctx)
+        port = server.sockets[0].getsockname()[1]
+        c = WireClient("127.0.0.1", port, tls=True, server_hostname="localhost", ssl_context=trusting)
+        for body in (b"one", b"two"):
+            req = b"POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\n" + body
+            assert (await c.post(req)).status == 200
+        assert received == [b"one", b"two"] and c.opened == 1
+        await c.aclose()
+        untrusting = WireClient("127.0.0.1", port, tls=True, server_hostname="localhost")  # system CAs only
+        with pytest.raises(WireError):
+            await untrusting.post(b"POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n")
+        server.close()
+    run(main())
