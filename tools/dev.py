@@ -112,6 +112,7 @@ class DevConfig:
     host: str = "127.0.0.1"
     ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
     service_ports: dict[str, int] = field(default_factory=dict)
+    valkey_cluster: bool = False  # both caches on a 3-primary cluster (CACHE_CLUSTER_MODE=on)
     stage: str = "local"
     simulate: bool = False
     engine: bool = True
@@ -475,7 +476,8 @@ class LocalStack:
         (self.run_dir / "children.json").write_text(json.dumps(out, indent=1))
 
     def _start_services(self) -> None:
-        self.services = LocalServices(data_dir=self.data_dir, log_dir=self.log_dir, ports=self.cfg.service_ports)
+        self.services = LocalServices(data_dir=self.data_dir, log_dir=self.log_dir, ports=self.cfg.service_ports,
+                                      valkey_cluster=self.cfg.valkey_cluster)
         try:
             self.services.start()
         finally:
@@ -801,6 +803,8 @@ def build_parser() -> argparse.ArgumentParser:
     for svc in ("valkey", "kinesis", "dynamodb", "s3"):
         p.add_argument(f"--{svc}-port", type=int, default=0, help=f"{svc} port (default: any free port)")
     p.add_argument("--stage", default="local", help="Chalice stage whose environment applies (default local)")
+    p.add_argument("--valkey-cluster", action="store_true",
+                   help="put both caches on a 3-primary cluster-mode Valkey (in memory: not kept across restarts)")
     p.add_argument("--simulate", action="store_true", help="also run the market simulator (tools/simulator.py)")
     p.add_argument("--no-engine", action="store_true", help="do not start the engine")
     p.add_argument("--no-streamer", action="store_true", help="do not start the streamer")
@@ -818,6 +822,7 @@ def config_from_args(args: argparse.Namespace) -> DevConfig:
         ports={part: getattr(args, f"{part}_port") for part in DEFAULT_PORTS},
         service_ports={svc: getattr(args, f"{svc}_port") for svc in ("valkey", "kinesis", "dynamodb", "s3")
                        if getattr(args, f"{svc}_port")},
+        valkey_cluster=args.valkey_cluster,
         stage=args.stage,
         simulate=args.simulate,
         engine=not args.no_engine,

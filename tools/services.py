@@ -325,11 +325,16 @@ class S3Service(Service):
 
 @dataclass
 class LocalServices:
-    """The four backing services together, plus the environment that points at them."""
+    """The four backing services together, plus the environment that points at them.
+
+    `valkey_cluster=True` also starts a `ValkeyClusterService` (in memory, whatever `data_dir`)
+    and points both caches at it with CACHE_CLUSTER_MODE=on."""
 
     data_dir: Path | None = None
     log_dir: Path | None = None
     ports: dict[str, int] = field(default_factory=dict)
+    valkey_cluster: bool = False
+    cluster: ValkeyClusterService | None = field(init=False, default=None)
     valkey: ValkeyService = field(init=False)
     kinesis: KinesisService = field(init=False)
     dynamodb: DynamoService = field(init=False)
@@ -344,21 +349,29 @@ class LocalServices:
         self.kinesis = KinesisService(port=self.ports.get("kinesis", 0), data_dir=sub("kinesis"), log_dir=self.log_dir)
         self.dynamodb = DynamoService(port=self.ports.get("dynamodb", 0), data_dir=sub("dynamodb"), log_dir=self.log_dir)
         self.s3 = S3Service(port=self.ports.get("s3", 0), log_dir=self.log_dir)
+        if self.valkey_cluster:
+            self.cluster = ValkeyClusterService(log_dir=self.log_dir)
 
     @property
     def all(self) -> list[Service]:
-        return [self.valkey, self.kinesis, self.dynamodb, self.s3]
+        """Every running process (a cluster's nodes one by one)."""
+        nodes = self.cluster.nodes if self.cluster is not None else []
+        return [self.valkey, *nodes, self.kinesis, self.dynamodb, self.s3]
 
     def start(self) -> LocalServices:
         try:
             for svc in self.all:
                 svc.start()
+            if self.cluster is not None:
+                self.cluster.start()
         except BaseException:
             self.stop()
             raise
         return self
 
     def stop(self) -> None:
+        if self.cluster is not None:
+            self.cluster.stop()
         for svc in reversed(self.all):
             svc.stop()
 
@@ -372,8 +385,9 @@ class LocalServices:
             "AWS_SECRET_ACCESS_KEY": "local",
             "AWS_REGION": LOCAL_REGION,
             "AWS_DEFAULT_REGION": LOCAL_REGION,
-            "DEPTH_CACHE_URL": self.valkey.depth_url,
-            "BACKUP_CACHE_URL": self.valkey.backup_url,
+            "DEPTH_CACHE_URL": self.cluster.url if self.cluster else self.valkey.depth_url,
+            "BACKUP_CACHE_URL": self.cluster.url if self.cluster else self.valkey.backup_url,
+            "CACHE_CLUSTER_MODE": "on" if self.cluster else "off",
         }
 
     def __enter__(self) -> LocalServices:
