@@ -18,7 +18,9 @@ mode on (or found by `auto`) raises `CacheConfigError` instead of silently writi
 
 The few operations that differ on a cluster client (redis-py refuses MGET, PUBLISH, EVALSHA
 and multi-key DEL inside a cluster pipeline) go through the helpers below, so the callers
-stay one code path: `is_cluster`, `execute_and_publish`, `queue_script`.
+stay one code path: `is_cluster`, `execute_and_publish`, `queue_script`. And a cluster that no
+node of answers raises redis.ConnectionError here (`ClusterClient`, `AsyncClusterClient`), as a
+single node does, where redis-py raises its RedisClusterException, which is not a RedisError.
 """
 
 from __future__ import annotations
