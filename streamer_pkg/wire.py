@@ -139,8 +139,8 @@ class _Conn(asyncio.Protocol):
         elif self._need >= 0 and len(buf) >= self._need:
             body = bytes(buf[: self._need])
             del buf[: self._need]
-            if buf:
-                raise ValueError("bytes after the answer")
+            if buf:  # bytes nobody asked for: this answer stands, the connection is not reused
+                self._keep = False
             self._finish(body)
 
     def _parse_chunked(self) -> None:
@@ -157,6 +157,8 @@ class _Conn(asyncio.Protocol):
                 if end < 0:
                     return
                 del buf[: end + 4]
+                if buf:
+                    self._keep = False
                 self._finish(bytes(body))
                 return
             if len(buf) < eol + 2 + size + 2:

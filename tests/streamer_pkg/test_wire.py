@@ -98,16 +98,19 @@ def test_keep_alive_reuse_chunked_close_and_interim_answers():
         b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=1\r\nde\r\n0\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
         b"HTTP/1.1 204 No Content\r\n\r\n",
+        OK + b"stray bytes",  # the answer stands; the connection is not reused
+        OK,
     ])
 
     async def main() -> None:
         async with Server(lambda *_: next(answers)) as srv:
             c = WireClient("127.0.0.1", srv.port, timeout=2)
             req = b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n"
-            statuses = [(await c.post(req)) for _ in range(5)]
-            assert [r.status for r in statuses] == [200, 200, 200, 200, 204]
+            statuses = [(await c.post(req)) for _ in range(7)]
+            assert [r.status for r in statuses] == [200, 200, 200, 200, 204, 200, 200]
             assert statuses[2].body == b"abcde" and statuses[3].body == b"ok"
-            assert srv.connections == 2  # reused until the server said Connection: close
+            assert srv.connections == 3  # reused until Connection: close, and after the stray bytes
+            assert c.resent == 0
             await c.aclose()
     run(main())
 
