@@ -20,7 +20,8 @@ The few operations that differ on a cluster client (redis-py refuses MGET, PUBLI
 and multi-key DEL inside a cluster pipeline) go through the helpers below, so the callers
 stay one code path: `is_cluster`, `execute_and_publish`, `queue_script`. And a cluster that no
 node of answers raises redis.ConnectionError here (`ClusterClient`, `AsyncClusterClient`), as a
-single node does, where redis-py raises its RedisClusterException, which is not a RedisError.
+single node does, where redis-py raises its RedisClusterException, which is not a RedisError;
+CLUSTERDOWN / TRYAGAIN during a failover become redis.ConnectionError too, so they are retried.
 """
 
 from __future__ import annotations
@@ -112,6 +113,10 @@ def _unreachable_as_connection_error() -> Iterator[None]:
     answers; every caller handles an unreachable cache as redis.ConnectionError (retry, 503)."""
     try:
         yield
+    except (redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError) as exc:
+        # A failover in progress, after redis-py's own retries: the callers' reconnect-and-retry
+        # path is the right one (these are ResponseErrors, which callers treat as final).
+        raise redis.ConnectionError(str(exc)) from exc
     except scluster.RedisClusterException as exc:
         if isinstance(exc.__cause__, redis.TimeoutError):
             raise redis.TimeoutError(str(exc)) from exc

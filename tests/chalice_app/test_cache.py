@@ -124,3 +124,25 @@ def test_a_cluster_nobody_answers_is_a_connection_error(tmp_path):
                 fn()
     finally:
         own.stop()
+
+
+@pytest.mark.parametrize("error", [redis.exceptions.ClusterDownError("CLUSTERDOWN The cluster is down"),
+                                   redis.exceptions.MasterDownError("MASTERDOWN Link with MASTER is down"),
+                                   redis.exceptions.TryAgainError("TRYAGAIN Multiple keys request during rehashing")])
+def test_a_failover_in_progress_is_a_connection_error_so_callers_retry(error):
+    """After redis-py's own retries, CLUSTERDOWN / TRYAGAIN are ResponseErrors, which the engine
+    would treat as final; the factory's clients turn them into redis.ConnectionError."""
+    def failing() -> None:
+        raise error
+
+    with pytest.raises(redis.ConnectionError) as caught:
+        cache._translating(failing)()
+    assert caught.value.__cause__ is error
+    ok = redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value")
+
+    def wrong_type() -> None:
+        raise ok
+
+    with pytest.raises(redis.exceptions.ResponseError) as caught_other:
+        cache._translating(wrong_type)()
+    assert not isinstance(caught_other.value, redis.ConnectionError)
