@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import redis
 
 from chalice_app import keys
+from chalice_app.cache import client as cache_client
 from tools.load.model import now_ms
 from tools.load.runner import LoadContext
 
@@ -118,7 +119,7 @@ async def slow_reader(ctx: LoadContext, stack: StackControl, pause_s: float = 5.
 async def drop_no_close(ctx: LoadContext, stack: StackControl, count: int = 3, timeout: float = 10.0) -> None:
     """`count` clients abort their TCP connection; the connection registry must shrink by as many."""
     await _at(ctx, 0.2)
-    cache = redis.Redis.from_url(stack.depth_cache_url, socket_timeout=2)
+    cache = cache_client(stack.depth_cache_url, "auto", socket_timeout=2)
     victims = [c for c in ctx.clients if c.log.index >= ctx.cfg.users][:count]
     try:
         before = cache.scard(keys.ALL_CONNECTIONS)

@@ -33,6 +33,7 @@ import redis
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalice_app import keys
+from chalice_app.cache import client
 from chalice_app.config import Settings
 from chalice_app.messages import FINAL_STATUSES
 
@@ -238,7 +239,7 @@ def verify(settings: Settings, accepted_order_ids: list[str], *, settle_timeout:
     session = boto3.Session(region_name=settings.aws_region)
     kinesis = session.client("kinesis")
     ddb = session.client("dynamodb")
-    cache = redis.Redis.from_url(settings.depth_cache_url, socket_timeout=5)
+    cache = client(settings.depth_cache_url, settings.cache_cluster_mode, socket_timeout=5)
     orders = read_stream(kinesis, settings.orders_stream)
     replayed = replay(orders)
     symbols = sorted(replayed.depth)
