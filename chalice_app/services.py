@@ -38,7 +38,7 @@ _BOTO_CONFIG = Config(connect_timeout=3, read_timeout=5, retries={"max_attempts"
 @dataclass
 class Services:
     settings: Settings
-    redis: redis.Redis
+    redis: redis.Redis | cache.LazyClient  # LazyClient resolves to redis.Redis or RedisCluster
     kinesis: Any
     dynamodb: Any
     s3: Any
