@@ -8,7 +8,8 @@ Processes (so that the measured streamer process does nothing but stream):
 - valkey-server (tools/services.py);
 - the gateway: `tools/gateway.Gateway` serving the repo's Chalice app (`tools.dev.load_app`,
   stage local: test mode on) — WebSocket clients and the `@connections` API on one port;
-- the clients: asyncio `websockets` connections `?testMode=true&userId=…`, so the app's
+- the clients: asyncio WebSocket connections (aiohttp's client, or `websockets` with
+  `--clients websockets`) to `?testMode=true&userId=…`, so the app's
   `$connect` registers each as a logged-in connection; they record every depth message's
   receive time;
 - the writer: an engine-style `SET depth:{SYM}` + `PUBLISH depth:changed`;
@@ -96,11 +97,15 @@ def _gateway_main(conn, port: int, env: dict[str, str]) -> None:  # noqa: ANN001
             return
 
 
-def _clients_main(conn, url: str, n: int) -> None:  # noqa: ANN001
-    asyncio.run(_clients(conn, url, n))
+def _clients_main(conn, url: str, n: int, lib: str = "aiohttp") -> None:  # noqa: ANN001
+    asyncio.run(_clients(conn, url, n, lib))
 
 
-async def _clients(conn, url: str, n: int) -> None:  # noqa: ANN001
+async def _clients(conn, url: str, n: int, lib: str) -> None:  # noqa: ANN001
+    """`n` WebSocket clients in this process; `lib` = aiohttp (its C frame reader: about half the
+    CPU per frame of websockets' pure-Python one, so the harness takes less of the 2 cores) or
+    websockets."""
+    import aiohttp
     import websockets
 
     loop = asyncio.get_running_loop()
@@ -108,6 +113,31 @@ async def _clients(conn, url: str, n: int) -> None:  # noqa: ANN001
     state = {"frames": 0, "open": 0, "failed": 0}
     records: list[tuple[float, str, int]] = []
     opening = asyncio.Semaphore(64)
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) if lib == "aiohttp" else None
+
+    def got(raw: str | bytes) -> None:
+        t = time.time()
+        state["frames"] += 1
+        m = orjson.loads(raw)
+        if m.get("e") == "d":
+            records.append((t, m["s"], m["u"]))
+
+    async def one_aiohttp(i: int) -> None:
+        assert session is not None
+        try:
+            async with opening:
+                ws = await session.ws_connect(f"{url}?testMode=true&userId=bench{i}", autoping=False,
+                                              compress=0, max_msg_size=0)
+            state["open"] += 1
+        except (OSError, aiohttp.ClientError, TimeoutError):
+            state["failed"] += 1
+            return
+        try:
+            async for msg in ws:
+                if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                    got(msg.data)
+        finally:
+            state["open"] -= 1
 
     async def one(i: int) -> None:
         try:
@@ -120,11 +150,7 @@ async def _clients(conn, url: str, n: int) -> None:  # noqa: ANN001
             return
         try:
             async for raw in ws:
-                t = time.time()
-                state["frames"] += 1
-                m = orjson.loads(raw)
-                if m.get("e") == "d":
-                    records.append((t, m["s"], m["u"]))
+                got(raw)
         except websockets.WebSocketException:
             pass
         finally:
@@ -144,13 +170,15 @@ async def _clients(conn, url: str, n: int) -> None:  # noqa: ANN001
                 loop.call_soon_threadsafe(stop.set)
                 return
 
-    tasks = [asyncio.create_task(one(i)) for i in range(n)]
+    tasks = [asyncio.create_task(one_aiohttp(i) if lib == "aiohttp" else one(i)) for i in range(n)]
     threading.Thread(target=control, daemon=True).start()
     conn.send(os.getpid())
     await stop.wait()
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    if session is not None:
+        await session.close()
     conn.send(True)
 
 
@@ -220,7 +248,8 @@ def subscribe(r: redis.Redis, ids: list[str], symbols: list[str]) -> dict[str, l
 
 
 class Stack:
-    def __init__(self, max_conns: int, transport: str, concurrency: int, membership_ms: float) -> None:
+    def __init__(self, max_conns: int, transport: str, concurrency: int, membership_ms: float,
+                 client_lib: str = "aiohttp") -> None:
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
         self.valkey = ValkeyService(port=free_port()).start()
@@ -235,7 +264,7 @@ class Stack:
         self.writer = Child(_writer_main, self.valkey.depth_url)
         log(f"opening {max_conns} WebSocket clients (app $connect, test mode = logged in)")
         t0 = time.monotonic()
-        self.clients = Child(_clients_main, f"ws://127.0.0.1:{self.port}/api", max_conns)
+        self.clients = Child(_clients_main, f"ws://127.0.0.1:{self.port}/api", max_conns, client_lib)
         while True:
             st = self.clients.ask("state")
             if st["open"] + st["failed"] >= max_conns:
@@ -383,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--transport", default=StreamerOptions.transport, choices=list(TRANSPORTS))
     p.add_argument("--concurrency", type=int, default=StreamerOptions.concurrency,
                    help="fan-out workers, 0 = the transport's default (chalice: + 8 slow-lane workers = sender threads)")
+    p.add_argument("--clients", default="aiohttp", choices=["aiohttp", "websockets"],
+                   help="WebSocket client library of the clients process (default aiohttp: less harness CPU)")
     p.add_argument("--profile", type=Path, default=None, help="py-spy the largest throughput run into DIR")
     p.add_argument("--no-latency", action="store_true", help="throughput runs only")
     p.add_argument("--switch-ms", type=float, default=None,
@@ -395,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.setswitchinterval(args.switch_ms / 1000)
     load_before = os.getloadavg()
     log(f"load average before: {load_before[0]:.1f} {load_before[1]:.1f} {load_before[2]:.1f}")
-    stack = Stack(max(counts + [1000]), args.transport, args.concurrency, args.membership_ms)
+    stack = Stack(max(counts + [1000]), args.transport, args.concurrency, args.membership_ms, args.clients)
     rows, lat, fan = [], None, None
     try:
         for n in counts:
@@ -427,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     load_after = os.getloadavg()
     print(f"## streamer bench ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, load avg "
           f"{load_before[0]:.1f} before / {load_after[0]:.1f} after, transport={args.transport}, "
-          f"concurrency={args.concurrency or DEFAULT_CONCURRENCY[args.transport]}, membership re-read every {args.membership_ms:.0f} ms)")
+          f"concurrency={args.concurrency or DEFAULT_CONCURRENCY[args.transport]}, clients={args.clients}, membership re-read every {args.membership_ms:.0f} ms)")
     print("| run | sends/s (streamer) | frames/s (clients) | realtime tick (mean) | CPU % of one core |")
     print("|---|---|---|---|---|")
     for row in rows:
