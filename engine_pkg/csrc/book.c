@@ -181,6 +181,9 @@ struct sb_engine {
     Buf fills, stats, uids, kinds, snap;
     uint32_t nf, ns;
     int uesc;
+    int64_t tc_v;    /* the last event time written, and its digits (tc_n = 0: none yet) */
+    char tc_s[32];
+    uint32_t tc_n;
     uint64_t *touched;
     uint32_t ntouched, tcap;
     uint32_t *dropped;
@@ -422,7 +425,7 @@ static uint64_t st_put(StrTab *t, Slot *sl, const char *s, uint32_t n, uint32_t 
     uint8_t *p = ar_at(&t->a, off);
     p[0] = (uint8_t)n;
     p[1] = (uint8_t)(esc < 0 ? needs_esc(s, n) : esc);
-    memcpy(p + 2, s, n);
+    copy_small((char *)p + 2, s, n);
     sl->off = off;
     sl->hash = h;
     sl->val = val;
@@ -722,6 +725,17 @@ static inline void id_close(sb_engine *e, const Order *o) {
 
 /* ---- event writing ---------------------------------------------------------------------- */
 
+/* Every event of a command has the same t (and usually every event of a batch): its digits are
+ * written once and then copied with one fixed-size move. */
+static inline char *put_t(sb_engine *e, char *o, int64_t t) {
+    if (UNLIKELY(t != e->tc_v || !e->tc_n)) {
+        e->tc_n = (uint32_t)(put_i64(e->tc_s, t) - e->tc_s);
+        e->tc_v = t;
+    }
+    memcpy(o, e->tc_s, 24);
+    return o + e->tc_n;
+}
+
 typedef struct {
     const char *s;
     uint32_t n;
@@ -791,7 +805,7 @@ static void emit_status(sb_engine *e, const StatusEv *v) {
     if (v->has_price) o = put_i64(o, v->price);
     else o = PUT_LIT(o, "null");
     o = PUT_LIT(o, ",\"t\":");
-    o = put_i64(o, v->t);
+    o = put_t(e, o, v->t);
     o = PUT_LIT(o, ",\"seq\":");
     if (v->has_seq) o = put_u64(o, v->seq);
     else o = PUT_LIT(o, "null");
@@ -838,7 +852,7 @@ static void emit_fill(sb_engine *e, const Book *b, uint64_t seq, uint64_t price,
     o = put_str(o, tu.s, tu.n, tu.esc);
     if (taker_side == BUY) o = PUT_LIT(o, "\",\"taker_side\":\"BUY\",\"t\":");
     else o = PUT_LIT(o, "\",\"taker_side\":\"SELL\",\"t\":");
-    o = put_i64(o, t);
+    o = put_t(e, o, t);
     o = PUT_LIT(o, ",\"seq\":");
     o = put_u64(o, seq);
     o = PUT_LIT(o, "}\n");
