@@ -618,6 +618,18 @@ static inline char *put_u32_8(char *o, uint32_t v) {
     return o + 8 - lz;
 }
 
+/* v < 10^4 (most quantities and many prices): the same with 4 lanes in 32 bits. */
+static inline char *put_u32_4(char *o, uint32_t v) {
+    uint32_t q = (v * 5243) >> 19; /* v / 100 */
+    uint32_t z = q | ((v - q * 100) << 16);
+    uint32_t w = ((z * 103) >> 10) & 0x000F000FU;
+    w |= (z - w * 10) << 8;
+    uint32_t lz = v ? (uint32_t)__builtin_ctz(w) >> 3 : 3;
+    w = (w + 0x30303030U) >> (8 * lz);
+    memcpy(o, &w, 4);
+    return o + 4 - lz;
+}
+
 static inline char *put_8(char *o, uint32_t v) {
     uint64_t w = dig8(v) + 0x3030303030303030ULL;
     memcpy(o, &w, 8);
@@ -628,6 +640,7 @@ static inline char *put_8(char *o, uint32_t v) {
  * reserve far more).  Digits are built in registers and stored 8 at a time: no per-digit
  * stores read back by a wide copy (a store-forwarding stall), no digit-count loop. */
 static inline char *put_u64(char *o, uint64_t v) {
+    if (v < 10000) return put_u32_4(o, (uint32_t)v);
     if (v < 100000000ULL) return put_u32_8(o, (uint32_t)v);
     if (v < 10000000000000000ULL) {
         o = put_u32_8(o, (uint32_t)(v / 100000000ULL));
