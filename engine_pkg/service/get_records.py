@@ -8,6 +8,7 @@ client sends the same wire request — the JSON 1.1 protocol, `X-Amz-Target:
 Kinesis_20131202.GetRecords`, signed by botocore's own `SigV4Auth` with the boto3 session's
 (refreshable) credentials, to the endpoint botocore resolved — over one urllib3 keep-alive
 connection per worker: ≈ 0.6 ms CPU and 1.2 ms wall per call (docs/benchmarks.md, issue 4).
+(Not supported, unlike botocore: an HTTP(S) proxy; the engine talks to Kinesis directly.)
 
 The response is shaped like boto3's with the engine's timestamp parser: `Records[*].Data` as
 bytes, `ApproximateArrivalTimestamp` as epoch seconds (float). Errors are botocore's, so the
@@ -21,6 +22,7 @@ shard loop handles both clients alike:
 from __future__ import annotations
 
 import binascii
+import os
 from typing import Any
 
 import botocore
@@ -67,7 +69,8 @@ class GetRecordsClient:
         self.credentials = credentials  # botocore (refreshable) credentials of the boto3 session
         kwargs: dict[str, Any] = {}
         if self.url.startswith("https:"):
-            kwargs["ca_certs"] = get_cert_path(True)
+            # botocore's default: the AWS_CA_BUNDLE file when set, else its bundled CA certificates
+            kwargs["ca_certs"] = os.environ.get("AWS_CA_BUNDLE") or get_cert_path(True)
         self._pool = urllib3.connection_from_url(
             self.url,
             maxsize=1,

@@ -4,6 +4,7 @@ request and same errors as the boto3 client it replaces on the hot path."""
 from __future__ import annotations
 
 import http.server
+import os
 import socket
 import threading
 import time
@@ -12,8 +13,10 @@ from collections.abc import Iterator
 import boto3
 import orjson
 import pytest
+import urllib3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, ReadTimeoutError
+from botocore.httpsession import get_cert_path
 
 from engine_pkg.service.get_records import GetRecordsClient, error_code
 
@@ -94,11 +97,16 @@ class _Capture(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:  # the timed-out client hung up: expected
+        pass
+
+
 @pytest.fixture
 def capture() -> Iterator[str]:
     _Capture.seen.clear()
     _Capture.delay.clear()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Capture)
+    server = _QuietServer(("127.0.0.1", 0), _Capture)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
@@ -142,3 +150,14 @@ def test_a_read_timeout_and_a_refused_connection_raise_botocore_errors(capture):
     with pytest.raises(EndpointConnectionError) as exc:
         refused.get_records(ShardIterator="it", Limit=1)
     assert isinstance(exc.value, BotoCoreError)
+
+
+def test_an_https_endpoint_verifies_certificates_with_botocores_ca_bundle(monkeypatch):
+    monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
+    session = boto3.Session(region_name="ap-northeast-2", aws_access_key_id="a", aws_secret_access_key="b")
+    client = _client("https://kinesis.ap-northeast-2.amazonaws.com", session)
+    assert isinstance(client._pool, urllib3.HTTPSConnectionPool)
+    assert client._pool.ca_certs == get_cert_path(True) and os.path.exists(client._pool.ca_certs)
+    monkeypatch.setenv("AWS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    assert _client("https://kinesis.ap-northeast-2.amazonaws.com", session)._pool.ca_certs == (
+        "/etc/ssl/certs/ca-certificates.crt")
