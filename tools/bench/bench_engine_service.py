@@ -282,6 +282,12 @@ def latency(stack: Stack, samples: int, **env: str) -> dict:
     cpu, kcpu = cpu_seconds(proc.pid) - c0, cpu_seconds(stack.kin.proc.pid) - k0
     wall = time.monotonic() - t_start
     stack.stop_engine(proc)
+    # where the slowest 5% of the samples spent their time (means over those samples)
+    slow = sorted(range(len(lat)), key=lat.__getitem__)[-max(1, len(lat) // 20):]
+    slowest_5pct = {"total_ms": round(statistics.fmean(lat[i] for i in slow), 1),
+                    "put_record_call_ms": round(statistics.fmean(put_ms[i] for i in slow), 1),
+                    "put_to_engine_write_ms": round(statistics.fmean(to_write[i] for i in slow), 1),
+                    "engine_write_to_notified_ms": round(statistics.fmean(to_seen[i] for i in slow), 1)}
     lat.sort()
     q = statistics.quantiles(lat, n=100)
     progress(f"latency {env or 'defaults'}: p50 {q[49]:.1f} p99 {q[98]:.1f} ms, load {os.getloadavg()[0]:.1f}")
@@ -292,6 +298,7 @@ def latency(stack: Stack, samples: int, **env: str) -> dict:
             "put_to_engine_write_p99_ms": round(statistics.quantiles(to_write, n=100)[98], 1),
             "engine_write_to_notified_p50_ms": round(statistics.median(to_seen), 1),
             "engine_write_to_notified_p99_ms": round(statistics.quantiles(to_seen, n=100)[98], 1),
+            "slowest_5pct_mean": slowest_5pct,
             "engine_cpu_s_per_s": round(cpu / wall, 3), "kinesalite_cpu_s_per_s": round(kcpu / wall, 3),
             "env": env}
 
