@@ -107,16 +107,18 @@ def diff_symbol(
     new_tick = tick_to - st.served_ticker if tick_to is not st.served_ticker else _EMPTY
     out: list[Send] = []
 
+    # messages are encoded only when something will be sent: most symbols of a 50 ms full
+    # read are unchanged, and encoding all of them was most of an idle tick's CPU
     if data.depth is not None and main:
         try:
-            payload, u, born = depth_bytes(sym, data.depth)
+            u = int(data.depth["u"])
+            to = main if u != st.u else new_main
+            if to:
+                payload, u, born = depth_bytes(sym, data.depth)
+                out.append(Send(to, ("d", sym), payload, born))
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("event=bad_data symbol=%s key=depth reason=%r", sym, exc)
         else:
-            if u != st.u:
-                out.append(Send(main, ("d", sym), payload, born))
-            elif new_main:
-                out.append(Send(new_main, ("d", sym), payload, born))
             st.u = u
 
     cand = _candle_tuple(data.candle)
@@ -126,22 +128,18 @@ def diff_symbol(
             final = closed if closed is not None and str(closed.get("t")) == prev[5] else dict(
                 zip(CANDLE_FIELDS, prev, strict=True))
             out.append(Send(main, None, orjson.dumps(messages.candle_message(sym, final, closed=True))))
-        if main:
-            cmsg = orjson.dumps(messages.candle_message(sym, data.candle or {}))
-            if cand != prev:
-                out.append(Send(main, ("c", sym), cmsg))
-            elif new_main:
-                out.append(Send(new_main, ("c", sym), cmsg))
+        to = main if cand != prev else new_main
+        if to:
+            out.append(Send(to, ("c", sym), orjson.dumps(messages.candle_message(sym, data.candle or {}))))
         st.candle = cand
 
     tick = _ticker_tuple(data.ticker)
     if tick is not None and tick_to:
-        t = data.ticker or {}
-        tmsg = orjson.dumps(messages.ticker_message(sym, t.get("t") or 0, t.get("p"), t.get("c"), t.get("yc")))
-        if tick != st.ticker:
-            out.append(Send(tick_to, ("t", sym), tmsg))
-        elif new_tick:
-            out.append(Send(new_tick, ("t", sym), tmsg))
+        to = tick_to if tick != st.ticker else new_tick
+        if to:
+            t = data.ticker or {}
+            out.append(Send(to, ("t", sym), orjson.dumps(
+                messages.ticker_message(sym, t.get("t") or 0, t.get("p"), t.get("c"), t.get("yc")))))
     if tick is not None:
         st.ticker = tick
 
