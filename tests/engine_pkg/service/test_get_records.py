@@ -4,8 +4,8 @@ request and same errors as the boto3 client it replaces on the hot path."""
 from __future__ import annotations
 
 import http.server
-import os
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +13,6 @@ from collections.abc import Iterator
 import boto3
 import orjson
 import pytest
-import urllib3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, ReadTimeoutError
 from botocore.httpsession import get_cert_path
@@ -46,7 +45,8 @@ def test_records_match_the_boto3_client_and_the_iterator_advances(aws, settings)
             assert r["ApproximateArrivalTimestamp"] == pytest.approx(b["ApproximateArrivalTimestamp"].timestamp())
             assert r["PartitionKey"] == "k"
         assert "MillisBehindLatest" in got
-        rest = ours.get_records(ShardIterator=got["NextShardIterator"], Limit=10)
+        ours._conn.sock.shutdown(socket.SHUT_RDWR)  # a kept-alive connection that died meanwhile
+        rest = ours.get_records(ShardIterator=got["NextShardIterator"], Limit=10)  # reconnects once
         assert [r["Data"] for r in rest["Records"]] == datas[2:]
         empty = ours.get_records(ShardIterator=rest["NextShardIterator"], Limit=10)
         assert empty["Records"] == [] and empty["NextShardIterator"]
@@ -153,11 +153,19 @@ def test_a_read_timeout_and_a_refused_connection_raise_botocore_errors(capture):
 
 
 def test_an_https_endpoint_verifies_certificates_with_botocores_ca_bundle(monkeypatch):
+    cafiles: list[str] = []
+    real = ssl.create_default_context
+
+    def spy(*args, cafile=None, **kwargs):
+        cafiles.append(cafile)
+        return real(*args, cafile=cafile, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", spy)
     monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
     session = boto3.Session(region_name="ap-northeast-2", aws_access_key_id="a", aws_secret_access_key="b")
-    client = _client("https://kinesis.ap-northeast-2.amazonaws.com", session)
-    assert isinstance(client._pool, urllib3.HTTPSConnectionPool)
-    assert client._pool.ca_certs == get_cert_path(True) and os.path.exists(client._pool.ca_certs)
+    tls = _client("https://kinesis.ap-northeast-2.amazonaws.com", session)._tls
+    assert tls is not None and tls.verify_mode == ssl.CERT_REQUIRED and tls.check_hostname
     monkeypatch.setenv("AWS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
-    assert _client("https://kinesis.ap-northeast-2.amazonaws.com", session)._pool.ca_certs == (
-        "/etc/ssl/certs/ca-certificates.crt")
+    _client("https://kinesis.ap-northeast-2.amazonaws.com", session)
+    assert cafiles == [get_cert_path(True), "/etc/ssl/certs/ca-certificates.crt"]
+    assert _client("http://127.0.0.1:1", session)._tls is None
