@@ -60,7 +60,7 @@ from streamer_pkg.transport import DEFAULT_CONCURRENCY, TRANSPORTS  # noqa: E402
 from tools.services import ValkeyService, free_port  # noqa: E402
 
 CTX = mp.get_context("spawn")
-WARMUP_SECONDS = 1.0  # writer running, not yet measured (--warmup)
+WARMUP = [1.0]  # seconds of writing before the measured window (--warmup)
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -345,7 +345,7 @@ async def _run(stack: Stack, seconds: float, writer_cmd: tuple, profile: Path | 
     await asyncio.sleep(1.0)  # snapshots to every new subscriber out of the way
     stack.clients.ask("clear")
     stack.writer.conn.send(writer_cmd)
-    await asyncio.sleep(WARMUP_SECONDS)  # the rate climbs for the first seconds of a run
+    await asyncio.sleep(WARMUP[0])  # the rate climbs for the first seconds of a run
     a = sampler.sample()
     spies = start_profiles(stack, seconds, profile) if profile else []
     await asyncio.sleep(seconds)
@@ -416,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", default="aiohttp", choices=["aiohttp", "websockets"],
                    help="WebSocket client library of the clients process (default aiohttp: less harness CPU)")
     p.add_argument("--profile", type=Path, default=None, help="py-spy the largest throughput run into DIR")
-    p.add_argument("--warmup", type=float, default=WARMUP_SECONDS,
+    p.add_argument("--warmup", type=float, default=WARMUP[0],
                    help="seconds of writing before the measured window (default 1)")
     p.add_argument("--no-latency", action="store_true", help="throughput runs only")
     p.add_argument("--switch-ms", type=float, default=None,
@@ -425,8 +425,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="re-read subscriber sets at least this often; 0 = every tick (the old behaviour)")
     args = p.parse_args(argv)
     counts = [int(x) for x in args.conns.split(",") if x.strip() and int(x) > 0]
-    global WARMUP_SECONDS
-    WARMUP_SECONDS = args.warmup
+    WARMUP[0] = args.warmup
     if args.switch_ms is not None:
         sys.setswitchinterval(args.switch_ms / 1000)
     load_before = os.getloadavg()
