@@ -60,7 +60,6 @@ from streamer_pkg.transport import DEFAULT_CONCURRENCY, TRANSPORTS  # noqa: E402
 from tools.services import ValkeyService, free_port  # noqa: E402
 
 CTX = mp.get_context("spawn")
-WARMUP = [1.0]  # seconds of writing before the measured window (--warmup)
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -261,6 +260,7 @@ class Stack:
                "AWS_ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"],
                "AWS_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"], "LOG_LEVEL": "WARNING"}
         self.r = redis.Redis.from_url(self.valkey.depth_url, decode_responses=True)
+        self.warmup = 1.0  # seconds of writing before a run's measured window
         self.gateway = Child(_gateway_main, self.port, env)
         self.writer = Child(_writer_main, self.valkey.depth_url)
         log(f"opening {max_conns} WebSocket clients (app $connect, test mode = logged in)")
@@ -345,7 +345,7 @@ async def _run(stack: Stack, seconds: float, writer_cmd: tuple, profile: Path | 
     await asyncio.sleep(1.0)  # snapshots to every new subscriber out of the way
     stack.clients.ask("clear")
     stack.writer.conn.send(writer_cmd)
-    await asyncio.sleep(WARMUP[0])  # the rate climbs for the first seconds of a run
+    await asyncio.sleep(stack.warmup)  # the rate climbs for the first seconds of a run
     a = sampler.sample()
     spies = start_profiles(stack, seconds, profile) if profile else []
     await asyncio.sleep(seconds)
@@ -416,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", default="aiohttp", choices=["aiohttp", "websockets"],
                    help="WebSocket client library of the clients process (default aiohttp: less harness CPU)")
     p.add_argument("--profile", type=Path, default=None, help="py-spy the largest throughput run into DIR")
-    p.add_argument("--warmup", type=float, default=WARMUP[0],
+    p.add_argument("--warmup", type=float, default=1.0,
                    help="seconds of writing before the measured window (default 1)")
     p.add_argument("--no-latency", action="store_true", help="throughput runs only")
     p.add_argument("--switch-ms", type=float, default=None,
@@ -425,12 +425,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="re-read subscriber sets at least this often; 0 = every tick (the old behaviour)")
     args = p.parse_args(argv)
     counts = [int(x) for x in args.conns.split(",") if x.strip() and int(x) > 0]
-    WARMUP[0] = args.warmup
     if args.switch_ms is not None:
         sys.setswitchinterval(args.switch_ms / 1000)
     load_before = os.getloadavg()
     log(f"load average before: {load_before[0]:.1f} {load_before[1]:.1f} {load_before[2]:.1f}")
     stack = Stack(max(counts + [1000]), args.transport, args.concurrency, args.membership_ms, args.clients)
+    stack.warmup = args.warmup
     rows, lat, fan = [], None, None
     try:
         for n in counts:
