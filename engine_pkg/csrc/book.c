@@ -22,8 +22,12 @@
  *   FIFO         Orders at one level form an intrusive doubly linked list (prev/next indices),
  *                oldest at head: price-time priority.  Level totals are unsigned 64-bit.
  *   Strings      Order ids, user ids and symbols are interned in append-only arenas made of
- *                fixed 256 KiB chunks ([len][flags][bytes], entries never move) with
- *                open-addressing hash tables (linear probing, load <= 1/2).  A table grows
+ *                fixed 256 KiB chunks ([len][flags][value][bytes], 8-byte aligned, entries
+ *                never move) with open-addressing hash tables of 8-byte slots (hash, arena
+ *                offset; linear probing, load <= 1/2).  What a string maps to (the id's open
+ *                order, a user's or symbol's index) is the value in its arena entry, so the
+ *                table stays small and closing a filled order writes the entry its fill event
+ *                has just read instead of probing the table.  A table grows
  *                incrementally: the twice-bigger table takes new entries while the old one is
  *                migrated 8 slots per insert (lookups try both), so no insert pays a full
  *                rehash.  Orders refer to users by index, so self-trade and owner checks
@@ -108,7 +112,6 @@ typedef struct {
     uint32_t prev, next;
     uint32_t user;
     uint32_t book : 31, side : 1;
-    uint32_t id_hash;
     uint32_t gen; /* bumped when the slot is freed: stale handles no longer match */
 } Order;
 
@@ -135,13 +138,22 @@ typedef struct {
     Side side[2];
 } Book;
 
+/* A hash-table slot: 8 bytes (the id table is the engine's largest random-access structure;
+ * half the old 16-byte slot halves its page zeroing as it doubles and its cache misses).  The
+ * value a string maps to lives in its arena entry, not here. */
 typedef struct {
-    uint64_t off;
-    uint32_t hash, val;
+    uint32_t hash;
+    uint32_t off; /* arena offset >> 3 (entries are 8-byte aligned); 0 = empty */
 } Slot;
 
 /* Append-only string arena in fixed chunks: entries never move.  off = chunk << ACH_BITS | pos;
- * offset 0 is reserved ("empty slot"); a zero length byte ends a chunk's entries. */
+ * offset 0 is reserved ("empty slot"); a zero length byte ends a chunk's entries.  An entry is
+ * [len u8][esc u8][2 unused][val u32][bytes], padded to 8 bytes: val is what the string maps to
+ * (the id table's open order, a user's or symbol's index), so closing an order writes the entry
+ * its fill event has just read instead of probing the table.  32-bit slot offsets in 8-byte
+ * units address 32 GiB of arena per table (more is reported as out of memory). */
+#define AR_HDR 8
+#define AR_MAXCH (1u << (35 - ACH_BITS))
 typedef struct {
     uint8_t **ch;
     uint32_t nch, chcap;
@@ -295,7 +307,9 @@ static inline uint8_t *ar_at(const Arena *a, uint64_t off) { return a->ch[off >>
 
 /* Room for an entry of `bytes`; returns its offset or 0 (OOM).  Entries never straddle chunks. */
 static uint64_t ar_alloc(Arena *a, uint32_t bytes) {
+    bytes = (bytes + 7) & ~7u;
     if (UNLIKELY(!a->nch || a->pos + bytes > ACH)) {
+        if (a->nch == AR_MAXCH) return 0;
         if (a->nch == a->chcap) {
             uint32_t nc = a->chcap ? a->chcap * 2 : 8;
             uint8_t **q = realloc(a->ch, nc * sizeof *q);
@@ -315,13 +329,26 @@ static uint64_t ar_alloc(Arena *a, uint32_t bytes) {
 
 /* Next entry after `off` in insertion order, or 0 at the end. */
 static uint64_t ar_next(const Arena *a, uint64_t off) {
-    uint64_t c = off >> ACH_BITS, p = (off & (ACH - 1)) + 2 + ar_at(a, off)[0];
-    if (p + 2 <= ACH && a->ch[c][p] != 0) return (c << ACH_BITS) | p;
+    uint64_t c = off >> ACH_BITS, p = (off & (ACH - 1)) + ((AR_HDR + ar_at(a, off)[0] + 7) & ~7u);
+    if (p + AR_HDR <= ACH && a->ch[c][p] != 0) return (c << ACH_BITS) | p;
     if (c + 1 < a->nch && a->ch[c + 1][0] != 0) return (c + 1) << ACH_BITS;
     return 0;
 }
 
 static inline uint64_t ar_first(const Arena *a) { return a->nch && a->ch[0][8] ? 8 : 0; }
+
+static inline uint32_t ar_val(const Arena *a, uint64_t off) {
+    uint32_t v;
+    memcpy(&v, ar_at(a, off) + 4, 4);
+    return v;
+}
+
+static inline void ar_set_val(const Arena *a, uint64_t off, uint32_t v) { memcpy(ar_at(a, off) + 4, &v, 4); }
+
+static inline uint64_t sl_off(const Slot *sl) { return (uint64_t)sl->off << 3; }
+
+/* The value of a found slot. */
+static inline uint32_t st_val(const StrTab *t, const Slot *sl) { return ar_val(&t->a, sl_off(sl)); }
 
 static int st_init(StrTab *t, uint32_t slots) {
     memset(t, 0, sizeof *t);
@@ -343,7 +370,7 @@ static inline const char *st_str(const StrTab *t, uint64_t off, uint32_t *n, int
     const uint8_t *p = ar_at(&t->a, off);
     *n = p[0];
     *esc = p[1];
-    return (const char *)p + 2;
+    return (const char *)p + AR_HDR;
 }
 
 static inline Slot *st_probe(const StrTab *t, Slot *tab, uint32_t mask, const char *s, uint32_t n, uint32_t h,
@@ -356,9 +383,10 @@ static inline Slot *st_probe(const StrTab *t, Slot *tab, uint32_t mask, const ch
             return sl;
         }
         if (sl->hash == h) {
-            const uint8_t *p = ar_at(&t->a, sl->off);
+            const uint8_t *p = ar_at(&t->a, sl_off(sl));
             /* ids and user ids are short: no libc call for them */
-            if (p[0] == n && (n <= 16 ? eq_small((const char *)p + 2, s, n) : memcmp(p + 2, s, n) == 0)) {
+            if (p[0] == n &&
+                (n <= 16 ? eq_small((const char *)p + AR_HDR, s, n) : memcmp(p + AR_HDR, s, n) == 0)) {
                 *found = 1;
                 return sl;
             }
@@ -420,15 +448,15 @@ static inline int needs_esc(const char *s, uint32_t n) {
 /* Insert into the empty slot `sl` (from st_lookup).  Returns the arena offset, or 0 on OOM.
  * The slot pointer is invalid afterwards (the table may have grown). */
 static uint64_t st_put(StrTab *t, Slot *sl, const char *s, uint32_t n, uint32_t h, uint32_t val, int esc) {
-    uint64_t off = ar_alloc(&t->a, n + 2);
+    uint64_t off = ar_alloc(&t->a, n + AR_HDR);
     if (!off) return 0;
     uint8_t *p = ar_at(&t->a, off);
     p[0] = (uint8_t)n;
     p[1] = (uint8_t)(esc < 0 ? needs_esc(s, n) : esc);
-    copy_small((char *)p + 2, s, n);
-    sl->off = off;
+    ar_set_val(&t->a, off, val);
+    copy_small((char *)p + AR_HDR, s, n);
+    sl->off = (uint32_t)(off >> 3);
     sl->hash = h;
-    sl->val = val;
     t->n++;
     if (t->old) st_migrate(t, 8);
     if (t->n * 2 > t->mask + 1 && st_grow(t) != 0) return 0;
@@ -492,13 +520,13 @@ static int symbol_ok(const char *s, uint32_t n) {
 static int64_t book_find(sb_engine *e, const char *s, uint32_t n, uint32_t h) {
     int found;
     Slot *sl = st_lookup(&e->syms, s, n, h, &found);
-    return found ? (int64_t)sl->val : -1;
+    return found ? (int64_t)st_val(&e->syms, sl) : -1;
 }
 
 static int64_t book_create(sb_engine *e, const char *s, uint32_t n, uint32_t h) {
     int found;
     Slot *sl = st_lookup(&e->syms, s, n, h, &found);
-    if (found) return sl->val;
+    if (found) return st_val(&e->syms, sl);
     if (grow((void **)&e->books, sizeof(Book), &e->bcap, (uint64_t)e->nbooks + 1)) return -2;
     Book *b = &e->books[e->nbooks];
     memset(b, 0, sizeof *b);
@@ -572,7 +600,7 @@ static inline void touch(sb_engine *e, uint32_t bi) {
 static uint32_t user_intern_h(sb_engine *e, const char *s, uint32_t n, uint32_t h, int esc) {
     int found;
     Slot *sl = st_lookup(&e->users, s, n, h, &found);
-    if (found) return sl->val;
+    if (found) return st_val(&e->users, sl);
     uint32_t idx = e->users.n;
     if (grow((void **)&e->ucount, sizeof(uint32_t), &e->ucap, (uint64_t)idx + 1)) return NONE;
     if (grow((void **)&e->uoff, sizeof(uint64_t), &e->uocap, (uint64_t)idx + 1)) return NONE;
@@ -590,7 +618,7 @@ static uint32_t user_intern(sb_engine *e, const char *s, uint32_t n, int esc) {
 static uint32_t user_find_h(sb_engine *e, const char *s, uint32_t n, uint32_t h) {
     int found;
     Slot *sl = st_lookup(&e->users, s, n, h, &found);
-    return found ? sl->val : NONE;
+    return found ? st_val(&e->users, sl) : NONE;
 }
 
 
@@ -701,26 +729,12 @@ static void order_unlink(sb_engine *e, Book *b, uint32_t oi) {
     e->open--;
 }
 
-/* Point the id-table entry of (hash, arena offset) at `val`. */
-static inline int id_set_in(Slot *tab, uint32_t mask, uint32_t h, uint64_t off, uint32_t val) {
-    for (uint32_t i = h & mask;; i = (i + 1) & mask) {
-        Slot *sl = &tab[i];
-        if (sl->off == off) {
-            sl->val = val;
-            return 1;
-        }
-        if (!sl->off) return 0;
-    }
-}
-
-static inline void id_set(sb_engine *e, uint32_t h, uint64_t off, uint32_t val) {
-    if (!id_set_in(e->ids.s, e->ids.mask, h, off, val) && e->ids.old)
-        id_set_in(e->ids.old, e->ids.omask, h, off, val);
-}
+/* Point the id at arena offset `off` at `val` (an open order, or NONE). */
+static inline void id_set(sb_engine *e, uint64_t off, uint32_t val) { ar_set_val(&e->ids.a, off, val); }
 
 /* Mark the order's id closed (remembered, no longer open). */
 static inline void id_close(sb_engine *e, const Order *o) {
-    if (o->id_off) id_set(e, o->id_hash, o->id_off, NONE);
+    if (o->id_off) id_set(e, o->id_off, NONE);
 }
 
 /* ---- event writing ---------------------------------------------------------------------- */
@@ -1058,7 +1072,7 @@ static void taker_status(sb_engine *e, const Book *b, Str oid, Str uid, int st, 
  * leaves the book (id_off 0: no id, the handle door of sb_hcore_cmd). */
 
 /* An accepted ADD.  *oi_out: the resting order's pool index, or NONE. */
-static int core_add(sb_engine *e, const Cmd *c, uint32_t user, uint64_t id_off, uint32_t h, uint32_t *oi_out) {
+static int core_add(sb_engine *e, const Cmd *c, uint32_t user, uint64_t id_off, uint32_t *oi_out) {
     Book *b = &e->books[c->bi];
     int has_p = !c->market;
     int side = c->is_buy ? BUY : SELL;
@@ -1109,7 +1123,6 @@ static int core_add(sb_engine *e, const Cmd *c, uint32_t user, uint64_t id_off, 
     o->rem = rem;
     o->filled = filled;
     o->id_off = id_off;
-    o->id_hash = h;
     o->user = user;
     o->book = c->bi;
     o->side = (uint32_t)side;
@@ -1205,8 +1218,8 @@ static int do_add(sb_engine *e, Cmd *c) {
     uint32_t user = user_intern_h(e, c->uid.s, c->uid.n, c->uh, c->uid.esc);
     if (user == NONE) return -1;
     uint32_t oi;
-    if (core_add(e, c, user, id_off, h, &oi)) return -1;
-    if (oi != NONE) id_set(e, h, id_off, oi); /* the id now names an open order */
+    if (core_add(e, c, user, id_off, &oi)) return -1;
+    if (oi != NONE) id_set(e, id_off, oi); /* the id now names an open order */
     return 0;
 }
 
@@ -1215,11 +1228,11 @@ static uint32_t find_own(sb_engine *e, const Cmd *c, int has_price, int64_t pric
     const Book *b = &e->books[c->bi];
     int found;
     Slot *sl = st_lookup(&e->ids, c->oid.s, c->oid.n, c->oh, &found);
-    if (!found || sl->val == NONE || ORD(e, sl->val)->book != c->bi) {
+    uint32_t oi = found ? st_val(&e->ids, sl) : NONE;
+    if (oi == NONE || ORD(e, oi)->book != c->bi) {
         reject(e, c, b, R_UNKNOWN_ORDER, has_price, price);
         return NONE;
     }
-    uint32_t oi = sl->val;
     if (user_find_h(e, c->uid.s, c->uid.n, c->uh) != ORD(e, oi)->user) {
         reject(e, c, b, R_NOT_OWNER, has_price, price);
         return NONE;
@@ -1447,14 +1460,40 @@ static inline void pipe_parse(sb_engine *e, Parsed *pr, const char *rec, size_t 
     }
 }
 
-/* Second prefetch stage: the id's arena entry and the order its slot names. */
+/* The slot whose hash is h in the new table, else in the old one (a hash match is almost
+ * always the id; a wrong guess only costs a useless prefetch), or NULL.  Probes at most 8
+ * slots: the line(s) stage 1 prefetched. */
+static inline const Slot *pf_slot(const StrTab *t, uint32_t h) {
+    for (uint32_t k = 0, i = h & t->mask; k < 8; k++, i = (i + 1) & t->mask) {
+        const Slot *sl = &t->s[i];
+        if (!sl->off) break;
+        if (sl->hash == h) return sl;
+    }
+    if (!t->old) return NULL;
+    for (uint32_t k = 0, i = h & t->omask; k < 8; k++, i = (i + 1) & t->omask) {
+        const Slot *sl = &t->old[i];
+        if (!sl->off) break;
+        if (sl->hash == h) return sl;
+    }
+    return NULL;
+}
+
+/* Second prefetch stage: the id's arena entry (an ADD's new id usually has none). */
 static inline void pipe_prefetch2(sb_engine *e, const Parsed *pr) {
     const jval *ov = &pr->jc.f[K_ORDER_ID];
     if (!pr->ok || ov->kind != JV_STR || ov->n < 1 || ov->n > MAX_ID) return;
-    const Slot *sl = &e->ids.s[pr->oh & e->ids.mask];
-    if (sl->off) {
-        __builtin_prefetch(ar_at(&e->ids.a, sl->off));
-        if (sl->val != NONE) __builtin_prefetch(ORD(e, sl->val));
+    const Slot *sl = pf_slot(&e->ids, pr->oh);
+    if (sl) __builtin_prefetch(ar_at(&e->ids.a, sl_off(sl)));
+}
+
+/* Third stage: the open order the id names (the value in its arena entry). */
+static inline void pipe_prefetch3(sb_engine *e, const Parsed *pr) {
+    const jval *ov = &pr->jc.f[K_ORDER_ID];
+    if (!pr->ok || ov->kind != JV_STR || ov->n < 1 || ov->n > MAX_ID) return;
+    const Slot *sl = pf_slot(&e->ids, pr->oh);
+    if (sl) {
+        uint32_t v = ar_val(&e->ids.a, sl_off(sl));
+        if (v != NONE) __builtin_prefetch(ORD(e, v));
     }
 }
 
@@ -1462,6 +1501,12 @@ static inline void pipe_prefetch2(sb_engine *e, const Parsed *pr) {
  * state), so the id-table slot of a record is prefetched while earlier records run: the
  * table's cache misses overlap instead of stalling each ADD/CANCEL in turn. */
 #define PIPE 8
+#ifndef PF2
+#define PF2 4 /* stage 2 runs PIPE - 1 - PF2 records before execution */
+#endif
+#ifndef PF3
+#define PF3 6
+#endif
 
 int sb_process(sb_engine *e, const char *buf, size_t len, const uint32_t *lens, uint32_t n, int64_t now) {
     begin_batch(e);
@@ -1502,7 +1547,8 @@ int sb_process(sb_engine *e, const char *buf, size_t len, const uint32_t *lens, 
             size_t ro = e->roff[2 * i];
             pipe_parse(e, &ring[i & (PIPE - 1)], buf + ro, e->roff[2 * i + 1], e->scratch + ro + 16 * (size_t)i);
         }
-        if (i >= PIPE / 2 && i - PIPE / 2 < m) pipe_prefetch2(e, &ring[(i - PIPE / 2) & (PIPE - 1)]);
+        if (i >= PF2 && i - PF2 < m) pipe_prefetch2(e, &ring[(i - PF2) & (PIPE - 1)]);
+        if (i >= PF3 && i - PF3 < m) pipe_prefetch3(e, &ring[(i - PF3) & (PIPE - 1)]);
         if (i >= PIPE - 1) {
             uint32_t j = i - (PIPE - 1);
             if (run_json(e, &ring[j & (PIPE - 1)], j, now) != 0 || e->oom) {
@@ -1624,9 +1670,14 @@ int sb_core_batch(sb_engine *e, const sb_cmd *cmds, uint32_t n) {
         if (i + NEAR < n) {
             const sb_cmd *p = &cmds[i + NEAR];
             const Slot *sl = &e->ids.s[hash_bytes(p->order_id, p->order_id_len) & e->ids.mask];
+            if (sl->off) __builtin_prefetch(ar_at(&e->ids.a, sl_off(sl)));
+        }
+        if (i + NEAR / 2 < n) {
+            const sb_cmd *p = &cmds[i + NEAR / 2];
+            const Slot *sl = &e->ids.s[hash_bytes(p->order_id, p->order_id_len) & e->ids.mask];
             if (sl->off) {
-                __builtin_prefetch(ar_at(&e->ids.a, sl->off));
-                if (sl->val != NONE) __builtin_prefetch(ORD(e, sl->val));
+                uint32_t v = ar_val(&e->ids.a, sl_off(sl));
+                if (v != NONE) __builtin_prefetch(ORD(e, v));
             }
         }
         int r = sb_core_cmd(e, &cmds[i]);
@@ -1680,7 +1731,7 @@ uint64_t sb_hcore_cmd(sb_engine *e, const sb_hcmd *hc) {
     }
     if (c.action == A_ADD) {
         uint32_t oi;
-        if (core_add(e, &c, hc->user, 0, 0, &oi)) return SB_HERR;
+        if (core_add(e, &c, hc->user, 0, &oi)) return SB_HERR;
         return oi == NONE ? SB_HNONE : ((uint64_t)ORD(e, oi)->gen << 32 | oi);
     }
     uint32_t oi = (uint32_t)hc->handle;
@@ -1753,7 +1804,7 @@ int sb_snapshot(sb_engine *e, const char **out, size_t *len) {
     int rc = sn_put(b, "SNB1", 4) || sn_u64(b, e->ids.n);
     for (uint64_t off = ar_first(&e->ids.a); off && !rc; off = ar_next(&e->ids.a, off)) {
         const uint8_t *p = ar_at(&e->ids.a, off);
-        rc = sn_str(b, (const char *)p + 2, p[0]);
+        rc = sn_str(b, (const char *)p + AR_HDR, p[0]);
     }
     rc = rc || sn_u32(b, e->nbooks);
     for (uint32_t bi = 0; bi < e->nbooks && !rc; bi++) {
@@ -1844,8 +1895,8 @@ int sb_restore(sb_engine *e, const char *buf, size_t len) {
             uint32_t h2 = hash_bytes(id, idn);
             int found;
             Slot *sl = st_lookup(&e->ids, id, idn, h2, &found);
-            if (!found || sl->val != NONE) return -1;
-            uint64_t id_off = sl->off;
+            if (!found || st_val(&e->ids, sl) != NONE) return -1;
+            uint64_t id_off = sl_off(sl);
             uint32_t user = user_intern(e, us, un, -1);
             uint32_t oi = order_alloc(e);
             if (user == NONE || oi == NONE) return -1;
@@ -1854,12 +1905,11 @@ int sb_restore(sb_engine *e, const char *buf, size_t len) {
             o->rem = rem;
             o->filled = filled;
             o->id_off = id_off;
-            o->id_hash = h2;
             o->user = user;
             o->book = (uint32_t)bi;
             o->side = (uint8_t)side;
             if (order_rest(e, &e->books[bi], oi)) return -1;
-            id_set(e, h2, id_off, oi);
+            id_set(e, id_off, oi);
         }
         Book *bk = &e->books[bi];
         if (bk->side[0].n && bk->side[1].n &&

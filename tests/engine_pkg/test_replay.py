@@ -150,6 +150,42 @@ def test_restored_engine_remembers_ids_priorities_and_seqs() -> None:
     assert [e["maker_order_id"] for e in ev if e["e"] == "fill"] == ["o0", "o2"]
 
 
+def test_snapshot_of_ids_spanning_several_arena_chunks_round_trips() -> None:
+    # 12,000 ids of 5..64 bytes fill several 256 KiB string-arena chunks (entries are padded to
+    # 8 bytes and carry the id's open order): every id must survive a snapshot, open or closed.
+    def oid(i: int) -> str:
+        return f"{i:05d}" + "x" * (i % 60)  # 5..64 bytes, unique
+
+    n = 12_000
+    eng = Engine(clock=lambda: 0)
+    adds = [
+        cmd(
+            action="ADD",
+            symbol="S",
+            order_id=oid(i),
+            user_id=f"u{i % 7}",
+            is_buy=True,
+            price=10 + i % 5,
+            quantity=1,
+        )
+        for i in range(n)
+    ]
+    eng.process(adds)
+    eng.process(
+        [cmd(action="CANCEL", symbol="S", order_id=oid(i), user_id=f"u{i % 7}") for i in range(0, n, 2)]
+    )
+    snap = eng.snapshot()
+    new = Engine.from_snapshot(snap, clock=lambda: 0)
+    assert new.snapshot() == snap and new.open_orders() == n // 2
+    res = new.process(adds)  # every id is remembered: all duplicates
+    assert [json.loads(s)["reason"] for s in res.statuses] == ["DUPLICATE_ORDER_ID"] * n
+    res = new.process(
+        [cmd(action="CANCEL", symbol="S", order_id=oid(i), user_id=f"u{i % 7}") for i in range(n)]
+    )
+    assert [json.loads(s)["status"] for s in res.statuses] == ["REJECTED", "CANCELLED"] * (n // 2)
+    assert new.open_orders() == 0
+
+
 def test_lobster_order_flow_reproduces_the_visible_book() -> None:
     msgs, rows = lobster.load()
     rp = lobster.LobsterReplay()
