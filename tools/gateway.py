@@ -217,7 +217,7 @@ class _Front(asyncio.Protocol):
                         name == b"connection" and value.strip().lower() == b"close"):
                     length = -2
             if version != b"HTTP/1.1" or length < 0 or length > gateway.max_message_bytes \
-                    or b"?" in target or b"/" in target[len(prefix) - 5 :]:
+                    or b"?" in target or b"/" in target[len(prefix) - 5 :] or len(target) <= len(prefix) - 5:
                 self._hand_over()
                 return
             if len(buf) < end + 4 + length:
