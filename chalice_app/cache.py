@@ -241,23 +241,21 @@ def execute_and_publish(client: Any, pipe: Any, channel: str, message: str | byt
 
 
 def queue_script(pipe: Any, script: Script, keys: Sequence[str], args: Sequence[Any]) -> None:
-    """Queue one call of a registered Lua script on `pipe`.
+    """Queue one EVALSHA of a registered Lua script on `pipe`.
 
-    A plain pipeline loads missing scripts itself before it runs. redis-py blocks EVALSHA in a
-    cluster pipeline (it cannot load a script there), so on a cluster the caller must first
-    `load_script` on every primary and, on NoScriptError (a node restarted or failed over),
-    load it again and re-run — the caller's script must be idempotent for that."""
+    Nothing is loaded here: redis-py's own loading (a SCRIPT EXISTS round trip before every
+    pipeline that holds a script) is refused in a cluster pipeline and costs a round trip per
+    batch on a single node. The caller runs the pipeline and, on NoScriptError (first use, a
+    restart, a failover), calls `load_script` and re-runs it — its script must be idempotent."""
     if is_cluster(pipe):
         # the node named here: without it redis-py 8 asks the server for an EVALSHA's keys
         # (COMMAND GETKEYS), one round trip per call (measured: 100 calls 43 ms -> see docs/scaling.md)
         pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args,
                              target_nodes=pipe.get_node_from_key(keys[0]))
     else:
-        script(keys=list(keys), args=list(args), client=pipe)
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
 
 
 def load_script(client: Any, script: Script) -> None:
-    """SCRIPT LOAD on every primary of a cluster (a no-op for a single node: its pipelines load
-    scripts on demand)."""
-    if is_cluster(client):
-        client.script_load(script.script)
+    """SCRIPT LOAD on the node, or on every primary of a cluster."""
+    client.script_load(script.script)

@@ -207,7 +207,8 @@ class ValkeyClusterService:
     Each node is a `valkey-server --cluster-enabled yes` with its own folder (its
     `nodes.conf`); `start()` gives each primary a third of the 16384 slots
     (CLUSTER ADDSLOTSRANGE), joins them (CLUSTER MEET) and waits for `cluster_state:ok` on
-    every node. There is one logical database (0): `url` is the seed node's `redis://…/0`.
+    every node and for a PUBLISH on any node to reach subscribers on all of them. There is one
+    logical database (0): `url` is the seed node's `redis://…/0`.
     """
 
     name: str = "valkey-cluster"
@@ -238,6 +239,9 @@ class ValkeyClusterService:
                 if time.monotonic() > deadline:
                     raise ServiceStartError(f"{self.name} did not reach cluster_state:ok within {self.start_timeout}s")
                 time.sleep(0.05)
+            while not self._pubsub_spans_nodes(clients):
+                if time.monotonic() > deadline:
+                    raise ServiceStartError(f"{self.name}: PUBLISH did not reach every node within {self.start_timeout}s")
             for c in clients:
                 c.close()
         except BaseException:
@@ -245,6 +249,31 @@ class ValkeyClusterService:
             raise
         log.info("service=%s event=ready ports=%s", self.name, ",".join(str(p) for p in self.ports))
         return self
+
+    @staticmethod
+    def _pubsub_spans_nodes(clients: list) -> bool:
+        """cluster_state:ok comes before every bus link is up; until then a PUBLISH on one node
+        can miss subscribers on another (seen as a lost first `depth:changed`). Probe it."""
+        subs = [c.pubsub(ignore_subscribe_messages=True) for c in clients]
+        try:
+            for sub in subs:
+                sub.subscribe("cluster:ready-probe")
+                sub.get_message(timeout=1.0)  # the subscribe confirmation: subscribed before publishing
+            for i, c in enumerate(clients):
+                c.publish("cluster:ready-probe", str(i))
+            for sub in subs:
+                heard: set[bytes] = set()
+                until = time.monotonic() + 0.5
+                while len(heard) < len(clients) and time.monotonic() < until:
+                    msg = sub.get_message(timeout=0.05)
+                    if msg:
+                        heard.add(msg["data"])
+                if len(heard) < len(clients):
+                    return False
+            return True
+        finally:
+            for sub in subs:
+                sub.close()
 
     @staticmethod
     def _ok(client) -> bool:

@@ -24,8 +24,8 @@ log = logging.getLogger("supernoba.engine.depth")
 DEPTH_LEVELS = 10
 
 
-def load_script(client: redis.Redis):
-    """The registered `candles.lua` (redis-py loads it on first use, also inside pipelines)."""
+def candles_script(client: redis.Redis):
+    """`candles.lua` registered with the client (its sha; loaded by `DepthWriter.write`)."""
     source = resources.files("engine_pkg.service").joinpath("candles.lua").read_text()
     return client.register_script(source)
 
@@ -46,8 +46,7 @@ class DepthWriter:
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
-        self.script = load_script(client)
-        cache.load_script(client, self.script)
+        self.script = candles_script(client)  # loaded on the node(s) at the first NoScriptError
 
     def write(self, updates: list[SymbolUpdate]) -> None:
         if not updates:
@@ -55,9 +54,9 @@ class DepthWriter:
         try:
             self._write(updates)
         except redis.exceptions.NoScriptError:
-            # cluster only: a primary lost its script cache (restart, failover); the script is
+            # first batch, or a node lost its script cache (restart, failover); the script is
             # seq-guarded, so re-running the calls that did apply changes nothing
-            log.warning("event=script_reload script=candles.lua")
+            log.info("event=script_load script=candles.lua sha=%s", self.script.sha)
             cache.load_script(self.client, self.script)
             self._write(updates)
 
