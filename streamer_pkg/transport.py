@@ -223,6 +223,27 @@ class ChaliceTransport:
 
 
 # --------------------------------------------------------------------------- aiohttp transport
+class GoneCleanup:
+    """The shared connection cleanup (`remove_connection`) for a 410, run off the event loop on a
+    small thread pool (redis-py is synchronous); a cache error is logged, never raised."""
+
+    def __init__(self, redis_client: redis.Redis | None) -> None:
+        self.redis = redis_client
+        self._pool = ThreadPoolExecutor(2, thread_name_prefix="ws-cleanup")
+
+    async def remove(self, conn_id: str) -> None:
+        if self.redis is None:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._pool, remove_connection, self.redis, conn_id)
+        except redis.RedisError:
+            log.exception("event=cleanup_failed conn=%s", conn_id)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False)
+
+
 class AiohttpTransport:
     """PostToConnection with botocore's SigV4 signer and an aiohttp keep-alive pool."""
 
@@ -241,12 +262,11 @@ class AiohttpTransport:
             raise ValueError(f"WEBSOCKET_ENDPOINT must be an http(s) URL, got {endpoint!r}")
         self.base = endpoint.rstrip("/")
         self.region = region
-        self.redis = redis_client
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.max_connections = max_connections
         self._credentials = (session or boto3.Session(region_name=region)).get_credentials()
         self._http: aiohttp.ClientSession | None = None
-        self._cleanup = ThreadPoolExecutor(2, thread_name_prefix="ws-cleanup")
+        self._cleanup = GoneCleanup(redis_client)
 
     def url(self, conn_id: str) -> str:
         """`{endpoint}/@connections/{id}`, the id percent-encoded as botocore encodes a URI label."""
@@ -282,23 +302,14 @@ class AiohttpTransport:
         if 200 <= status < 300:
             return
         if status == 410 or error_type == "GoneException":
-            await self._remove(conn_id)
+            await self._cleanup.remove(conn_id)
             raise ConnectionGone(conn_id)
         raise _classify(status, error_type)
-
-    async def _remove(self, conn_id: str) -> None:
-        if self.redis is None:
-            return
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(self._cleanup, remove_connection, self.redis, conn_id)
-        except redis.RedisError:
-            log.exception("event=cleanup_failed conn=%s", conn_id)
 
     async def aclose(self) -> None:
         if self._http is not None:
             await self._http.close()
-        self._cleanup.shutdown(wait=False)
+        self._cleanup.shutdown()
 
 
 # --------------------------------------------------------------------------- fast transport
@@ -322,14 +333,13 @@ class FastTransport:
         self.base_path = parts.path.rstrip("/")
         self.host = host_of(endpoint)
         self.region = region
-        self.redis = redis_client
         self.timeout = timeout
         credentials = (session or boto3.Session(region_name=region)).get_credentials()
         self.signer = Signer(credentials, self.host, region)
         self.client = WireClient(parts.hostname, parts.port or (443 if tls else 80), tls=tls,
                                  server_hostname=parts.hostname, timeout=timeout)
         self._paths: dict[str, str] = {}
-        self._cleanup = ThreadPoolExecutor(2, thread_name_prefix="ws-cleanup")
+        self._cleanup = GoneCleanup(redis_client)
 
     def path(self, conn_id: str) -> str:
         """`{stage path}/@connections/{id}`, the id percent-encoded as botocore encodes a URI label."""
@@ -358,22 +368,13 @@ class FastTransport:
         if 200 <= status < 300:
             return
         if status == 410 or response.error_type == "GoneException":
-            await self._remove(conn_id)
+            await self._cleanup.remove(conn_id)
             raise ConnectionGone(conn_id)
         raise _classify(status, response.error_type)
 
-    async def _remove(self, conn_id: str) -> None:
-        if self.redis is None:
-            return
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(self._cleanup, remove_connection, self.redis, conn_id)
-        except redis.RedisError:
-            log.exception("event=cleanup_failed conn=%s", conn_id)
-
     async def aclose(self) -> None:
         await self.client.aclose()
-        self._cleanup.shutdown(wait=False)
+        self._cleanup.shutdown()
 
 
 def build_transport(kind: str, endpoint: str, redis_client: redis.Redis | None, *, region: str,
