@@ -640,6 +640,13 @@ class Gateway:
         if len(data) > self.max_message_bytes:
             self._counters["messages_out_too_large"] += 1
             return _error(413, "PayloadTooLargeException", f"Message too long. Max {self.max_message_bytes} bytes")
+        if not await self._send_frame(conn, data):
+            return _error(410, "GoneException", "")
+        return web.Response(status=200)
+
+    async def _send_frame(self, conn: _Connection, data: bytes) -> bool:
+        """`data` to the client through aiohttp's WebSocket writer (a text frame when it is UTF-8,
+        as API Gateway does), counted; False when the client is gone."""
         try:
             try:
                 await conn.ws.send_str(data.decode("utf-8"))
@@ -647,10 +654,10 @@ class Gateway:
                 await conn.ws.send_bytes(data)
         except ConnectionError:
             self._counters["management_gone"] += 1
-            return _error(410, "GoneException", "")
+            return False
         self._counters["messages_out"] += 1
         self._counters["bytes_out"] += len(data)
-        return web.Response(status=200)
+        return True
 
     def post_now(self, conn_id: str, data: bytes) -> bytes | None:
         """PostToConnection without aiohttp's request machinery (the `_Front` fast path): the
@@ -696,16 +703,8 @@ class Gateway:
         if conn is None or conn.ws is None or conn.state is not ConnState.OPEN:
             self._counters["management_gone"] += 1
             return _raw_error(410, "Gone", "GoneException", "")
-        try:
-            try:
-                await conn.ws.send_str(data.decode("utf-8"))
-            except UnicodeDecodeError:
-                await conn.ws.send_bytes(data)
-        except ConnectionError:
-            self._counters["management_gone"] += 1
+        if not await self._send_frame(conn, data):
             return _raw_error(410, "Gone", "GoneException", "")
-        self._counters["messages_out"] += 1
-        self._counters["bytes_out"] += len(data)
         return _RAW_OK
 
     async def _handle_stats(self, request: web.Request) -> web.Response:
