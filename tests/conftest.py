@@ -20,7 +20,9 @@ import boto3
 import pytest
 import redis
 
+from chalice_app import cache, keys
 from chalice_app.config import Settings
+from tests.cluster import CLUSTER_SYMBOLS
 from tools.provision import provision
 from tools.services import LocalServices, ValkeyClusterService
 
@@ -101,3 +103,13 @@ def cluster_url(valkey_cluster: ValkeyClusterService) -> str:
     """The cluster's seed URL (`redis://127.0.0.1:PORT/0`), every primary flushed."""
     valkey_cluster.flush()
     return valkey_cluster.url
+
+
+@pytest.fixture
+def cluster(valkey_cluster: ValkeyClusterService, cluster_url: str) -> Iterator[redis.cluster.RedisCluster]:
+    """A cluster client (`chalice_app.cache`, mode on, str replies) on the flushed cluster; checks
+    that `CLUSTER_SYMBOLS` live on three different nodes, so a test cannot pass on one node."""
+    assert sorted(valkey_cluster.node_of(keys.depth(s)) for s in CLUSTER_SYMBOLS) == [0, 1, 2]
+    client = cache.client(cluster_url, "on", decode_responses=True)
+    yield client
+    client.close()

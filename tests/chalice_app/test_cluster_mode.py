@@ -5,25 +5,16 @@ stale-connection job and the trades backup (SCAN over every primary) work there 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
-from redis.cluster import RedisCluster
 
 from chalice_app import cache, keys
 from tests.chalice_app.helpers import add_symbol, post_json, read_stream
 from tests.chalice_app.test_schedules import closed, invoke
+from tests.cluster import CLUSTER_SYMBOLS
 
-SYMBOLS = ("TEST", "X", "AAPL")  # one per primary (asserted below)
+SYMBOLS = CLUSTER_SYMBOLS  # one per primary (asserted by the `cluster` fixture)
 U1 = {"X-Test-User": "u1"}
-
-
-@pytest.fixture
-def cluster(valkey_cluster, cluster_url) -> Iterator[RedisCluster]:
-    assert sorted(valkey_cluster.node_of(keys.depth(s)) for s in SYMBOLS) == [0, 1, 2]
-    client = cache.client(cluster_url, "on", decode_responses=True)
-    yield client
-    client.close()
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import dataclasses
 from collections.abc import Iterator
 
 import pytest
-from redis.cluster import RedisCluster
 
 from chalice_app import cache, keys
+from tests.cluster import CLUSTER_SYMBOLS
 from tests.streamer_pkg.helpers import (
     RunningStreamer,
     connect,
@@ -22,7 +22,7 @@ from tests.streamer_pkg.helpers import (
 )
 from tests.streamer_pkg.mgmt_server import MgmtServer
 
-SYMBOLS = ("TEST", "X", "AAPL")  # one per primary (asserted below)
+SYMBOLS = CLUSTER_SYMBOLS  # one per primary (asserted by the `cluster` fixture)
 
 
 @pytest.fixture
@@ -30,14 +30,6 @@ def server() -> Iterator[MgmtServer]:
     s = MgmtServer().start()
     yield s
     s.stop()
-
-
-@pytest.fixture
-def cluster(valkey_cluster, cluster_url) -> Iterator[RedisCluster]:
-    assert sorted(valkey_cluster.node_of(keys.depth(s)) for s in SYMBOLS) == [0, 1, 2]
-    client = cache.client(cluster_url, "on", decode_responses=True)
-    yield client
-    client.close()
 
 
 def test_one_tick_reads_symbols_on_three_nodes_and_pushes_them(settings, cluster, cluster_url, server):

@@ -10,26 +10,18 @@ import json
 import orjson
 import pytest
 import redis
-from redis.cluster import RedisCluster
 
 from chalice_app import cache, keys
 from engine_pkg.service.depth_writer import DepthWriter, SymbolUpdate
 from engine_pkg.service.errors import LeaseLost
 from engine_pkg.service.leases import LeaseManager
 from engine_pkg.service.snapshots import Snapshot, SnapshotStore
+from tests.cluster import CLUSTER_SYMBOLS
 from tests.engine_pkg.service.helpers import fast, put_orders, running_service, wait_until
 
 #: one symbol per primary (asserted: the tests cannot pass on one node by accident)
-SYMBOLS = ("TEST", "X", "AAPL")
+SYMBOLS = CLUSTER_SYMBOLS  # one per primary (asserted by the `cluster` fixture)
 M1, M2 = "202512161420", "202512161421"
-
-
-@pytest.fixture
-def cluster(valkey_cluster, cluster_url) -> RedisCluster:
-    assert sorted(valkey_cluster.node_of(keys.depth(s)) for s in SYMBOLS) == [0, 1, 2]
-    client = cache.client(cluster_url, "on", decode_responses=True)
-    yield client
-    client.close()
 
 
 def test_depth_writer_runs_the_candle_script_on_every_node_and_publishes(valkey_cluster, cluster):
