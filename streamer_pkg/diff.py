@@ -52,6 +52,7 @@ class SymbolState:
     source: tuple | None = None
     main: frozenset[str] = frozenset()
     tick_to: frozenset[str] = frozenset()
+    data: SymbolData | None = None  # the SymbolData last diffed (the reader reuses unchanged ones)
 
 
 @dataclass
@@ -91,8 +92,12 @@ def diff_symbol(
     `tier_key` = the object `member` depends on (same object → same answers), or None."""
     sym = data.symbol
     src = st.source
-    if tier_key is not None and src is not None and src[0] is data.main and src[1] is data.sub \
-            and src[2] is tier_key:
+    same_sets = tier_key is not None and src is not None and src[0] is data.main and src[1] is data.sub \
+        and src[2] is tier_key
+    if same_sets and st.data is data:
+        return []  # diffed this very data for these very sets: nothing can have changed
+    st.data = data
+    if same_sets:
         main, tick_to = st.main, st.tick_to
     else:
         main = frozenset(c for c in data.main if member(c))

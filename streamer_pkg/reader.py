@@ -1,15 +1,17 @@
 """Reads what the streamer pushes from the depth cache, in one pipelined round trip per tick.
 
-Per tick, for the symbols in `subscribed:symbols` (as of the last membership read):
+Per tick, for the symbols in `subscribed:symbols` (as of the last membership read), one
+`READ_SCRIPT` EVAL per 200 symbols returns each symbol's `depth:{SYM}`, `ticker:{SYM}` and
+`candle:1m:{SYM}` (or, on a tick woken by the engine's `depth:changed`, only the symbols it
+named), plus any writes queued since the last tick (roll-ups, the anonymous-tier cache), so
+the steady state is exactly one round trip and its size does not grow with the number of
+connections. On a cluster-mode cache, where one command may not span slots, it is GET /
+GET / HGETALL per symbol instead (redis-py splits the pipeline into one round trip per node).
+A symbol whose raw replies equal the last read's is not parsed again and keeps its
+`SymbolData` object, which diff.py skips by identity.
 
-    MGET depth:{A} depth:{B} …, MGET ticker:{A} …, and per symbol HGETALL candle:1m:{SYM}
-
-(or, on a tick woken by the engine's `depth:changed`, only the symbols it named), plus any
-writes queued since the last tick (roll-ups, the anonymous-tier cache), so the
-steady state is exactly one round trip and its size does not grow with the number of
-connections (on a cluster-mode cache, where MGET may not span slots, one GET per key instead:
-redis-py splits the pipeline into one round trip per node). Who is subscribed (`subscribed:symbols`, `realtime:connections`,
-`symbol:{SYM}:main|sub`) is cached and re-read in the same pipeline only
+Who is subscribed (`subscribed:symbols`, `realtime:connections`, `symbol:{SYM}:main|sub`)
+is cached and re-read in the same pipeline (the same EVAL) only
 
 - when the ws handlers announce a change (`connections.CONNECTIONS_CHANGED_CHANNEL`,
   `mark_dirty()`), at most every `membership_min_gap` seconds (a subscribe storm costs
@@ -19,7 +21,8 @@ redis-py splits the pipeline into one round trip per node). Who is subscribed (`
 Unchanged sets keep their identity (`is`) across re-reads, so per-tier partitions computed
 from them (diff.py) are reused. A symbol that just joined `subscribed:symbols` costs one
 extra round trip for that symbol on the tick it appears. Payloads the engine wrote badly are
-logged, counted (`bad_data`) and treated as absent; they never stop a tick.
+logged, counted (`bad_data`, once per distinct bad payload) and treated as absent; they never
+stop a tick.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -62,20 +66,57 @@ class Snapshot:
     partial: bool = False  # only some subscribed symbols were read (those the engine named)
 
 
+#: A tick's reads of up to `SCRIPT_CHUNK` symbols as ONE command on a single-node cache.
+#: KEYS = n depth, n ticker, n candle (+ n main, n sub when ARGV[2] == '1'); ARGV[1] = n.
+#: Replies per symbol: {depth or nil, ticker or nil, HGETALL flat list[, SMEMBERS, SMEMBERS]}.
+#: One EVAL instead of 2 MGETs + 100 HGETALLs: redis-py's per-command packing and reply
+#: handling was most of a 50 ms full read's CPU (docs/streamer.md, "Read cost").
+READ_SCRIPT = """
+local n = tonumber(ARGV[1])
+local sets = ARGV[2] == '1'
+local out = {}
+for i = 1, n do
+  local row = {redis.call('GET', KEYS[i]) or false, redis.call('GET', KEYS[n + i]) or false,
+               redis.call('HGETALL', KEYS[2 * n + i])}
+  if sets then
+    row[4] = redis.call('SMEMBERS', KEYS[3 * n + i])
+    row[5] = redis.call('SMEMBERS', KEYS[4 * n + i])
+  end
+  out[i] = row
+end
+return out
+"""
+
+#: Symbols per EVAL: bounds how long one script holds the (single-threaded) server.
+SCRIPT_CHUNK = 200
+
+
+@lru_cache(maxsize=64)
+def _script_args(symbols: tuple[str, ...], sets: bool) -> tuple[int | str, ...]:
+    """numkeys, KEYS and ARGV of one READ_SCRIPT call (cached: the symbol list rarely changes)."""
+    ks = [keys.depth(s) for s in symbols] + [keys.ticker(s) for s in symbols]
+    ks += [keys.candle(s) for s in symbols]
+    if sets:
+        ks += [keys.symbol_main(s) for s in symbols] + [keys.symbol_sub(s) for s in symbols]
+    return (len(ks), *ks, len(symbols), "1" if sets else "0")
+
+
+def _chunks(symbols: list[str]) -> Iterator[tuple[str, ...]]:
+    for i in range(0, len(symbols), SCRIPT_CHUNK):
+        yield tuple(symbols[i : i + SCRIPT_CHUNK])
+
+
 def _queue_reads(pipe: Any, symbols: list[str], sets: bool, cluster: bool = False) -> None:
-    """Per tick: one MGET for every depth, one for every ticker (two replies instead of one
-    per symbol: redis.asyncio's per-reply cost dominated a 100-symbol tick), and per symbol
-    HGETALL candle (+ SMEMBERS main / sub when the membership is re-read). `cluster`: a GET
-    per depth and ticker instead of the MGETs (each symbol's keys have their own slot)."""
-    if not symbols:
-        return
+    """Per tick: one READ_SCRIPT EVAL per `SCRIPT_CHUNK` symbols (depth, ticker, candle
+    + SMEMBERS main / sub when the membership is re-read). `cluster`: per symbol a GET per
+    depth and ticker, HGETALL candle (+ SMEMBERS), since each symbol's keys have their own slot."""
     if not cluster:
-        pipe.mget([keys.depth(s) for s in symbols])
-        pipe.mget([keys.ticker(s) for s in symbols])
+        for chunk in _chunks(symbols):
+            pipe.eval(READ_SCRIPT, *_script_args(chunk, sets))
+        return
     for s in symbols:
-        if cluster:
-            pipe.get(keys.depth(s))
-            pipe.get(keys.ticker(s))
+        pipe.get(keys.depth(s))
+        pipe.get(keys.ticker(s))
         pipe.hgetall(keys.candle(s))
         if sets:
             pipe.smembers(keys.symbol_main(s))
@@ -83,18 +124,12 @@ def _queue_reads(pipe: Any, symbols: list[str], sets: bool, cluster: bool = Fals
 
 
 def _split(res: Iterator[Any], symbols: list[str], sets: bool, cluster: bool = False) -> list[tuple[Any, ...]]:
-    """The replies queued by `_queue_reads`, per symbol: (depth, ticker, candle[, main, sub])."""
-    if not symbols:
-        return []
+    """The replies queued by `_queue_reads`, per symbol: (depth, ticker, candle[, main, sub]);
+    candle is HGETALL's flat [field, value, …] list from the script, a dict on a cluster."""
     if not cluster:
-        depths, tickers = next(res), next(res)
-    out = []
-    for i in range(len(symbols)):
-        row: tuple[Any, ...] = (next(res), next(res), next(res)) if cluster else (depths[i], tickers[i], next(res))
-        if sets:
-            row += (next(res), next(res))
-        out.append(row)
-    return out
+        return [tuple(row) for _ in _chunks(symbols) for row in next(res)]
+    n = 5 if sets else 3
+    return [tuple(next(res) for _ in range(n)) for _ in symbols]
 
 
 def _same(old: frozenset[str], raw: Any) -> frozenset[str]:
@@ -127,6 +162,8 @@ class Reader:
         self._membership_at = -1e9
         self._writes: list[Callable[[Any], None]] = []
         self._on_bad = on_bad_data or (lambda kind: None)
+        # symbol -> (raw depth, ticker, candle replies of the last read, what they parsed to)
+        self._last: dict[str, tuple[tuple[Any, ...], SymbolData]] = {}
 
     def mark_dirty(self) -> None:
         """Subscriber sets changed (a ws handler said so): re-read them soon."""
@@ -198,6 +235,7 @@ class Reader:
                 data[s] = self._parse(s, raw, *self.members[s])
         for s in [s for s in self.members if s not in subscribed]:
             del self.members[s]
+            self._last.pop(s, None)
             changed = True
         if changed:
             self.membership += 1
@@ -208,15 +246,33 @@ class Reader:
         return snap
 
     def _parse(self, symbol: str, raw: tuple[Any, ...], main: frozenset[str], sub: frozenset[str]) -> SymbolData:
-        depth_raw, ticker_raw, candle_raw = raw[:3]
+        """The symbol's data; parts whose raw reply equals the last read's are not parsed again,
+        and when nothing differs (raw data and subscriber sets) the last SymbolData itself is
+        returned: diff.py skips a symbol it already diffed by identity. Most symbols of a
+        50 ms full read are unchanged."""
+        now = raw[:3]
+        last = self._last.get(symbol)
+        if last is not None:
+            before, old = last
+            if before == now and old.main is main and old.sub is sub:
+                return old
+        else:
+            before, old = (None, None, None), None
+        depth_raw, ticker_raw, candle_raw = now
         data = SymbolData(symbol, main=main, sub=sub)
-        data.depth = self._json(symbol, "depth", depth_raw)
-        data.ticker = self._json(symbol, "ticker", ticker_raw)
-        if candle_raw:
+        data.depth = old.depth if old and before[0] == depth_raw else self._json(symbol, "depth", depth_raw)
+        data.ticker = old.ticker if old and before[1] == ticker_raw else self._json(symbol, "ticker", ticker_raw)
+        if old and before[2] == candle_raw:
+            data.candle = old.candle
+        elif candle_raw:
+            if isinstance(candle_raw, list):  # HGETALL inside READ_SCRIPT: [field, value, …]
+                it = iter(candle_raw)
+                candle_raw = dict(zip(it, it, strict=True))
             if all(f in candle_raw for f in CANDLE_FIELDS):
                 data.candle = {f: candle_raw[f] for f in CANDLE_FIELDS}
             else:
                 self._bad(symbol, "candle", f"missing fields in {sorted(candle_raw)}")
+        self._last[symbol] = (now, data)
         return data
 
     def _json(self, symbol: str, what: str, raw: str | None) -> dict | None:

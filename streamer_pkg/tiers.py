@@ -330,9 +330,14 @@ class Streamer:
     async def _handle_rollovers(self, snap: Snapshot) -> None:
         """Closed minutes (final values from the engine) and roll-up updates for this snapshot."""
         rolled, fresh = [], []
-        for sym, data in snap.symbols.items():
+        # a symbol whose SymbolData is the previous snapshot's object (the reader reuses it when
+        # nothing changed) has the candle the roll-ups and the realtime state already saw
+        seen = self.snapshot.symbols if self.snapshot is not None else {}
+        changed = [(sym, data) for sym, data in snap.symbols.items() if seen.get(sym) is not data]
+        for sym in snap.symbols:
             if sym not in self.rollups.loaded:
                 fresh.append(sym)
+        for sym, data in changed:
             prev = self.realtime.symbols.get(sym)
             if data.candle and prev is not None and prev.candle is not None and data.candle["t"] > prev.candle[5]:
                 rolled.append(sym)
@@ -354,7 +359,7 @@ class Streamer:
                 if match is not None:
                     self.closed[sym] = match
         writes: dict[str, dict[str, str]] = {}
-        for sym, data in snap.symbols.items():
+        for sym, data in changed:
             if data.candle:
                 prev = self.realtime.symbols.get(sym)
                 if prev is not None and prev.candle == tuple(str(data.candle[f]) for f in ("o", "h", "l", "c", "v", "t")):
