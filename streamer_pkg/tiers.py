@@ -341,8 +341,9 @@ class Streamer:
             prev = self.realtime.symbols.get(sym)
             if data.candle and prev is not None and prev.candle is not None and data.candle["t"] > prev.candle[5]:
                 rolled.append(sym)
-        for sym in [s for s in self.rollups.loaded if s not in snap.symbols and not snap.partial]:
-            self.rollups.forget(sym)
+        if not snap.partial:
+            for sym in [s for s in self.rollups.loaded if s not in snap.symbols]:
+                self.rollups.forget(sym)
         if fresh:
             pipe = self.aredis.pipeline(transaction=False)
             for sym in fresh:
