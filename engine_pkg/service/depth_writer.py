@@ -46,17 +46,22 @@ class DepthWriter:
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
-        self.script = candles_script(client)  # loaded on the node(s) at the first NoScriptError
+        self.script = candles_script(client)
+        self._loaded = False  # SCRIPT LOAD before the first batch (not here: no I/O at start-up)
 
     def write(self, updates: list[SymbolUpdate]) -> None:
         if not updates:
             return
+        if not self._loaded:
+            # loaded before the first batch so its PUBLISH never precedes its data
+            cache.load_script(self.client, self.script)
+            self._loaded = True
         try:
             self._write(updates)
         except redis.exceptions.NoScriptError:
-            # first batch, or a node lost its script cache (restart, failover); the script is
-            # seq-guarded, so re-running the calls that did apply changes nothing
-            log.info("event=script_load script=candles.lua sha=%s", self.script.sha)
+            # a node lost its script cache (restart, failover); the script is seq-guarded, so
+            # re-running the calls that did apply changes nothing
+            log.warning("event=script_reload script=candles.lua sha=%s", self.script.sha)
             cache.load_script(self.client, self.script)
             self._write(updates)
 

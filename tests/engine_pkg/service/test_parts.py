@@ -76,6 +76,27 @@ class _Flaky:
         return {"FailedRecordCount": sum("ErrorCode" in r for r in results), "Records": results}
 
 
+def test_depth_changed_never_precedes_the_data_even_when_the_script_is_not_loaded(depth_cache, settings):
+    """The first batch (script never loaded) and a batch after the node lost its scripts: each
+    notification's symbol already has its depth when a subscriber hears it."""
+    depth_cache.script_flush()
+    writer = DepthWriter(redis.Redis.from_url(settings.depth_cache_url))
+    sub = depth_cache.pubsub(ignore_subscribe_messages=True)
+    sub.subscribe(keys.DEPTH_CHANGED_CHANNEL)
+    sub.get_message(timeout=1)
+    for u in (1, 2):
+        if u == 2:
+            depth_cache.script_flush()  # a restart / failover of the node
+            depth_cache.delete(keys.depth("TEST"))
+        _apply(writer, u, [])
+        msg = sub.get_message(timeout=2)
+        assert msg is not None and orjson.loads(msg["data"]) == ["TEST"]
+        if u == 1:
+            assert json.loads(depth_cache.get(keys.depth("TEST"))) == {"u": 1}
+    assert json.loads(depth_cache.get(keys.depth("TEST"))) == {"u": 2}
+    sub.close()
+
+
 def test_publisher_chunks_by_500_and_retries_only_failed_records(settings, aws):
     flaky = _Flaky(aws.client("kinesis"))
     pub = Publisher(flaky, settings.fills_stream, base_delay=0.001)
