@@ -66,6 +66,31 @@ def _engine_settings(env: Mapping[str, str]) -> dict:
     }
 
 
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _streamer_settings(env: Mapping[str, str]) -> dict:
+    """STREAMER_* variables of the streamer (issue 6; docs/streamer.md)."""
+    return {
+        "streamer_realtime_ms": _number(env, "STREAMER_REALTIME_MS", 50),
+        "streamer_anon_ms": _number(env, "STREAMER_ANON_MS", 500),
+        # fan-out workers = requests in flight; 0 = the transport's default (streamer_pkg.transport)
+        "streamer_concurrency": int(_number(env, "STREAMER_CONCURRENCY", 0)),
+        "streamer_slow_concurrency": int(_number(env, "STREAMER_SLOW_CONCURRENCY", 8)),
+        "streamer_send_timeout_s": _number(env, "STREAMER_SEND_TIMEOUT", 2.0),
+        "streamer_retries": int(_number(env, "STREAMER_RETRIES", 3)),
+        "streamer_transport": env.get("STREAMER_TRANSPORT") or "fast",
+        "streamer_membership_ms": _number(env, "STREAMER_MEMBERSHIP_MS", 1000),
+    }
+
+
 def _trigger_settings(env: Mapping[str, str]) -> dict:
     """Kinesis trigger settings of the Chalice app (issue 9). app.py reads them at import time,
     which `chalice package/deploy` does with the stage's environment variables, so each stage
@@ -123,6 +148,16 @@ class Settings:
     fills_trigger_starting_position: str = "TRIM_HORIZON"
     status_trigger_batch_size: int = 100
     status_trigger_starting_position: str = "LATEST"
+    # Streamer (issue 6; docs/streamer.md): tiers, fan-out and the PostToConnection transport
+    # (fast | chalice-lean | chalice | aiohttp).
+    streamer_realtime_ms: float = 50
+    streamer_anon_ms: float = 500
+    streamer_concurrency: int = 0
+    streamer_slow_concurrency: int = 8
+    streamer_send_timeout_s: float = 2.0
+    streamer_retries: int = 3
+    streamer_transport: str = "fast"
+    streamer_membership_ms: float = 1000
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -154,6 +189,7 @@ class Settings:
             stage=env.get("SUPERNOBA_STAGE", cls.stage),
             **_engine_settings(env),
             **_trigger_settings(env),
+            **_streamer_settings(env),
             extra=dict(env),
         )
 

@@ -56,7 +56,7 @@ class StreamerState(enum.Enum):
 
 @dataclass(frozen=True)
 class StreamerOptions:
-    """Tunables; defaults are the design's. Read from STREAMER_* variables (docs/streamer.md)."""
+    """Tunables; defaults are the design's. From the STREAMER_* settings (chalice_app/config.py)."""
 
     realtime_interval: float = 0.05
     anon_interval: float = 0.5
@@ -73,26 +73,15 @@ class StreamerOptions:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StreamerOptions:
-        env = settings.extra
-
-        def num(name: str, default: float) -> float:
-            raw = env.get(name)
-            if not raw:
-                return default
-            try:
-                return float(raw)
-            except ValueError as exc:
-                raise ValueError(f"{name} must be a number, got {raw!r}") from exc
-
         return cls(
-            realtime_interval=num("STREAMER_REALTIME_MS", 50) / 1000,
-            anon_interval=num("STREAMER_ANON_MS", 500) / 1000,
-            concurrency=int(num("STREAMER_CONCURRENCY", 0)),
-            slow_concurrency=int(num("STREAMER_SLOW_CONCURRENCY", cls.slow_concurrency)),
-            send_timeout=num("STREAMER_SEND_TIMEOUT", cls.send_timeout),
-            retries=int(num("STREAMER_RETRIES", cls.retries)),
-            transport=env.get("STREAMER_TRANSPORT", cls.transport) or cls.transport,
-            membership_every=num("STREAMER_MEMBERSHIP_MS", cls.membership_every * 1000) / 1000,
+            realtime_interval=settings.streamer_realtime_ms / 1000,
+            anon_interval=settings.streamer_anon_ms / 1000,
+            concurrency=settings.streamer_concurrency,
+            slow_concurrency=settings.streamer_slow_concurrency,
+            send_timeout=settings.streamer_send_timeout_s,
+            retries=settings.streamer_retries,
+            transport=settings.streamer_transport,
+            membership_every=settings.streamer_membership_ms / 1000,
             http_port=settings.streamer_http_port,
         )
 

@@ -90,3 +90,21 @@ def test_fold_across_minutes_and_buckets():
     r = fold(r, "5m", m("202501010005", 8, 8, 8, 8, 10**20))  # next bucket, huge volume stays exact
     assert (r.t, r.o, r.v) == ("202501010005", 8, 10**20)
     assert Rollup.from_hash(r.to_hash()) == r
+
+
+def test_options_come_from_the_streamer_settings_and_bad_numbers_name_the_variable():
+    from chalice_app.config import Settings
+    from streamer_pkg.tiers import StreamerOptions
+
+    default = StreamerOptions.from_settings(Settings.from_env({}))
+    assert (default.realtime_interval, default.anon_interval, default.transport) == (0.05, 0.5, "fast")
+    assert (default.concurrency, default.membership_every) == (0, 1.0)
+    tuned = StreamerOptions.from_settings(Settings.from_env({
+        "STREAMER_REALTIME_MS": "20", "STREAMER_ANON_MS": "1000", "STREAMER_TRANSPORT": "chalice-lean",
+        "STREAMER_CONCURRENCY": "64", "STREAMER_RETRIES": "5", "STREAMER_SEND_TIMEOUT": "0.5",
+        "STREAMER_MEMBERSHIP_MS": "250", "STREAMER_HTTP_PORT": "9999"}))
+    assert (tuned.realtime_interval, tuned.anon_interval, tuned.transport) == (0.02, 1.0, "chalice-lean")
+    assert (tuned.concurrency, tuned.retries, tuned.send_timeout) == (64, 5, 0.5)
+    assert (tuned.membership_every, tuned.http_port) == (0.25, 9999)
+    with pytest.raises(ValueError, match="STREAMER_ANON_MS must be a number"):
+        Settings.from_env({"STREAMER_ANON_MS": "fast"})
