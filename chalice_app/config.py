@@ -63,6 +63,8 @@ def _engine_settings(env: Mapping[str, str]) -> dict:
         "engine_snapshot_seconds": float(env.get("ENGINE_SNAPSHOT_SECONDS") or 30.0),
         "engine_lease_ttl_ms": int(env.get("ENGINE_LEASE_TTL_MS") or 10000),
         "engine_id": env.get("ENGINE_ID", ""),
+        # /health, /metrics, /book: loopback only next to an emulator (a laptop), else every interface
+        "engine_http_host": env.get("ENGINE_HTTP_HOST") or ("127.0.0.1" if emulated else "0.0.0.0"),
     }
 
 
@@ -142,6 +144,7 @@ class Settings:
     engine_snapshot_seconds: float = 30.0
     engine_lease_ttl_ms: int = 10000
     engine_id: str = ""
+    engine_http_host: str = "0.0.0.0"
     # Kinesis triggers of the Chalice app (issue 9; FILLS_/STATUS_TRIGGER_BATCH_SIZE and
     # FILLS_/STATUS_TRIGGER_STARTING_POSITION, set per stage in .chalice/config.json).
     fills_trigger_batch_size: int = 100

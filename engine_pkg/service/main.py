@@ -79,9 +79,8 @@ class EngineService:
         self._shards: list[str] = []
         self._shards_at = 0.0
         self.live_engines = 1
-        host = settings.extra.get("ENGINE_HTTP_HOST") or (
-            "127.0.0.1" if settings.extra.get("AWS_ENDPOINT_URL_KINESIS") else "0.0.0.0")
-        self.http = EngineHTTPServer(self, settings.engine_http_port if http_port is None else http_port, host)
+        self.http = EngineHTTPServer(self, settings.engine_http_port if http_port is None else http_port,
+                                     settings.engine_http_host)
         self._lease_thread = threading.Thread(target=self._lease_loop, name="leases", daemon=True)
 
     # -- side effects used by the workers ----------------------------------------------
