@@ -131,6 +131,7 @@ class Stack:
     def __init__(self) -> None:
         # a 1,000,000-order replay keeps ~3.5 M records in kinesalite's in-memory store
         os.environ.setdefault("NODE_OPTIONS", "--max-old-space-size=8192")
+        self.engines: list[subprocess.Popen] = []
         self.valkey = ValkeyService().start()
         self.kin = KinesisService(start_timeout=60).start()
         self.env = {**os.environ, "AWS_ENDPOINT_URL_KINESIS": self.kin.url, "AWS_ACCESS_KEY_ID": "local",
@@ -156,6 +157,7 @@ class Stack:
                 "KINESIS_STATUS_STREAM": s.status_stream, "ENGINE_HTTP_PORT": str(port), **env}
         proc = subprocess.Popen([sys.executable, "-m", "engine_pkg", *args], cwd=str(REPO), env=full,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.engines.append(proc)  # stopped by close() if a phase fails before stopping it
         deadline = time.monotonic() + 30
         while metric(port, "orders_total") < 0:
             if time.monotonic() > deadline or proc.poll() is not None:
@@ -174,6 +176,8 @@ class Stack:
                 proc.wait(10)
 
     def close(self) -> None:
+        for proc in self.engines:
+            self.stop_engine(proc)
         self.kin.stop()
         self.valkey.stop()
 
