@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -33,8 +32,8 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-import websocket
 
+from tests.ws_client import WsClient
 from tools.dev import DevProcess
 
 pytestmark = pytest.mark.slow
@@ -74,48 +73,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield holder
     finally:
         holder.stop()
-
-
-class WsClient:
-    def __init__(self, url: str) -> None:
-        self.ws = websocket.create_connection(url, timeout=10)
-        self.messages: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        while True:
-            try:
-                raw = self.ws.recv()
-            except (websocket.WebSocketException, OSError):
-                return
-            if not raw:
-                return
-            with self.lock:
-                self.messages.append(json.loads(raw))
-
-    def send(self, obj: dict[str, Any]) -> None:
-        self.ws.send(json.dumps(obj))
-
-    def wait_for(self, pred, what: str, timeout: float = 20.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                for m in self.messages:
-                    if pred(m):
-                        return m
-            time.sleep(0.02)
-        with self.lock:
-            seen = [m.get("e") for m in self.messages]
-        raise AssertionError(f"no {what} within {timeout}s; got events {seen}")
-
-    def all(self) -> list[dict[str, Any]]:
-        with self.lock:
-            return list(self.messages)
-
-    def close(self) -> None:
-        self.ws.close()
 
 
 def _aws(env: dict[str, str], service: str) -> Any:

@@ -8,44 +8,17 @@ found by the streamer's 410 GoneException path."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 
-import orjson
 import pytest
 import redis
-import websocket
 from chalice import Chalice
 
 from chalice_app import connections, keys
 from tests.streamer_pkg.helpers import RunningStreamer, wait_until, write_depth
+from tests.ws_client import WsClient
 from tools.gateway import Gateway
-
-
-class Client:
-    """A real WebSocket client reading on its own thread."""
-
-    def __init__(self, url: str) -> None:
-        self.ws = websocket.create_connection(url, timeout=5)
-        self.messages: list[dict] = []
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        while True:
-            try:
-                raw = self.ws.recv()
-            except (websocket.WebSocketException, OSError):
-                return
-            if raw:
-                self.messages.append(orjson.loads(raw))
-
-    def depth(self, symbol: str) -> list[dict]:
-        return [m for m in self.messages if m.get("e") == "d" and m.get("s") == symbol]
-
-    def close(self) -> None:
-        self.ws.close()
 
 
 @pytest.fixture
@@ -77,10 +50,10 @@ def gateway(depth_cache: redis.Redis) -> Iterator[Gateway]:
 @pytest.mark.parametrize("transport", ["fast", "chalice", "chalice-lean", "aiohttp"])
 def test_depth_over_the_gateway_to_real_clients_and_gone_cleanup(settings, depth_cache, gateway, transport):
     r = depth_cache
-    a = Client(gateway.url + "?user=ua&main=TEST")
-    b = Client(gateway.url + "?user=ub&main=OTHER")
-    anon = Client(gateway.url + "?main=TEST")
-    leaver = Client(gateway.url + "?user=ul&main=TEST")
+    a = WsClient(gateway.url + "?user=ua&main=TEST")
+    b = WsClient(gateway.url + "?user=ub&main=OTHER")
+    anon = WsClient(gateway.url + "?main=TEST")
+    leaver = WsClient(gateway.url + "?user=ul&main=TEST")
     wait_until(lambda: len(r.smembers(keys.symbol_main("TEST"))) == 3, what="registrations")
     (leaver_id,) = set(r.smembers(keys.user_connections("ul")))
     clients = [a, b, anon]
