@@ -7,12 +7,74 @@ back after quick reads, instead of asking for the same too-large page forever.
 
 from __future__ import annotations
 
+import http.client
+import http.server
+import threading
+import time
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
 import orjson
+import pytest
 
 from chalice_app import keys
 from engine_pkg import Engine
 from engine_pkg.service.shard_reader import GET_LIMIT_GROW_AFTER, GetLimit, poll_wait
 from tests.engine_pkg.service.helpers import fast, put_orders, running_service, wait_until
+
+SLOW_ABOVE = 1_000  # the proxy answers a GetRecords asking for more than this many records late
+SLOW_S = 0.5
+
+
+class _SlowBigPages(http.server.BaseHTTPRequestHandler):
+    """Forwards every Kinesis call to kinesalite; a GetRecords with Limit > SLOW_ABOVE is answered
+    after SLOW_S, so the read timeout is hit however fast the machine serves a big page."""
+
+    protocol_version = "HTTP/1.1"
+    upstream = ""
+    big_pages = 0
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("X-Amz-Target", "").endswith(".GetRecords") and orjson.loads(body).get("Limit", 0) > SLOW_ABOVE:
+            type(self).big_pages += 1
+            time.sleep(SLOW_S)
+        up = urlsplit(self.upstream)
+        conn = http.client.HTTPConnection(up.hostname, up.port, timeout=30)
+        conn.request("POST", self.path, body, {k: v for k, v in self.headers.items() if k.lower() != "connection"})
+        resp = conn.getresponse()
+        out = resp.read()
+        conn.close()
+        self.send_response(resp.status)
+        for k, v in resp.getheaders():
+            if k.lower() not in ("connection", "transfer-encoding", "content-length", "date", "server"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class _QuietServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:  # the timed-out client hung up: expected
+        pass
+
+
+@pytest.fixture
+def slow_big_pages(aws, monkeypatch) -> Iterator[type[_SlowBigPages]]:
+    """Kinesis clients built from here on (the engine's) reach kinesalite through the slow proxy."""
+    _SlowBigPages.upstream = aws.client("kinesis").meta.endpoint_url
+    _SlowBigPages.big_pages = 0
+    server = _QuietServer(("127.0.0.1", 0), _SlowBigPages)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_KINESIS", f"http://127.0.0.1:{server.server_address[1]}")
+    yield _SlowBigPages
+    server.shutdown()
+    server.server_close()
 
 
 def test_limit_halves_on_timeouts_down_to_the_floor_and_grows_back_after_quick_reads():
@@ -38,10 +100,10 @@ def test_limit_halves_on_timeouts_down_to_the_floor_and_grows_back_after_quick_r
     assert GetLimit(50, timeout_s=1.0, floor=100).floor == 50  # floor never above the maximum
 
 
-def test_a_read_timeout_shrinks_the_page_and_the_shard_keeps_going(settings, aws, depth_cache):
-    """4,000 records behind the iterator, Limit 10,000, read timeout 120 ms: kinesalite needs
-    ~0.25 s (idle machine) to serve such a page, so the first reads time out. Without the
-    fallback the worker would ask for the same page forever; with it every order is matched."""
+def test_a_read_timeout_shrinks_the_page_and_the_shard_keeps_going(settings, aws, depth_cache, slow_big_pages):
+    """4,000 records behind the iterator, Limit 10,000, read timeout 120 ms, and pages of more
+    than 1,000 records answered after 0.5 s: the first reads time out. Without the fallback the
+    worker would ask for the same page forever; with it every order is matched."""
     kinesis = aws.client("kinesis")
     n, sym, t0 = 4000, "TMO", 1_733_896_380_000
     cmds = [{"action": "ADD", "symbol": sym, "order_id": f"t{i}", "user_id": "u1", "is_buy": True,
@@ -53,6 +115,7 @@ def test_a_read_timeout_shrinks_the_page_and_the_shard_keeps_going(settings, aws
     with running_service(st) as svc:
         wait_until(lambda: svc.metrics.counters["orders_total"] >= n, 90, 0.1, "every order matched")
         assert svc.metrics.counters["get_records_timeouts_total"] >= 1
+        assert slow_big_pages.big_pages >= 1
         w = svc.worker_for(sym)
         assert w is not None
         assert w.engine.last_seq(sym) == ref.last_seq(sym) == n
