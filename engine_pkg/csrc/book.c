@@ -23,7 +23,9 @@
  *                oldest at head: price-time priority.  Level totals are unsigned 64-bit.
  *   Strings      Order ids, user ids and symbols are interned in append-only arenas made of
  *                fixed 256 KiB chunks ([len][flags][value][bytes], 8-byte aligned, entries
- *                never move) with open-addressing hash tables of 8-byte slots (hash, arena
+ *                never move; from the ninth chunk on they come 8 at a time from one 2 MiB
+ *                huge-page mapping, so a CANCEL's random read of an old id's entry costs no
+ *                TLB page walk) with open-addressing hash tables of 8-byte slots (hash, arena
  *                offset; linear probing, load <= 1/2).  What a string maps to (the id's open
  *                order, a user's or symbol's index) is the value in its arena entry, so the
  *                table stays small and closing a filled order writes the entry its fill event
@@ -154,6 +156,7 @@ typedef struct {
  * units address 32 GiB of arena per table (more is reported as out of memory). */
 #define AR_HDR 8
 #define AR_MAXCH (1u << (35 - ACH_BITS))
+#define AR_SLAB 8 /* chunks per 2 MiB mapping from the ninth chunk on (the first 8 are calloc'ed) */
 typedef struct {
     uint8_t **ch;
     uint32_t nch, chcap;
@@ -317,7 +320,17 @@ static uint64_t ar_alloc(Arena *a, uint32_t bytes) {
             a->ch = q;
             a->chcap = nc;
         }
-        uint8_t *c = calloc(1, ACH); /* zeroed: a zero length byte ends the chunk's entries */
+        /* zeroed: a zero length byte ends the chunk's entries.  A big arena's chunks come
+         * AR_SLAB at a time from one 2 MiB huge-page mapping: one page fault instead of 512. */
+        uint8_t *c;
+        if (a->nch < AR_SLAB) {
+            c = calloc(1, ACH);
+        } else if (a->nch % AR_SLAB == 0) {
+            c = big_zalloc((size_t)ACH * AR_SLAB);
+            for (uint32_t k = 1; c && k < AR_SLAB; k++) a->ch[a->nch + k] = c + (size_t)k * ACH;
+        } else {
+            c = a->ch[a->nch];
+        }
         if (!c) return 0;
         a->ch[a->nch++] = c;
         a->pos = a->nch == 1 ? 8 : 0; /* offset 0 means "empty slot" */
@@ -361,7 +374,10 @@ static int st_init(StrTab *t, uint32_t slots) {
 static void st_free(StrTab *t) {
     big_free(t->s, ((size_t)t->mask + 1) * sizeof(Slot));
     if (t->old) big_free(t->old, ((size_t)t->omask + 1) * sizeof(Slot));
-    for (uint32_t i = 0; i < t->a.nch; i++) free(t->a.ch[i]);
+    for (uint32_t i = 0; i < t->a.nch; i++) {
+        if (i < AR_SLAB) free(t->a.ch[i]);
+        else if (i % AR_SLAB == 0) big_free(t->a.ch[i], (size_t)ACH * AR_SLAB);
+    }
     free(t->a.ch);
     memset(t, 0, sizeof *t);
 }

@@ -186,6 +186,35 @@ def test_snapshot_of_ids_spanning_several_arena_chunks_round_trips() -> None:
     assert new.open_orders() == 0
 
 
+
+def test_ids_past_the_calloc_chunks_of_a_big_id_arena_are_found_after_a_snapshot_too() -> None:
+    # 200,000 ids of 41 bytes take ~12 MB of arena: past its first eight 256 KiB chunks the
+    # arena's chunks come from 2 MiB slabs. Ids in every part of it must still be found (cancel,
+    # duplicate), in the engine and in one restored from its snapshot.
+    n = 200_000
+
+    def oid(i: int) -> bytes:
+        return b"a-long-order-id-to-fill-the-arena-%07d" % i
+
+    eng = Engine(clock=lambda: 0)
+    for s in range(0, n, 5000):
+        eng.process([b'{"action":"ADD","symbol":"BIG","order_id":"%s","user_id":"u%d","is_buy":true,'
+                     b'"price":%d,"quantity":1}' % (oid(i), i % 7, 1 + i % 900) for i in range(s, s + 5000)])
+    assert eng.open_orders() == n
+    picks = [0, 7, 6_000, 50_000, 100_001, 150_000, n - 1]
+    restored = Engine.from_snapshot(eng.snapshot(), clock=lambda: 0)
+    for e in (eng, restored):
+        res = e.process(
+            [b'{"action":"CANCEL","symbol":"BIG","order_id":"%s","user_id":"u%d"}' % (oid(i), i % 7) for i in picks]
+            + [b'{"action":"ADD","symbol":"BIG","order_id":"%s","user_id":"u1","is_buy":true,"price":5,"quantity":1}'
+               % oid(123_456)]
+        )
+        st = [json.loads(s) for s in res.statuses]
+        assert [(s["order_id"], s["status"]) for s in st[:-1]] == [(oid(i).decode(), "CANCELLED") for i in picks]
+        assert (st[-1]["status"], st[-1]["reason"]) == ("REJECTED", "DUPLICATE_ORDER_ID")
+        assert e.open_orders() == n - len(picks)
+
+
 def test_lobster_order_flow_reproduces_the_visible_book() -> None:
     msgs, rows = lobster.load()
     rp = lobster.LobsterReplay()
