@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import http.server
 import os
 import random
 import signal
@@ -28,6 +29,27 @@ FAST = {
     "engine_snapshot_seconds": 0.5,
     "engine_lease_ttl_ms": 4000,  # generous: a loaded CI machine can starve the renewal thread
 }
+
+
+class QuietHTTPServer(http.server.ThreadingHTTPServer):
+    """A stand-in HTTP server for the tests; a client that timed out and hung up is expected."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def http_server(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Serve ``handler`` on a free loopback port; yields the base URL."""
+    server = QuietHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def fast(settings: Settings, **over) -> Settings:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.client
 import http.server
-import threading
 import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -20,7 +19,7 @@ import pytest
 from chalice_app import keys
 from engine_pkg import Engine
 from engine_pkg.service.shard_reader import GET_LIMIT_GROW_AFTER, GetLimit, poll_wait
-from tests.engine_pkg.service.helpers import fast, put_orders, running_service, wait_until
+from tests.engine_pkg.service.helpers import fast, http_server, put_orders, running_service, wait_until
 
 SLOW_ABOVE = 1_000  # the proxy answers a GetRecords asking for more than this many records late
 SLOW_S = 0.5
@@ -57,24 +56,14 @@ class _SlowBigPages(http.server.BaseHTTPRequestHandler):
         pass
 
 
-class _QuietServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address) -> None:  # the timed-out client hung up: expected
-        pass
-
-
 @pytest.fixture
 def slow_big_pages(aws, monkeypatch) -> Iterator[type[_SlowBigPages]]:
     """Kinesis clients built from here on (the engine's) reach kinesalite through the slow proxy."""
     _SlowBigPages.upstream = aws.client("kinesis").meta.endpoint_url
     _SlowBigPages.big_pages = 0
-    server = _QuietServer(("127.0.0.1", 0), _SlowBigPages)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("AWS_ENDPOINT_URL_KINESIS", f"http://127.0.0.1:{server.server_address[1]}")
-    yield _SlowBigPages
-    server.shutdown()
-    server.server_close()
+    with http_server(_SlowBigPages) as url:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_KINESIS", url)
+        yield _SlowBigPages
 
 
 def test_limit_halves_on_timeouts_down_to_the_floor_and_grows_back_after_quick_reads():

@@ -18,6 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 from botocore.httpsession import get_cert_path
 
 from engine_pkg.service.get_records import GetRecordsClient, error_code
+from tests.engine_pkg.service.helpers import http_server
 
 
 def _client(url: str, session: boto3.Session, read_timeout: float = 5.0) -> GetRecordsClient:
@@ -97,20 +98,12 @@ class _Capture(http.server.BaseHTTPRequestHandler):
         pass
 
 
-class _QuietServer(http.server.ThreadingHTTPServer):
-    def handle_error(self, request, client_address) -> None:  # the timed-out client hung up: expected
-        pass
-
-
 @pytest.fixture
 def capture() -> Iterator[str]:
     _Capture.seen.clear()
     _Capture.delay.clear()
-    server = _QuietServer(("127.0.0.1", 0), _Capture)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with http_server(_Capture) as url:
+        yield url
 
 
 def test_the_request_is_signed_like_botocore_signs_it(capture):
