@@ -31,6 +31,21 @@ FAST = {
 }
 
 
+class StandInHandler(http.server.BaseHTTPRequestHandler):
+    """Base of the tests' stand-in servers: no access log, one call to answer."""
+
+    def reply(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
 class QuietHTTPServer(http.server.ThreadingHTTPServer):
     """A stand-in HTTP server for the tests; a client that timed out and hung up is expected."""
 

@@ -8,7 +8,6 @@ back after quick reads, instead of asking for the same too-large page forever.
 from __future__ import annotations
 
 import http.client
-import http.server
 import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -19,13 +18,20 @@ import pytest
 from chalice_app import keys
 from engine_pkg import Engine
 from engine_pkg.service.shard_reader import GET_LIMIT_GROW_AFTER, GetLimit, poll_wait
-from tests.engine_pkg.service.helpers import fast, http_server, put_orders, running_service, wait_until
+from tests.engine_pkg.service.helpers import (
+    StandInHandler,
+    fast,
+    http_server,
+    put_orders,
+    running_service,
+    wait_until,
+)
 
 SLOW_ABOVE = 1_000  # the proxy answers a GetRecords asking for more than this many records late
 SLOW_S = 0.5
 
 
-class _SlowBigPages(http.server.BaseHTTPRequestHandler):
+class _SlowBigPages(StandInHandler):
     """Forwards every Kinesis call to kinesalite; a GetRecords with Limit > SLOW_ABOVE is answered
     after SLOW_S, so the read timeout is hit however fast the machine serves a big page."""
 
@@ -44,16 +50,8 @@ class _SlowBigPages(http.server.BaseHTTPRequestHandler):
         resp = conn.getresponse()
         out = resp.read()
         conn.close()
-        self.send_response(resp.status)
-        for k, v in resp.getheaders():
-            if k.lower() not in ("connection", "transfer-encoding", "content-length", "date", "server"):
-                self.send_header(k, v)
-        self.send_header("Content-Length", str(len(out)))
-        self.end_headers()
-        self.wfile.write(out)
-
-    def log_message(self, *args) -> None:
-        pass
+        skip = ("connection", "transfer-encoding", "content-length", "date", "server")
+        self.reply(resp.status, out, {k: v for k, v in resp.getheaders() if k.lower() not in skip})
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ request and same errors as the boto3 client it replaces on the hot path."""
 
 from __future__ import annotations
 
-import http.server
 import socket
 import ssl
 import threading
@@ -18,7 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 from botocore.httpsession import get_cert_path
 
 from engine_pkg.service.get_records import GetRecordsClient, error_code
-from tests.engine_pkg.service.helpers import http_server
+from tests.engine_pkg.service.helpers import StandInHandler, http_server
 
 
 def _client(url: str, session: boto3.Session, read_timeout: float = 5.0) -> GetRecordsClient:
@@ -78,7 +77,7 @@ def test_error_code_reads_the_json_1_1_error_type():
     assert error_code(503, {}, b"<html>") == ("503", "")
 
 
-class _Capture(http.server.BaseHTTPRequestHandler):
+class _Capture(StandInHandler):
     seen: list[tuple[str, dict[str, str], bytes]] = []
     delay = threading.Event()
 
@@ -88,14 +87,7 @@ class _Capture(http.server.BaseHTTPRequestHandler):
         if self.delay.is_set():
             time.sleep(1.0)  # longer than the client's read timeout
         out = b'{"Records":[],"NextShardIterator":"next","MillisBehindLatest":0}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-amz-json-1.1")
-        self.send_header("Content-Length", str(len(out)))
-        self.end_headers()
-        self.wfile.write(out)
-
-    def log_message(self, *args) -> None:
-        pass
+        self.reply(200, out, {"Content-Type": "application/x-amz-json-1.1"})
 
 
 @pytest.fixture
