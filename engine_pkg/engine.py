@@ -2,9 +2,9 @@
 
 All matching, JSON parsing and JSON writing happen in C (``engine_pkg/csrc``); this module
 copies one C batch result into a few ``bytes`` buffers (a constant number of C-level operations
-per batch, never a Python loop per order).  The event lists of :class:`BatchResult` are lazy
-sequences over those buffers: they are split into one ``bytes`` object per event only when a
-consumer first reads them (one ``bytes.split``), and ``raw`` gives the whole buffer at once.
+per batch, never a Python loop per order).  The event lists of :class:`BatchResult` are real
+``list`` objects (SPEC section 10: "lists of bytes") whose items are split from those buffers
+only when a consumer first reads them (one ``bytes.split``); ``raw`` gives the whole buffer.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, overload
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from engine_pkg.book_ffi import DROP_REASONS, CBook
 
@@ -27,127 +27,107 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class EventList(Sequence[bytes]):
-    """Read-only ``list[bytes]``-like view of newline-terminated JSON events.
+class _LazyList(list):  # type: ignore[type-arg]
+    """A real ``list`` whose items are made from one buffer the first time they are needed.
 
-    ``len`` is known without splitting; the first indexing or iteration splits the buffer once
-    (one C-level ``bytes.split``) and later accesses use that list.  Compares equal to a list
-    or tuple holding the same items; slicing returns a list.  ``raw`` is the buffer itself
-    (every event followed by ``\\n``), the cheapest way to forward a whole batch.
+    Until then the ``list`` storage is empty and ``len`` comes from the count the engine gave;
+    every other ``list`` operation first fills the storage (one C-level ``split``) and then is
+    plain ``list`` behaviour, mutation included.  C code that reads a list subclass's storage
+    directly (``list.__eq__``/``__add__`` with the view on the right, ``PySequence_Fast`` only
+    for exact lists) never sees an unfilled view: comparisons and concatenation with a
+    ``_LazyList`` on either side go through the overrides below, which fill both.
     """
 
-    __slots__ = ("_raw", "_n", "_items")
+    __slots__ = ("_raw", "_n", "_ready")
 
-    def __init__(self, raw: bytes, n: int) -> None:
+    def __init__(self, raw: bytes, n: int) -> None:  # no list.__init__: the storage fills lazily
         self._raw = raw
         self._n = n
-        self._items: list[bytes] | None = None
+        self._ready = n == 0
+
+    def _items(self) -> list[Any]:
+        raise NotImplementedError
+
+    def _fill(self) -> None:
+        if not self._ready:
+            self._ready = True
+            list.extend(self, self._items())
+
+    def __len__(self) -> int:
+        return list.__len__(self) if self._ready else self._n
+
+    def __radd__(self, other: Iterable[Any]) -> list[Any]:
+        return [*other, *self]
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:  # copy and pickle give a plain list
+        return (list, (list(self),))
+
+
+def _filled(name: str) -> Any:
+    """``list.<name>``, run after filling ``self`` (and the other operand, if it is lazy too)."""
+    base = getattr(list, name)
+
+    def method(self: _LazyList, *args: Any) -> Any:
+        self._fill()
+        if args and isinstance(args[0], _LazyList):
+            args[0]._fill()
+        return base(self, *args)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = base.__doc__
+    return method
+
+
+for _name in (
+    "__getitem__", "__setitem__", "__delitem__", "__iter__", "__reversed__", "__contains__",
+    "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__add__", "__iadd__", "__mul__",
+    "__rmul__", "__imul__", "__repr__", "__sizeof__", "copy", "index", "count",
+    "append", "extend", "insert", "pop", "remove", "reverse", "sort", "clear",
+):
+    setattr(_LazyList, _name, _filled(_name))
+
+
+class EventList(_LazyList):
+    """``list[bytes]`` of newline-terminated JSON events, split from the batch buffer on first use.
+
+    ``len`` is known without splitting; ``raw`` is the buffer the engine wrote (every event
+    followed by ``\n``), the cheapest way to forward a whole batch.
+    """
+
+    __slots__ = ()
 
     @property
     def raw(self) -> bytes:
         return self._raw
 
-    def _list(self) -> list[bytes]:
-        items = self._items
-        if items is None:
-            if self._n:
-                items = self._raw.split(b"\n")  # no [:-1] slice: that would copy the buffer
-                items.pop()  # the empty piece after the last event's newline
-            else:
-                items = []
-            self._items = items
+    def _items(self) -> list[bytes]:
+        items = self._raw.split(b"\n")  # no [:-1] slice: that would copy the buffer
+        items.pop()  # the empty piece after the last event's newline
         return items
 
-    def __len__(self) -> int:
-        return self._n
 
-    @overload
-    def __getitem__(self, i: int) -> bytes: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[bytes]: ...
-    def __getitem__(self, i: int | slice) -> bytes | list[bytes]:
-        return self._list()[i]
+class UserList(_LazyList):
+    """``list[str]``: the ``user_id`` of each status, decoded on first use (like :class:`EventList`)."""
 
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._list())
-
-    def __contains__(self, x: object) -> bool:
-        return x in self._list()
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, EventList):
-            return self._raw == other._raw
-        if isinstance(other, (list, tuple)):
-            return self._list() == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __add__(self, other: Iterable[bytes]) -> list[bytes]:
-        return [*self._list(), *other]
-
-    def __radd__(self, other: Iterable[bytes]) -> list[bytes]:
-        return [*other, *self._list()]
-
-    def __repr__(self) -> str:
-        return f"EventList({self._list()!r})"
-
-
-class UserList(Sequence["str | None"]):
-    """The ``user_id`` of each status, decoded on first use (like :class:`EventList`)."""
-
-    __slots__ = ("_raw", "_n", "_escaped", "_items")
+    __slots__ = ("_escaped",)
 
     def __init__(self, raw: bytes, n: int, escaped: bool) -> None:
-        self._raw = raw
-        self._n = n
+        super().__init__(raw, n)
         self._escaped = escaped
-        self._items: list[str | None] | None = None
 
-    def _list(self) -> list[str | None]:
-        items = self._items
-        if items is None:
-            if not self._n:
-                items = []
-            elif self._escaped:
-                items = [json.loads(b'"' + u + b'"') for u in self._raw.split(b"\n")[:-1]]
-            else:
-                items = self._raw.decode("utf-8").split("\n")  # type: ignore[assignment]
-                items.pop()
-            self._items = items
+    def _items(self) -> list[Any]:
+        if self._escaped:
+            return [json.loads(b'"' + u + b'"') for u in self._raw.split(b"\n")[:-1]]
+        items = self._raw.decode("utf-8").split("\n")
+        items.pop()
         return items
-
-    def __len__(self) -> int:
-        return self._n
-
-    def __getitem__(self, i: Any) -> Any:
-        return self._list()[i]
-
-    def __iter__(self) -> Iterator[str | None]:
-        return iter(self._list())
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, (UserList, list, tuple)):
-            return self._list() == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __add__(self, other: Iterable[str | None]) -> list[str | None]:
-        return [*self._list(), *other]
-
-    def __radd__(self, other: Iterable[str | None]) -> list[str | None]:
-        return [*other, *self._list()]
-
-    def __repr__(self) -> str:
-        return f"UserList({self._list()!r})"
 
 
 class BatchResult:
     """Events of one ``Engine.process`` call.
 
     ``fills`` and ``statuses`` are JSON events (bytes, SPEC section 3) in the order they
-    happened, as lazy :class:`EventList` sequences (``list[bytes]`` behaviour; split on first
+    happened, as :class:`EventList` (a ``list[bytes]`` split from the batch buffer on first
     use); ``events`` is both interleaved in exact global order; ``status_users`` is the
     ``user_id`` of each status (Kinesis partition key); ``touched`` maps each symbol that took
     a seq in this batch to its last seq; ``dropped`` lists ``(record index, why)`` for records
@@ -158,9 +138,9 @@ class BatchResult:
 
     def __init__(
         self,
-        fills: Sequence[bytes],
-        statuses: Sequence[bytes],
-        status_users: Sequence[str | None],
+        fills: EventList,
+        statuses: EventList,
+        status_users: UserList,
         touched: dict[str, int],
         dropped: list[tuple[int, str]],
         kinds: bytes,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 
 from engine_pkg import Engine
 from tests.engine_pkg.helpers import CLOCK, Book, cmd, kinds, statuses
@@ -345,6 +347,49 @@ def test_events_interleave_across_symbols_in_global_order() -> None:
 def test_empty_batch() -> None:
     res = Engine().process([])
     assert (res.fills, res.statuses, res.events, res.touched, res.status_users) == ([], [], [], {}, [])
+
+
+
+CROSS = [
+    cmd(action="ADD", symbol="L", order_id="m", user_id="u1", is_buy=False, price=5, quantity=2),
+    cmd(action="ADD", symbol="L", order_id="t", user_id="u2", is_buy=True, price=5, quantity=3),
+]
+
+
+def test_fills_and_statuses_are_real_lists_of_bytes() -> None:
+    """SPEC section 10: "res.fills and res.statuses are lists of bytes" -- list type and methods
+    too, not just list-like, though their items are split from the batch buffer only on use."""
+    res = Engine(clock=lambda: CLOCK).process(CROSS)
+    for events, n in ((res.fills, 1), (res.statuses, 4)):
+        assert isinstance(events, list) and len(events) == n and bool(events)
+        assert all(isinstance(e, bytes) and e.startswith(b'{"e":') for e in events)
+        assert events.copy() == list(events) and type(events.copy()) is list
+        events.append(b"x")
+        assert len(events) == n + 1 and events[-1] == b"x" and events.pop() == b"x"
+    assert isinstance(res.status_users, list) and res.status_users == ["u1", "u2", "u1", "u2"]
+
+
+def test_unread_event_lists_behave_as_their_items_everywhere() -> None:
+    """Operations implemented in C on the list storage (join, json, comparison or concatenation
+    with the lazy list on either side) must see the events, not the still-empty storage."""
+    def fresh():
+        return Engine(clock=lambda: CLOCK).process(CROSS)
+
+    expect = list(fresh().statuses)
+    assert b"\n".join(fresh().statuses) == b"\n".join(expect)
+    assert json.dumps(fresh().status_users) == json.dumps(list(fresh().status_users))
+    assert fresh().statuses == expect and expect == fresh().statuses and not (expect != fresh().statuses)
+    assert fresh().statuses == fresh().statuses
+    assert fresh().statuses + fresh().fills == expect + list(fresh().fills)
+    assert [b"a"] + fresh().statuses == [b"a", *expect]
+    acc: list[bytes] = []
+    acc += fresh().statuses
+    assert acc == expect and tuple(fresh().statuses) == tuple(expect) and sorted(fresh().statuses) == sorted(expect)
+    assert 2 * fresh().statuses == expect * 2 and list(reversed(fresh().statuses)) == expect[::-1]
+    assert fresh().statuses[1:3] == expect[1:3] and expect[2] in fresh().statuses
+    assert fresh().statuses.index(expect[1]) == 1 and fresh().statuses.count(expect[0]) == 1
+    assert repr(fresh().statuses) == repr(expect)
+    assert pickle.loads(pickle.dumps(fresh().statuses)) == expect and copy.deepcopy(fresh().fills) == list(fresh().fills)
 
 
 def test_depth_of_unknown_symbol_is_empty() -> None:
