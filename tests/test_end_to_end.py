@@ -272,3 +272,15 @@ def test_simulator_trades_through_the_rest_api(stack: Stack) -> None:
     assert sim.counters["placed"] >= 30 and sim.counters["errors"] == 0, sim.summary()
     assert depth.get("b") and depth.get("a"), depth
     assert depth["b"][0][0] < depth["a"][0][0]  # makers quote around the mid; takers clear crosses
+
+
+def test_the_order_command_printed_at_start_is_accepted(stack: Stack) -> None:
+    """The banner's `try:` line is what a new user pastes first: it must give 202, not 415."""
+    line = next(ln for ln in stack.dev.output().splitlines() if ln.strip().startswith("try:"))
+    command = line.split("try:", 1)[1].strip()
+    assert command.startswith("curl ")
+    out = subprocess.run(["bash", "-c", command + " -s -w ' %{http_code}'"], capture_output=True, text=True,
+                         timeout=30, check=True).stdout
+    body, code = out.rsplit(" ", 1)
+    assert code == "202", out
+    assert json.loads(body)["status"] == "QUEUED"

@@ -649,7 +649,7 @@ class LocalStack:
         lines += ["", f"  ADMIN_API_KEY={self.admin_key}", f"  console: {self.console_url if self.console else '-'}",
                   f"  logs:    {self.log_dir}",
                   "  try:     curl -X POST " + self.rest_url + "/orders -H 'X-Test-User: u1' "
-                  "-d '{\"symbol\":\"TEST\",\"side\":\"BUY\",\"price\":100,\"quantity\":1}'",
+                  "-H 'Content-Type: application/json' -d '{\"symbol\":\"TEST\",\"side\":\"BUY\",\"price\":100,\"quantity\":1}'",
                   "  invoke:  make invoke NAME=trades_backup", "  stop:    Ctrl-C"]
         return "\n".join(lines)
 

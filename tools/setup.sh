@@ -30,6 +30,7 @@ need_apt chromium chromium
 need_apt node nodejs
 need_apt npm npm
 need_apt gcc gcc
+need_apt curl curl  # the `try:` line `make dev` prints, run by tests/test_end_to_end.py
 
 # npm packages, pinned by tools/package-lock.json
 if [ ! -f tools/node_modules/.package-lock.json ] || [ tools/package-lock.json -nt tools/node_modules/.package-lock.json ]; then
