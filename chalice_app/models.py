@@ -3,7 +3,8 @@
 `parse_body(model, raw)` is the one way a view reads a body: size limit, JSON, then the
 model; every failure is a BadRequest / PayloadTooLarge with a message naming the field.
 Numbers are strict JSON integers (no strings, floats or booleans), unknown fields are
-refused (a typo like `quantitiy` must not silently become a default).
+refused (a typo like `tiff` must not silently become a default), and a field sent as null
+counts as absent (as in order commands, SPEC §3a): `"tif": null` is the default GTC.
 """
 
 from __future__ import annotations
@@ -11,7 +12,15 @@ from __future__ import annotations
 from typing import Annotated, Literal, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from chalice_app.errors import BadRequest, PayloadTooLarge
 from chalice_app.messages import MAX_PRICE, MAX_QTY
@@ -27,6 +36,11 @@ Quantity = Annotated[StrictInt, Field(gt=0, le=MAX_QTY)]
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_absent(cls, data: object) -> object:
+        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
 
 
 class PlaceOrder(_Model):

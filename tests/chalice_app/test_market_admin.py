@@ -98,6 +98,8 @@ def test_chart_errors(client, svc):
     ]:
         resp = client.http.get(f"/chart?{q}")
         assert resp.status_code == status and resp.json_body["code"] == code, (q, resp.body)
+    resp = client.http.get("/chart?interval=1m")
+    assert resp.json_body["message"] == "symbol is required"
     resp = client.http.get("/chart?symbol=CHART&limit=1000")
     assert resp.status_code == 200 and resp.json_body["data"] == []
 

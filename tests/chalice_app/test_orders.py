@@ -37,6 +37,17 @@ def test_limit_order_is_one_record_in_spec_format(client, svc, sym):
     assert rec["type"] == "LIMIT" and rec["tif"] == "GTC" and isinstance(rec["ts"], int)
 
 
+
+def test_null_fields_count_as_absent(client, svc, sym):
+    body = {"symbol": "TEST", "side": "SELL", "price": 200, "quantity": 3, "type": None, "tif": None,
+            "client_order_id": None}
+    resp = post_json(client, "/orders", body, U1)
+    assert resp.status_code == 202, resp.body
+    [(_, rec)] = records(svc, 1)
+    assert (rec["type"], rec["tif"], rec["is_buy"]) == ("LIMIT", "GTC", False)
+    resp = post_json(client, "/orders", {"symbol": "TEST", "side": "BUY", "price": 100, "quantity": None}, U1)
+    assert resp.status_code == 400 and "quantity" in resp.json_body["message"]
+
 def test_order_ids_are_sortable_and_unique():
     gen = OrderIdGenerator()
     ids = [gen() for _ in range(2000)] + [gen(now_ms=1) for _ in range(3)]
