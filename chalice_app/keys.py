@@ -109,8 +109,13 @@ def user_connections(user_id: str) -> str:
 
 # Backup cache
 def snapshot(symbol_or_shard: str) -> str:
-    """`snapshot:SYM`; the engine snapshots per shard, so it passes the shard id here."""
+    """`snapshot:SYM` — a symbol's book view at a checkpoint; `shard_snapshot` passes
+    `STREAM/SHARD` here for the restorable snapshot of a whole shard."""
     return f"snapshot:{{{symbol_or_shard}}}"
+
+
+#: SCAN pattern of every `snapshot:` key; a shard's has a `/` in its tag, a symbol's never does.
+SNAPSHOT_PATTERN = "snapshot:{*}"
 
 
 def prev_day(symbol: str) -> str:

@@ -43,8 +43,14 @@ from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 from chalice_app import messages
 from engine_pkg import Engine
 from engine_pkg.service.depth_writer import DEPTH_LEVELS, SymbolUpdate
-from engine_pkg.service.errors import CorruptSnapshot, EngineServiceError, LeaseLost, PublishError
-from engine_pkg.service.snapshots import Snapshot
+from engine_pkg.service.errors import (
+    CorruptSnapshot,
+    EngineServiceError,
+    LeaseLost,
+    PublishError,
+    SnapshotError,
+)
+from engine_pkg.service.snapshots import VIEW_LEVELS, Snapshot
 from engine_pkg.service.ticker import TickerBook
 
 if TYPE_CHECKING:
@@ -498,10 +504,20 @@ class ShardWorker(threading.Thread):
         with self.lock:
             data = self.engine.snapshot()
             ticker_state = self.ticker.to_state()
+            books = [(sym, self.engine.last_seq(sym), self.engine.depth(sym, VIEW_LEVELS))
+                     for sym in self.engine.symbols()]
         snap = Snapshot(shard_id=self.shard_id, seq=self.checkpoint, start=self.start_type, engine=data,
                         ticker=ticker_state, records=self.records_since_snapshot, writer=self.svc.engine_id)
         t0 = time.perf_counter()
         size = self.svc.snapshots.save(snap, self.svc.leases.token)
+        try:
+            self.svc.snapshots.save_views([
+                {"s": sym, "u": seq, "t": snap.written_ms, "stream": self.svc.snapshots.stream,
+                 "shard": self.shard_id, "checkpoint": self.checkpoint,
+                 "snapshot": self.svc.snapshots.key(self.shard_id), "b": d["b"], "a": d["a"]}
+                for sym, seq, d in books])
+        except SnapshotError as exc:  # the restorable shard snapshot is written; views catch up next time
+            log.warning("event=snapshot_views_failed shard=%s error=%s", self.shard_id, exc)
         self.records_since_snapshot = 0
         self.snapshot_missing_seq = self.checkpoint is None
         self.last_snapshot_mono = time.monotonic()

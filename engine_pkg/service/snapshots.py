@@ -4,6 +4,12 @@ One value under `snapshot:{STREAM/SHARD}`, written with one SET (so it is atomic
 
     b"SBS1\\n" + JSON header + b"\\n" + Engine.snapshot() bytes
 
+After each one, every symbol of the shard gets a JSON view under SPEC §4's `snapshot:{SYM}`:
+its aggregated book (up to VIEW_LEVELS levels a side), last `seq`, and the checkpoint it
+reflects (stream, shard, Kinesis sequence number, the shard snapshot's key). Views are for
+operators and tools; a restore reads the shard snapshot, which alone holds the order-level
+books and the remembered ids of every symbol of the shard.
+
 The header holds `seq` (the last processed Kinesis sequence number, or null), `start`
 (where to read when `seq` is null: `LATEST` after `--dev`, else `TRIM_HORIZON`), the
 ticker day statistics, the record count and who wrote it when. The write is *fenced*: a
@@ -30,6 +36,8 @@ from engine_pkg.service.errors import CorruptSnapshot, LeaseLost, SnapshotError
 log = logging.getLogger("supernoba.engine.snapshots")
 
 MAGIC = b"SBS1\n"
+#: levels a side in a `snapshot:{SYM}` view
+VIEW_LEVELS = 1000
 
 _FENCED_SET = """
 if redis.call('GET', KEYS[2]) == ARGV[2] then
@@ -103,9 +111,29 @@ class SnapshotStore:
             raise SnapshotError(f"shard={snap.shard_id} snapshot write failed: {exc}") from exc
         return len(data)
 
+    def save_views(self, views: list[dict]) -> None:
+        """Write the `snapshot:{SYM}` view of each symbol (after its shard snapshot was written)."""
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for v in views:
+                pipe.set(keys.snapshot(v["s"]), json.dumps(v, separators=(",", ":")))
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise SnapshotError(f"snapshot views write failed: {exc}") from exc
+
     def delete_all(self) -> int:
-        """Remove every snapshot of this stream (`--dev`)."""
+        """Remove every snapshot of this stream, and the symbol views that point at one (`--dev`)."""
         n = 0
         for key in self.client.scan_iter(match=keys.snapshot(keys.shard_tag(self.stream, "*")), count=500):
             n += self.client.delete(key)
+        for key in self.client.scan_iter(match=keys.SNAPSHOT_PATTERN, count=500):
+            name = key.decode(errors="replace") if isinstance(key, bytes) else key
+            if "/" in name:
+                continue
+            try:
+                view = json.loads(self.client.get(key) or b"null")
+            except ValueError:
+                view = None
+            if isinstance(view, dict) and view.get("stream") == self.stream:
+                n += self.client.delete(key)
         return n

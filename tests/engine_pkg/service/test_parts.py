@@ -247,3 +247,36 @@ def test_dev_clears_snapshots_and_depth_and_starts_at_latest(settings, aws, dept
     snaps = {sid: store.load(sid) for sid in shard_ids}
     assert all(s is not None for s in snaps.values())
     assert any(s.seq is not None for s in snaps.values())  # the shard that read NEW checkpointed it
+
+
+def test_each_symbol_gets_a_snapshot_view_of_its_book_at_the_checkpoint(settings, aws, backup_cache):
+    """SPEC §4's `snapshot:{SYM}`: the symbol's book and the checkpoint it reflects, written with
+    every shard snapshot; `--dev` removes the views of its own stream only."""
+    kinesis = aws.client("kinesis")
+    base = {"action": "ADD", "user_id": "u1", "quantity": 1, "ts": 5}
+    put_orders(kinesis, settings.orders_stream, [
+        {**base, "symbol": "VIEWA", "order_id": "va1", "is_buy": True, "price": 10, "quantity": 3},
+        {**base, "symbol": "VIEWA", "order_id": "va2", "user_id": "u2", "is_buy": False, "price": 12, "quantity": 2},
+        {**base, "symbol": "VIEWB", "order_id": "vb1", "is_buy": True, "price": 7},
+    ])
+    other_stream_view = keys.snapshot("VIEWC")
+    backup_cache.set(other_stream_view, json.dumps({"s": "VIEWC", "stream": "another-stream"}))
+
+    def view(sym: str) -> dict | None:
+        raw = backup_cache.get(keys.snapshot(sym))
+        return json.loads(raw) if raw else None
+
+    with running_service(fast(settings)) as svc:
+        wait_until(lambda: (view("VIEWA") or {}).get("u") == 2 and (view("VIEWB") or {}).get("u") == 1, 20,
+                   what="both symbols' views")
+        assert svc.worker_for("VIEWA").engine.depth("VIEWA", 10) == {"b": [[10, 3]], "a": [[12, 2]]}
+    a, b = view("VIEWA"), view("VIEWB")
+    assert (a["s"], a["b"], a["a"], b["b"], b["a"]) == ("VIEWA", [[10, 3]], [[12, 2]], [[7, 1]], [])
+    store = SnapshotStore(redis.Redis.from_url(settings.backup_cache_url), settings.orders_stream)
+    for v in (a, b):
+        assert v["stream"] == settings.orders_stream and v["snapshot"] == store.key(v["shard"])
+        assert v["checkpoint"] == store.load(v["shard"]).seq is not None  # the final snapshot at stop
+    with running_service(fast(settings), dev=True) as svc:
+        wait_until(lambda: len(svc.workers) == 4, 10)
+    assert view("VIEWA") is None and view("VIEWB") is None
+    assert view("VIEWC") == {"s": "VIEWC", "stream": "another-stream"}
