@@ -19,13 +19,13 @@ untouched for the next run; `run()` returns a report and never raises for one sy
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 import redis
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -64,8 +64,9 @@ def s3_key(symbol: str, epoch_s: int) -> str:
 
 
 def jsonl_line(symbol: str, c: Candle) -> bytes:
-    return orjson.dumps({"s": symbol, "t": minute_stamp(c.time), "time": c.time, "o": c.open, "h": c.high,
-                         "l": c.low, "c": c.close, "v": c.volume}) + b"\n"
+    # stdlib json, not orjson: a volume is not bounded by 64 bits (SPEC §3a Magnitudes)
+    return json.dumps({"s": symbol, "t": minute_stamp(c.time), "time": c.time, "o": c.open, "h": c.high,
+                       "l": c.low, "c": c.close, "v": c.volume}, separators=(",", ":")).encode() + b"\n"
 
 
 def _s(v: Any) -> str:
@@ -92,8 +93,10 @@ class CandleBackup:
         for symbol in self.symbols():
             try:
                 n, rolled, dead = self.backup_symbol(symbol)
-            except (ClientError, BotoCoreError, redis.RedisError) as exc:
-                log.error("event=backup_failed symbol=%s error=%s", symbol, exc)
+            except (ClientError, BotoCoreError, redis.RedisError, ValueError, TypeError) as exc:
+                # one symbol's failure (a store outage, or data the stores refuse) never stops
+                # the others; its list stays in place and the next run retries it
+                log.error("event=backup_failed symbol=%s error=%r", symbol, exc)
                 report.failed.append(symbol)
                 continue
             if n or dead:
@@ -114,8 +117,8 @@ class CandleBackup:
         dead: list[bytes | str] = []
         for raw in raw_items:
             try:
-                c = parse_candle(orjson.loads(raw))
-            except orjson.JSONDecodeError:
+                c = parse_candle(json.loads(raw))  # exact integers of any size (orjson: 64 bits)
+            except ValueError:
                 c = None
             if c is None:
                 dead.append(raw)

@@ -109,6 +109,21 @@ def test_backup_is_crash_safe_and_never_duplicates(client, svc, cache, sym, monk
     assert [c.volume for c in store.range(sym, "5m", 0)] == [1 + 2 + 3, 4]
 
 
+
+def test_backup_keeps_volumes_beyond_64_bits_exact_and_one_bad_symbol_stops_no_other(client, svc, cache, sym):
+    big = 123456789012345678901  # > 2**64: volumes are not bounded (SPEC §3a Magnitudes)
+    raw = closed(sym, 0).replace('"v": 1', f'"v": {big}')
+    cache.rpush(keys.candle_closed(sym), raw)
+    other = "C" + uuid.uuid4().hex[:8].upper()
+    cache.rpush(keys.candle_closed(other), closed(other, 1))
+    report = invoke(client, "trades_backup")
+    assert report["failed"] == [] and report["candles"] == 2
+    [line] = s3_objects(svc, sym)[f"candles/{sym}/1m/2025/12/16/2357.jsonl"]
+    assert line["v"] == big
+    assert CandleStore(svc.dynamodb.Table(svc.settings.candle_table)).range(sym, "1m", 0)[0].volume == big
+    assert cache.llen(keys.candle_closed(sym)) == 0 and cache.llen(keys.candle_closed(other)) == 0
+
+
 def test_backup_finds_lists_of_removed_symbols(client, svc, cache):
     sym = "R" + uuid.uuid4().hex[:8].upper()  # not active
     cache.rpush(keys.candle_closed(sym), closed(sym, 0))
