@@ -31,9 +31,11 @@ Errors::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +50,9 @@ log = logging.getLogger("supernoba.connections")
 CONNECTION_TTL_SECONDS = 2 * 3600 + 600
 #: Ticker-only (`sub`) symbols one connection may hold at once (the main symbol is extra).
 MAX_SUB_SYMBOLS = 20
+#: a connection's subscribe/unsubscribe lock: how long it is held at most, and waited for
+CONN_LOCK_MS = 2000
+CONN_LOCK_WAIT_S = 2.0
 
 
 class SubscriptionLimit(Exception):
@@ -156,6 +161,33 @@ def _release_symbols(r: redis.Redis, symbols: Iterable[str]) -> list[str]:
     return dropped
 
 
+_RELEASE_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@contextlib.contextmanager
+def _connection_lock(r: redis.Redis, conn_id: str) -> Iterator[None]:
+    """Serialise the set changes of one connection: API Gateway may run two messages of the same
+    connection at once, and a main-symbol swap is several keys in different cluster slots (no
+    MULTI). A holder that died frees it after CONN_LOCK_MS; a waiter gives up after
+    CONN_LOCK_WAIT_S and goes ahead (the stale-connection job repairs what a race leaves)."""
+    key, token = keys.conn_lock(conn_id), uuid.uuid4().hex
+    deadline = time.monotonic() + CONN_LOCK_WAIT_S
+    held = bool(r.set(key, token, nx=True, px=CONN_LOCK_MS))
+    while not held and time.monotonic() < deadline:
+        time.sleep(0.005)
+        held = bool(r.set(key, token, nx=True, px=CONN_LOCK_MS))
+    if not held:
+        log.warning("event=ws_lock_timeout conn=%s", conn_id)
+    try:
+        yield
+    finally:
+        if held:
+            r.eval(_RELEASE_LOCK, 1, key, token)
+
+
 def subscribe(
     r: redis.Redis,
     conn_id: str,
@@ -176,22 +208,25 @@ def subscribe(
     if len(current | set(subs)) > max_subs:
         raise SubscriptionLimit(f"at most {max_subs} sub symbols per connection")
     released: list[str] = []
-    pipe = r.pipeline(transaction=False)
-    if main is not None:
-        old = r.get(keys.conn_main(conn_id))
-        old_main = _s(old) if old is not None else None
-        if old_main and old_main != main:
-            pipe.srem(keys.symbol_main(old_main), conn_id)
-            released.append(old_main)
-        pipe.sadd(main_key, conn_id)
-        pipe.set(keys.conn_main(conn_id), main)
-    for symbol, key in zip(subs, sub_keys, strict=True):
-        pipe.sadd(key, conn_id)
-        pipe.sadd(keys.conn_subs(conn_id), symbol)
-    added = ([main] if main is not None else []) + subs
-    if added:
-        pipe.sadd(keys.SUBSCRIBED_SYMBOLS, *added)
-    cache.execute_and_publish(r, pipe, keys.CONNECTIONS_CHANGED_CHANNEL, conn_id)
+    with _connection_lock(r, conn_id):
+        pipe = r.pipeline(transaction=False)
+        if main_key is not None:
+            pipe.sadd(main_key, conn_id)  # join the new set before naming it (readers never miss it)
+        for symbol, key in zip(subs, sub_keys, strict=True):
+            pipe.sadd(key, conn_id)
+            pipe.sadd(keys.conn_subs(conn_id), symbol)
+        added = ([main] if main is not None else []) + subs
+        if added:
+            pipe.sadd(keys.SUBSCRIBED_SYMBOLS, *added)
+        pipe.execute()
+        pipe = r.pipeline(transaction=False)
+        if main is not None:
+            old = r.set(keys.conn_main(conn_id), main, get=True)
+            old_main = _s(old) if old is not None else None
+            if old_main and old_main != main and keys.is_valid_symbol(old_main):
+                pipe.srem(keys.symbol_main(old_main), conn_id)
+                released.append(old_main)
+        cache.execute_and_publish(r, pipe, keys.CONNECTIONS_CHANGED_CHANNEL, conn_id)
     _release_symbols(r, released)
     log.info("event=ws_subscribe conn=%s main=%s subs=%s", conn_id, main, ",".join(subs))
     return get_connection(r, conn_id)
@@ -207,21 +242,22 @@ def unsubscribe(
     `subs` names sub symbols to drop. With neither, every subscription is dropped."""
     subs = list(subs) if subs is not None else None
     everything = main is None and subs is None
-    cur_raw = r.get(keys.conn_main(conn_id))
-    cur_main = _s(cur_raw) if cur_raw is not None else None
     released: list[str] = []
-    pipe = r.pipeline(transaction=False)
-    if cur_main and (everything or main is True or main == cur_main):
-        pipe.srem(keys.symbol_main(cur_main), conn_id)
-        pipe.delete(keys.conn_main(conn_id))
-        released.append(cur_main)
-    if everything:
-        subs = [_s(x) for x in r.smembers(keys.conn_subs(conn_id))]
-    for symbol in subs or ():
-        pipe.srem(keys.symbol_sub(symbol), conn_id)  # validates
-        pipe.srem(keys.conn_subs(conn_id), symbol)
-        released.append(symbol)
-    cache.execute_and_publish(r, pipe, keys.CONNECTIONS_CHANGED_CHANNEL, conn_id)
+    with _connection_lock(r, conn_id):
+        cur_raw = r.get(keys.conn_main(conn_id))
+        cur_main = _s(cur_raw) if cur_raw is not None else None
+        pipe = r.pipeline(transaction=False)
+        if cur_main and (everything or main is True or main == cur_main):
+            pipe.srem(keys.symbol_main(cur_main), conn_id)
+            pipe.delete(keys.conn_main(conn_id))
+            released.append(cur_main)
+        if everything:
+            subs = [_s(x) for x in r.smembers(keys.conn_subs(conn_id))]
+        for symbol in subs or ():
+            pipe.srem(keys.symbol_sub(symbol), conn_id)  # validates
+            pipe.srem(keys.conn_subs(conn_id), symbol)
+            released.append(symbol)
+        cache.execute_and_publish(r, pipe, keys.CONNECTIONS_CHANGED_CHANNEL, conn_id)
     _release_symbols(r, released)
     log.info("event=ws_unsubscribe conn=%s released=%s", conn_id, ",".join(released))
     return get_connection(r, conn_id)
@@ -270,30 +306,33 @@ def remove_connection(redis_client: redis.Redis, conn_id: str) -> None:
     )
 
 
-def _scan_set_members(r: redis.Redis, pattern: str) -> set[str]:
-    out: set[str] = set()
-    for key in r.scan_iter(match=pattern, count=500):
-        if _s(r.type(key)) == "set":
-            out.update(_s(x) for x in r.smembers(key))
-    return out
-
-
-def known_connection_ids(r: redis.Redis) -> set[str]:
-    """Every connection id any registry set mentions (for the stale-connection job)."""
-    ids = {_s(x) for x in r.smembers(keys.ALL_CONNECTIONS)}
-    ids |= {_s(x) for x in r.smembers(keys.REALTIME_CONNECTIONS)}
-    ids |= _scan_set_members(r, "user:*:connections")
-    ids |= _scan_set_members(r, "symbol:*:main")
-    ids |= _scan_set_members(r, "symbol:*:sub")
+def known_connection_ids(r: redis.Redis) -> dict[str, set[str]]:
+    """Every connection id any registry set mentions, with the per-user and per-symbol sets
+    that hold it (for the stale-connection job)."""
+    ids: dict[str, set[str]] = {}
+    for global_set in (keys.ALL_CONNECTIONS, keys.REALTIME_CONNECTIONS):
+        for x in r.smembers(global_set):
+            ids.setdefault(_s(x), set())
+    for pattern in ("user:*:connections", "symbol:*:main", "symbol:*:sub"):
+        for key in r.scan_iter(match=pattern, count=500):
+            if _s(r.type(key)) == "set":
+                for x in r.smembers(key):
+                    ids.setdefault(_s(x), set()).add(_s(key))
     return ids
 
 
 def remove_stale_connections(r: redis.Redis) -> list[str]:
-    """Remove every connection whose `ws:CONNID` key has expired; returns their ids."""
+    """Remove every connection whose `ws:CONNID` key has expired; returns their ids.
+
+    `remove_connection` finds a connection's sets through its `conn:` keys; an id a set still
+    holds without them (a crash between two writes) is removed from the sets it was found in.
+    """
     stale = []
-    for conn_id in sorted(known_connection_ids(r)):
+    for conn_id, found_in in sorted(known_connection_ids(r).items()):
         if not r.exists(keys.ws_conn(conn_id)):
             remove_connection(r, conn_id)
+            for key in found_in:
+                r.srem(key, conn_id)
             stale.append(conn_id)
     # a symbol may sit in subscribed:symbols with nobody left (e.g. crash mid-cleanup)
     orphaned = _release_symbols(r, (_s(x) for x in r.smembers(keys.SUBSCRIBED_SYMBOLS)))

@@ -89,6 +89,11 @@ def conn_subs(conn_id: str) -> str:
     return f"conn:{conn_id}:sub"
 
 
+def conn_lock(conn_id: str) -> str:
+    """Held (SET NX PX) while a subscribe/unsubscribe of the connection changes its sets."""
+    return f"conn:{conn_id}:lock"
+
+
 def conn_user(conn_id: str) -> str:
     """The connection's user id, kept without a TTL so cleanup finds `user:USERID:connections`."""
     return f"conn:{conn_id}:user"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import orjson
@@ -67,6 +68,44 @@ def test_stale_connections_are_removed_everywhere(cache):
     assert r.smembers("user:u9:connections") == {"live"}
     assert r.smembers("subscribed:symbols") == {"BBB"}
     assert r.smembers("realtime:connections") == {"live"}
+
+
+
+def test_racing_subscribes_leave_one_connection_in_exactly_one_main_set(cache):
+    """Two subscribes with different mains at once on one connection (two tabs, a reconnect):
+    the connection must end in the main set its `conn:` key names, and in no other."""
+    r = cache
+    ids = [f"race{i}" for i in range(60)]
+    for c in ids:
+        conns.register_connection(r, c, None, is_logged_in=False)
+        conns.subscribe(r, c, "RA")
+
+    def flip(main: str) -> None:
+        for c in ids:
+            conns.subscribe(r, c, main)
+
+    threads = [threading.Thread(target=flip, args=(m,)) for m in ("RB", "RC", "RB", "RC")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    members = {m: r.smembers(f"symbol:{{{m}}}:main") for m in ("RA", "RB", "RC")}
+    for c in ids:
+        holding = [m for m, ms in members.items() if c in ms]
+        assert holding == [r.get(f"conn:{c}:main")], (c, holding)
+    assert not members["RA"]
+
+
+def test_stale_cleanup_removes_ids_a_set_holds_without_their_conn_keys(cache):
+    r = cache
+    r.sadd("symbol:{ORPH}:main", "orphan")
+    r.sadd("symbol:{ORPH}:sub", "orphan")
+    r.sadd("user:u77:connections", "orphan2")
+    r.sadd("subscribed:symbols", "ORPH")
+    assert sorted(conns.remove_stale_connections(r)) == ["orphan", "orphan2"]
+    assert not r.exists("symbol:{ORPH}:main", "symbol:{ORPH}:sub", "user:u77:connections")
+    assert "ORPH" not in r.smembers("subscribed:symbols")
+    assert conns.remove_stale_connections(r) == []
 
 
 def test_ws_sender_sends_and_cleans_gone(cache, ws_server, app_settings):
