@@ -43,6 +43,7 @@ class BatchReport:
     sent: int = 0
     gone: int = 0
     failed: int = 0
+    duplicates: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -63,9 +64,15 @@ def parse_fill(data: bytes) -> dict[str, Any] | None:
         return None
     if not isinstance(ev, dict) or ev.get("e") != E_FILL or not keys.is_valid_symbol(ev.get("s")):
         return None
-    if not all(_int(ev.get(f)) for f in ("p", "q", "t")) or not 0 <= ev["t"] < 10**13:
+    # t < 2^53 as in order commands (SPEC §3a); the sort key pads it to 13 digits (ms until 2286)
+    if not all(_int(ev.get(f)) for f in ("p", "q", "t")) or not 0 <= ev["t"] < 2**53:
         return None
     if not all(_id(ev.get(f)) for f in ("trade_id", "maker_user_id", "taker_user_id")):
+        return None
+    # a record the engine could not have written (oversize strings, a bad side) is skipped as
+    # bad rather than failing the batch on DynamoDB's item size limit
+    if ev.get("taker_side") not in ("BUY", "SELL") or not all(
+            ev.get(f) is None or _id(ev.get(f)) for f in ("maker_order_id", "taker_order_id")):
         return None
     return ev
 
@@ -131,6 +138,7 @@ class Notifier:
         report = BatchReport()
         fills: list[dict[str, Any]] = []
         raws: list[bytes] = []
+        seen: set[str] = set()
         for data in records:
             report.records += 1
             fill = parse_fill(data)
@@ -138,6 +146,10 @@ class Notifier:
                 report.bad += 1
                 log.error("event=bad_fill_record data=%r", bytes(data)[:200])
                 continue
+            if fill["trade_id"] in seen:  # delivered twice in one batch: store and notify once
+                report.duplicates += 1
+                continue
+            seen.add(fill["trade_id"])
             fills.append(fill)
             raws.append(data)
         if fills:

@@ -68,6 +68,33 @@ def test_early_timestamps_are_zero_padded(client, svc):
     assert [i["sk"] for i in trades(svc, sym)] == [f"0000000012345#{sym}-000000000007"]
 
 
+
+def test_a_fill_twice_in_one_batch_is_stored_and_sent_once(client, svc, cache, ws_server):
+    sym = "F" + uuid.uuid4().hex[:8].upper()
+    ws_server.open_ids.add("dup-1")
+    conns.register_connection(cache, "dup-1", "u_taker", is_logged_in=True)
+    bodies = [fill(sym, 1), fill(sym, 2), fill(sym, 1)]
+    report = client.lambda_.invoke("on_fills", kinesis_event(client, bodies, svc.settings.fills_stream)).payload
+    assert (report["written"], report["duplicates"], report["bad"]) == (2, 1, 0)
+    assert len(trades(svc, sym)) == 2
+    assert [m["trade_id"] for m in ws_server.messages("dup-1")] == [f"{sym}-000000000001", f"{sym}-000000000002"]
+
+
+def test_fills_the_engine_could_not_write_are_skipped_not_fatal(client, svc):
+    """A late `t` (any ts below 2^53 is valid) is stored; an oversize or malformed field is a bad
+    record, never a DynamoDB item-size failure that would block the whole batch."""
+    sym = "F" + uuid.uuid4().hex[:8].upper()
+    late = fill(sym, 1, t=2**53 - 1)
+    huge = json.loads(fill(sym, 2))
+    huge["taker_side"] = "B" * 500_000
+    long_id = json.loads(fill(sym, 3))
+    long_id["maker_order_id"] = "m" * 65
+    bodies = [late, json.dumps(huge).encode(), json.dumps(long_id).encode(), fill(sym, 4)]
+    report = client.lambda_.invoke("on_fills", kinesis_event(client, bodies, svc.settings.fills_stream)).payload
+    assert (report["written"], report["bad"]) == (2, 2)
+    assert sorted(i["sk"] for i in trades(svc, sym)) == [f"1733896438267#{sym}-000000000004",
+                                                         f"{2**53 - 1}#{sym}-000000000001"]
+
 def test_order_status_goes_to_all_owner_connections(client, svc, cache, ws_server):
     ws_server.open_ids.update({"a1", "a2", "b1"})
     for conn, user in (("a1", "u_a"), ("a2", "u_a"), ("b1", "u_b"), ("a3", "u_a")):
@@ -76,7 +103,7 @@ def test_order_status_goes_to_all_owner_connections(client, svc, cache, ws_serve
     event = kinesis_event(client, [status("u_a"), b"\xff\xfe", status("u_b", "ord_2", "FILLED"),
                                    b'{"e":"order"}'], svc.settings.status_stream)
     report = client.lambda_.invoke("on_order_status", event).payload
-    assert report == {"records": 4, "bad": 2, "written": 0, "sent": 3, "gone": 1, "failed": 0}
+    assert report == {"records": 4, "bad": 2, "written": 0, "sent": 3, "gone": 1, "failed": 0, "duplicates": 0}
     assert [m["order_id"] for m in ws_server.messages("a1")] == ["ord_1"]
     assert [m["order_id"] for m in ws_server.messages("a2")] == ["ord_1"]
     assert [m["status"] for m in ws_server.messages("b1")] == ["FILLED"]
