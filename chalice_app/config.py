@@ -165,7 +165,9 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
+        # a variable set to an empty (or blank) value counts as unset: `ENGINE_HTTP_PORT=` in an
+        # env file must give the default, not a crash at import of every Lambda handler
+        env = {k: v for k, v in (os.environ if env is None else env).items() if v.strip()}
         return cls(
             orders_stream=env.get("KINESIS_ORDERS_STREAM", cls.orders_stream),
             fills_stream=env.get("KINESIS_FILLS_STREAM", cls.fills_stream),

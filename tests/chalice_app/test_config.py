@@ -18,3 +18,14 @@ def test_engine_poll_floor_is_10_ms_locally_and_200_ms_on_aws():
     assert Settings.from_env(LOCAL).engine_poll_floor_ms == 10
     assert Settings.from_env({}).engine_poll_floor_ms == 200
     assert Settings.from_env({"ENGINE_POLL_FLOOR_MS": "50"}).engine_poll_floor_ms == 50
+
+
+def test_empty_variables_count_as_unset():
+    blank = {name: "" for name in ("ENGINE_HTTP_PORT", "STREAMER_HTTP_PORT", "VALKEY_PORT", "KINESIS_FILLS_STREAM",
+                                   "AWS_REGION", "DEPTH_CACHE_URL", "LOG_LEVEL", "ALLOW_TEST_MODE")}
+    s = Settings.from_env({**blank, "VALKEY_HOST": "dh", "STREAMER_TRANSPORT": "  "})
+    d = Settings.from_env({"VALKEY_HOST": "dh"})
+    assert (s.engine_http_port, s.streamer_http_port, s.fills_stream, s.aws_region, s.log_level) == (
+        9100, 9101, "supernoba-fills", "ap-northeast-2", "INFO")
+    assert s.depth_cache_url == d.depth_cache_url == "redis://dh:6379/0"
+    assert s.allow_test_mode is False and s.streamer_transport == "fast"
