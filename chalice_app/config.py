@@ -9,9 +9,12 @@ boto3 reads its standard `AWS_ENDPOINT_URL_KINESIS` / `AWS_ENDPOINT_URL_DYNAMODB
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+log = logging.getLogger("supernoba.config")
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
 
@@ -21,6 +24,16 @@ def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     if raw is None or raw == "":
         return default
     return raw.strip().lower() in TRUE_WORDS
+
+
+def _admin_api_key(env: Mapping[str, str], stage: str) -> str:
+    """SPEC §5/§8: the static admin key works on the `local` stage only; a deployed stage needs
+    an admin JWT, whatever its environment holds."""
+    key = env.get("ADMIN_API_KEY", "")
+    if key and stage != "local":
+        log.warning("event=admin_api_key_ignored stage=%s reason=local_stage_only", stage)
+        return ""
+    return key
 
 
 def _cache_url(env: Mapping[str, str], url_var: str, host_vars: tuple[str, ...], port_var: str | None) -> str:
@@ -189,7 +202,7 @@ class Settings:
             supabase_url=env.get("SUPABASE_URL", "").rstrip("/"),
             supabase_jwt_secret=env.get("SUPABASE_JWT_SECRET", ""),
             allow_test_mode=_flag(env, "ALLOW_TEST_MODE"),
-            admin_api_key=env.get("ADMIN_API_KEY", ""),
+            admin_api_key=_admin_api_key(env, env.get("SUPERNOBA_STAGE", cls.stage)),
             market_tz=env.get("MARKET_TZ", cls.market_tz),
             stage=env.get("SUPERNOBA_STAGE", cls.stage),
             **_engine_settings(env),

@@ -29,3 +29,10 @@ def test_empty_variables_count_as_unset():
         9100, 9101, "supernoba-fills", "ap-northeast-2", "INFO")
     assert s.depth_cache_url == d.depth_cache_url == "redis://dh:6379/0"
     assert s.allow_test_mode is False and s.streamer_transport == "fast"
+
+
+def test_the_static_admin_key_works_on_the_local_stage_only():
+    assert Settings.from_env({"ADMIN_API_KEY": "k"}).admin_api_key == "k"  # no stage set: local
+    assert Settings.from_env({"ADMIN_API_KEY": "k", "SUPERNOBA_STAGE": "local"}).admin_api_key == "k"
+    for stage in ("dev", "prod"):
+        assert Settings.from_env({"ADMIN_API_KEY": "k", "SUPERNOBA_STAGE": stage}).admin_api_key == ""
