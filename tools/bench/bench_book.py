@@ -224,7 +224,7 @@ def bench_rss(n: int) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m tools.bench.bench_book", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--orders", type=int, default=1_000_000, help="orders per workload (default 1,000,000)")
     ap.add_argument("--batch", type=int, default=500, help="Engine.process batch size (default 500)")
     ap.add_argument("--quick", action="store_true", help="100,000 orders: a smoke run")

@@ -73,7 +73,7 @@ async def _bench_reader(url: str, n: int, rounds: int) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m tools.bench.bench_cache_cluster", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--symbols", default="1,10,100", help="symbol counts per batch / tick (default 1,10,100)")
     ap.add_argument("--rounds", type=int, default=200, help="calls measured per case (default 200)")
     args = ap.parse_args(argv)

@@ -50,7 +50,7 @@ def timed(fn, n: int) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.bench.bench_chalice_app", description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=500, help="POST /orders calls (default 500)")
     parser.add_argument("--candles", type=int, default=1440, help="cold 1m candles for the chart (default 1440)")
     args = parser.parse_args(argv)

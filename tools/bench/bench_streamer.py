@@ -406,7 +406,7 @@ def cpu_text(res: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m tools.bench.bench_streamer", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--conns", default="1000,5000", help="connection counts for the throughput runs")
     p.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run")

@@ -2,6 +2,20 @@
 # make fuzz: libFuzzer + AddressSanitizer + UndefinedBehaviorSanitizer on the C order book for a
 # bounded time (FUZZ_SECONDS, default 120).  Installs clang and its runtime if missing.
 set -euo pipefail
+if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
+  cat <<'USAGE'
+usage: tools/fuzz/run.sh          (what `make fuzz` runs)
+
+Builds tools/fuzz/fuzz_book.c with the C order book under libFuzzer + AddressSanitizer +
+UndefinedBehaviorSanitizer and fuzzes it for a bounded time; installs clang if missing.
+
+environment:
+  FUZZ_SECONDS  how long to fuzz (default 120)
+  FUZZ_OUT      build and corpus folder (default build/fuzz); the log is FUZZ_OUT/last-run.log
+USAGE
+  exit 0
+fi
+if [ "$#" -gt 0 ]; then echo "fuzz: no arguments expected (see --help)" >&2; exit 2; fi
 cd "$(dirname "$0")/../.."
 SECONDS_BUDGET=${FUZZ_SECONDS:-120}
 OUT=${FUZZ_OUT:-build/fuzz}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 import urllib.parse
@@ -213,6 +214,8 @@ class FakeBackend:
                 if path == "/admin/symbols":
                     if headers.get("x-admin-key") != "k3y":
                         return self._reply(403, {"code": "FORBIDDEN", "message": "admin only"})
+                    if self.command == "POST" and not re.fullmatch(r"[A-Z0-9][A-Z0-9._-]{0,15}", body["symbol"]):
+                        return self._reply(400, {"code": "INVALID_SYMBOL", "message": "invalid symbol"})
                     if self.command == "POST":
                         backend.admin_symbols.append(body["symbol"])
                     if self.command == "DELETE":

@@ -264,8 +264,13 @@ def test_admin_panel_only_with_admin_key(new_page: Any, console: Any, backend: F
     page.click("[data-testid=admin-remove-NEW1]")
     page.wait_for_selector("[data-testid=admin-symbol-NEW1]", state="detached")
     assert backend.admin_symbols == ["TEST"]
+    page.fill("#admin-new-symbol", "bad sym")  # the server refuses it: its error stays in the panel
+    page.click("#btn-admin-add")
+    page.wait_for_function("document.querySelector('#admin-error').textContent.startsWith('INVALID_SYMBOL')")
+    page.wait_for_timeout(300)
+    assert page.text_content("#admin-error").startswith("INVALID_SYMBOL")
     watch.screenshot("page_admin")
-    assert watch.errors == []
+    assert [e for e in watch.errors if "status of 400" not in e] == []  # the refused symbol
 
 
 def test_jwt_session_sends_the_token_and_shows_admin_for_admin_role(new_page: Any, console: Any,

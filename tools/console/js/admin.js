@@ -55,20 +55,21 @@ export class AdminPanel {
     if (show) await this.refresh();
   }
 
+  /** Runs one API call; `{ ok, value }`. A failure's server error stays in the panel. */
   async guard(fn) {
     this.error.textContent = '';
     try {
-      return await fn();
+      return { ok: true, value: await fn() };
     } catch (err) {
       if (!(err instanceof ApiError)) throw err;
       this.error.textContent = `${err.code}: ${err.message}`;
-      return null;
+      return { ok: false, value: null };
     }
   }
 
   async refresh() {
-    const body = await this.guard(() => this.api.adminListSymbols());
-    if (body === null) return;
+    const { ok, value: body } = await this.guard(() => this.api.adminListSymbols());
+    if (!ok) return;
     const entries = symbolEntries(body).sort((a, b) => a.symbol.localeCompare(b.symbol));
     this.list.replaceChildren(...entries.map((e) => this.item(e)));
     this.root.dataset.count = String(entries.length);
@@ -86,8 +87,8 @@ export class AdminPanel {
     rm.textContent = 'remove';
     rm.dataset.testid = `admin-remove-${entry.symbol}`;
     rm.addEventListener('click', async () => {
-      await this.guard(() => this.api.adminRemoveSymbol(entry.symbol));
-      await this.refresh();
+      // after a refused change the list is unchanged: no refresh, which would clear the error
+      if ((await this.guard(() => this.api.adminRemoveSymbol(entry.symbol))).ok) await this.refresh();
     });
     li.append(name, ' ', rm);
     return li;
@@ -95,8 +96,8 @@ export class AdminPanel {
 
   async add(symbol) {
     if (!symbol) return;
-    const ok = await this.guard(() => this.api.adminAddSymbol(symbol));
-    if (ok !== null) this.input.value = '';
+    if (!(await this.guard(() => this.api.adminAddSymbol(symbol))).ok) return;
+    this.input.value = '';
     await this.refresh();
   }
 }

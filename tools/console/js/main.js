@@ -132,8 +132,8 @@ async function start() {
     }
   });
   conn.on('d', (m) => {
+    if (ladder.onDepth(m) === 'ignored') return; // another symbol's (e.g. the old main's) depth
     counts.d += 1;
-    ladder.onDepth(m);
     $('#ladder-info').textContent = `u ${m.u} · ${counts.d} updates`;
   });
   const onCandle = (m) => {
