@@ -87,8 +87,10 @@ export class Connection {
       return;
     }
     this.ws = ws;
+    let opened = false;
     ws.onopen = () => {
       if (ws !== this.ws) return;
+      opened = true;
       this.attempt = 0;
       this.opens += 1;
       this.setState(State.OPEN);
@@ -110,7 +112,9 @@ export class Connection {
       if (ws !== this.ws) return;
       this.stopPing();
       this.ws = null;
-      this.scheduleReconnect(`closed (${ev.code})`);
+      // a browser hides the handshake's HTTP status: say what a socket that never opened means
+      this.scheduleReconnect(opened ? `closed (${ev.code})`
+        : `could not connect (${ev.code}): gateway down, or the token was refused (bad or expired?)`);
     };
   }
 
