@@ -167,9 +167,19 @@ class AsyncClusterClient(acluster.RedisCluster):
         return pipe
 
 
+def _decoding(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A decoding client replaces bytes that are not UTF-8 instead of raising: one bad value in
+    the cache must reach the caller as bad data (logged, skipped), never as a UnicodeDecodeError
+    out of a whole pipeline or pub/sub read."""
+    if kwargs.get("decode_responses"):
+        kwargs.setdefault("encoding_errors", "replace")
+    return kwargs
+
+
 def client(url: str, mode: str, **kwargs: Any) -> redis.Redis | scluster.RedisCluster:
     """A synchronous client (`kwargs` go to the connections: socket_timeout, decode_responses…).
     A RedisCluster connects here (it reads the slot map); a redis.Redis on first use."""
+    kwargs = _decoding(kwargs)
     if use_cluster(url, mode):
         with _unreachable_as_connection_error():
             cluster = ClusterClient.from_url(_without_db(url), **kwargs)
@@ -180,6 +190,7 @@ def client(url: str, mode: str, **kwargs: Any) -> redis.Redis | scluster.RedisCl
 
 def async_client(url: str, mode: str, **kwargs: Any) -> aredis.Redis | acluster.RedisCluster:
     """An asyncio client (the streamer's); connects on first use. `auto` probes synchronously."""
+    kwargs = _decoding(kwargs)
     if use_cluster(url, mode):
         log.info("event=cache_client kind=async_cluster url=%s", _redact(url))
         return AsyncClusterClient.from_url(_without_db(url), **kwargs)

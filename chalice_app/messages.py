@@ -75,8 +75,14 @@ def order_command(
     return cmd
 
 
+#: levels a side in a depth message (SPEC §4: `"b":[[p,q]…≤10]`)
+DEPTH_LEVELS = 10
+
+
 def depth_message(symbol: str, t: int, u: int, bids: Sequence[Sequence[int]], asks: Sequence[Sequence[int]]) -> dict:
-    return {"e": E_DEPTH, "s": symbol, "t": t, "u": u, "b": [list(x) for x in bids], "a": [list(x) for x in asks]}
+    """At most DEPTH_LEVELS levels a side, whatever the cache held."""
+    return {"e": E_DEPTH, "s": symbol, "t": t, "u": u, "b": [list(x) for x in bids[:DEPTH_LEVELS]],
+            "a": [list(x) for x in asks[:DEPTH_LEVELS]]}
 
 
 def ticker_message(symbol: str, t: int, last: int | None, change_pct: float | None, prev_change_pct: float | None) -> dict:

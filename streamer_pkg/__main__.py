@@ -44,7 +44,12 @@ async def _run(streamer: Streamer) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:  # e.g. STREAMER_REALTIME_MS=abc
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
+        log.error("event=bad_config error=%s", exc)
+        return 2
     debug = args.debug or settings.debug_mode
     logging.basicConfig(
         level=logging.DEBUG if debug else getattr(logging, settings.log_level, logging.INFO),

@@ -71,16 +71,30 @@ class Snapshot:
 #: Replies per symbol: {depth or nil, ticker or nil, HGETALL flat list[, SMEMBERS, SMEMBERS]}.
 #: One EVAL instead of 2 MGETs + 100 HGETALLs: redis-py's per-command packing and reply
 #: handling was most of a 50 ms full read's CPU (docs/streamer.md, "Read cost").
+#: A key holding the wrong type (or any per-key error) must not fail the whole read: the
+#: script turns it into data that fails parsing (a string starting with `!`, a hash without
+#: the candle's fields), so it is logged as that symbol's bad data; a bad set reads as empty.
 READ_SCRIPT = """
+local function str(key)
+  local v = redis.pcall('GET', key)
+  if type(v) == 'table' and v.err then return '!' .. v.err end
+  return v or false
+end
+local function coll(cmd, key, bad)
+  local v = redis.pcall(cmd, key)
+  if type(v) == 'table' and v.err then return bad(v.err) end
+  return v
+end
+local function bad_hash(err) return {'!error', err} end
+local function bad_set(err) return {} end
 local n = tonumber(ARGV[1])
 local sets = ARGV[2] == '1'
 local out = {}
 for i = 1, n do
-  local row = {redis.call('GET', KEYS[i]) or false, redis.call('GET', KEYS[n + i]) or false,
-               redis.call('HGETALL', KEYS[2 * n + i])}
+  local row = {str(KEYS[i]), str(KEYS[n + i]), coll('HGETALL', KEYS[2 * n + i], bad_hash)}
   if sets then
-    row[4] = redis.call('SMEMBERS', KEYS[3 * n + i])
-    row[5] = redis.call('SMEMBERS', KEYS[4 * n + i])
+    row[4] = coll('SMEMBERS', KEYS[3 * n + i], bad_set)
+    row[5] = coll('SMEMBERS', KEYS[4 * n + i], bad_set)
   end
   out[i] = row
 end
@@ -130,7 +144,15 @@ def _split(res: Iterator[Any], symbols: list[str], sets: bool, cluster: bool = F
     if not cluster:
         return [tuple(row) for _ in _chunks(symbols) for row in next(res)]
     n = 5 if sets else 3
-    return [tuple(next(res) for _ in range(n)) for _ in symbols]
+    return [tuple(_contained(k, next(res)) for k in range(n)) for _ in symbols]
+
+
+def _contained(k: int, reply: Any) -> Any:
+    """A per-key error of the cluster path (read with raise_on_error=False) as READ_SCRIPT
+    returns it: `!error` for a string, a hash without the candle's fields, an empty set."""
+    if not isinstance(reply, Exception):
+        return reply
+    return (f"!{reply}", f"!{reply}", {"!error": str(reply)}, set(), set())[k]
 
 
 def _same(old: frozenset[str], raw: Any) -> frozenset[str]:
@@ -204,7 +226,16 @@ class Reader:
         writes, self._writes = self._writes, []
         for op in writes:
             op(pipe)
-        res = iter(await pipe.execute())
+        replies = await pipe.execute(raise_on_error=not self.cluster)
+        if self.cluster:  # per-key errors are contained by _split; a global set's error is not
+            for reply in replies[:2] if sets else ():
+                if isinstance(reply, Exception):
+                    raise reply
+            n_reads = (2 if sets else 0) + len(symbols) * (5 if sets else 3)
+            for reply in replies[n_reads:]:  # the queued writes' replies
+                if isinstance(reply, Exception):
+                    log.warning("event=cache_write_failed error=%r", reply)
+        res = iter(replies)
         if not sets:
             snap = Snapshot(read_at=now, realtime=self.realtime, membership=self.membership, partial=partial)
             for s, raw in zip(symbols, _split(res, symbols, False, self.cluster), strict=True):
@@ -231,7 +262,8 @@ class Reader:
             changed = True
             pipe = self.client.pipeline(transaction=False)
             _queue_reads(pipe, new, True, self.cluster)
-            for s, raw in zip(new, _split(iter(await pipe.execute()), new, True, self.cluster), strict=True):
+            replies = await pipe.execute(raise_on_error=not self.cluster)
+            for s, raw in zip(new, _split(iter(replies), new, True, self.cluster), strict=True):
                 self.members[s] = (frozenset(raw[3]), frozenset(raw[4]))
                 data[s] = self._parse(s, raw, *self.members[s])
         for s in [s for s in self.members if s not in subscribed]:
@@ -299,7 +331,10 @@ class Reader:
         for s in symbols:
             pipe.lrange(keys.candle_closed(s), -5, -1)
         out: dict[str, list[dict]] = {}
-        for s, items in zip(symbols, await pipe.execute(), strict=True):
+        for s, items in zip(symbols, await pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(items, Exception):  # e.g. the key holds another type: that symbol only
+                self._bad(s, "candle_closed", repr(items))
+                continue
             parsed = []
             for item in items:
                 try:

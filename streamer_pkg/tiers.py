@@ -45,6 +45,8 @@ log = logging.getLogger("supernoba.streamer")
 
 #: Valkey hash: symbol → JSON {"u","candle","ticker"} last pushed to the anonymous tier.
 ANON_CACHE_KEY = keys.STREAMER_ANON_CACHE
+#: while Valkey fails, one `tick_failed` line (with the count) per this many seconds
+TICK_FAILURE_LOG_EVERY_S = 5.0
 
 
 class StreamerState(enum.Enum):
@@ -73,6 +75,10 @@ class StreamerOptions:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StreamerOptions:
+        """Raises ValueError for settings that cannot run (the process exits with code 2)."""
+        for name in ("streamer_realtime_ms", "streamer_anon_ms", "streamer_send_timeout_s", "streamer_membership_ms"):
+            if not getattr(settings, name) > 0:
+                raise ValueError(f"{name.upper()} must be positive, got {getattr(settings, name)!r}")
         return cls(
             realtime_interval=settings.streamer_realtime_ms / 1000,
             anon_interval=settings.streamer_anon_ms / 1000,
@@ -141,21 +147,18 @@ class Streamer:
         self._tasks: list[asyncio.Task] = []
         self.http: OpsServer | None = None
         self._last_ok = 0.0
+        self._tick_failures = 0
+        self._tick_failure_logged = -1e9
         self.wakeups = 0
         self.failed = False
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
-        if self.init:
-            await self.aredis.delete(ANON_CACHE_KEY)
-            log.info("event=anon_cache_reset key=%s", ANON_CACHE_KEY)
-        else:
-            raw = await self.aredis.hgetall(ANON_CACHE_KEY)
-            for sym, js in raw.items():
-                try:
-                    self._anon_seed[sym] = orjson.loads(js)
-                except orjson.JSONDecodeError:
-                    log.warning("event=bad_data key=%s symbol=%s", ANON_CACHE_KEY, sym)
+        try:
+            await self._load_anon_cache()
+        except (redis.RedisError, OSError) as exc:  # start anyway: the ticks wait for Valkey
+            self.metrics.error("redis")
+            log.warning("event=anon_cache_unavailable key=%s error=%r", ANON_CACHE_KEY, exc)
         self.fanout.start()
         self._tasks = [
             asyncio.create_task(self._listen(), name="listen"),
@@ -171,6 +174,18 @@ class Streamer:
         log.info("event=streamer_start transport=%s concurrency=%d realtime_ms=%d anon_ms=%d init=%s",
                  self.opts.transport, self.opts.concurrency, self.opts.realtime_interval * 1000,
                  self.opts.anon_interval * 1000, self.init)
+
+    async def _load_anon_cache(self) -> None:
+        if self.init:
+            await self.aredis.delete(ANON_CACHE_KEY)
+            log.info("event=anon_cache_reset key=%s", ANON_CACHE_KEY)
+            return
+        raw = await self.aredis.hgetall(ANON_CACHE_KEY)
+        for sym, js in raw.items():
+            try:
+                self._anon_seed[sym] = orjson.loads(js)
+            except orjson.JSONDecodeError:
+                log.warning("event=bad_data key=%s symbol=%s", ANON_CACHE_KEY, sym)
 
     async def stop(self, drain: float = 5.0) -> None:
         self.state = StreamerState.STOPPING
@@ -234,7 +249,7 @@ class Streamer:
                             self._note_changed(msg.get("data"))
                         self.wakeups += 1
                         self._wake.set()
-            except (redis.RedisError, OSError) as exc:
+            except (redis.RedisError, OSError, ValueError) as exc:  # ValueError: undecodable data
                 self.metrics.error("redis")
                 log.warning("event=pubsub_error error=%r", exc)
                 await asyncio.sleep(0.5)
@@ -293,9 +308,13 @@ class Streamer:
         try:
             snap = await self.reader.read(time.time(), only)
             await self._handle_rollovers(snap)
-        except (redis.RedisError, OSError) as exc:
+        except (redis.RedisError, OSError, ValueError) as exc:  # ValueError: undecodable data
             self.metrics.error("redis")
-            log.warning("event=tick_failed tier=realtime error=%r", exc)
+            self._tick_failures += 1
+            now = time.monotonic()
+            if now - self._tick_failure_logged >= TICK_FAILURE_LOG_EVERY_S:  # not 20 lines a second
+                log.warning("event=tick_failed tier=realtime failures=%d error=%r", self._tick_failures, exc)
+                self._tick_failure_logged, self._tick_failures = now, 0
             return None
         self._last_ok = time.time()
         if snap.partial and self.snapshot is not None:  # the anonymous tier needs a full view

@@ -17,11 +17,11 @@ from importlib import resources
 import orjson
 import redis
 
-from chalice_app import cache, keys
+from chalice_app import cache, keys, messages
 
 log = logging.getLogger("supernoba.engine.depth")
 
-DEPTH_LEVELS = 10
+DEPTH_LEVELS = messages.DEPTH_LEVELS  # SPEC §4, one definition in the contract module
 
 
 def candles_script(client: redis.Redis):

@@ -220,6 +220,38 @@ def test_bad_data_is_counted_and_does_not_stop_the_tick(settings, depth_cache, s
         assert s.metrics.errors["bad_data"] >= 1
 
 
+
+def test_undecodable_bytes_and_wrong_types_in_the_cache_stop_no_other_symbol(settings, depth_cache, server):
+    """A value that is not UTF-8, a key of the wrong type, a pub/sub message that is not UTF-8:
+    each is that symbol's bad data; the streamer stays up and TEST keeps updating (full reads
+    included: no PUBLISH here)."""
+    r = depth_cache
+    connect(r, "a", logged_in=True, main="TEST", subs=("BIN", "WRONG"))
+    connect(r, "b", logged_in=True, main="BIN")
+    connect(r, "c", logged_in=True, main="WRONG")
+    r.set(keys.depth("BIN"), b'\xff\xfe{"u":1}')
+    r.hset(keys.depth("WRONG"), "x", "y")  # a hash where a string belongs
+    r.set(keys.ticker("WRONG"), b"\xff")
+    write_ticker(r, "TEST", p=5)
+    with RunningStreamer(settings, server.endpoint) as s:
+        wait_until(lambda: of(server.messages("a"), "t", "TEST"), what="TEST ticker")
+        r.publish(keys.DEPTH_CHANGED_CHANNEL, b"\xff\xfe")
+        for u in (2, 3):
+            write_depth(r, "TEST", u=u, publish=False)
+            wait_until(lambda u=u: [m for m in of(server.messages("a"), "d") if m["u"] == u], what=f"TEST u={u}")
+        assert s.metrics.errors["bad_data"] >= 3 and not s.failed
+        assert s.health()[0], s.health()
+
+
+def test_a_depth_of_more_than_ten_levels_is_cut_to_ten(settings, depth_cache, server):
+    r = depth_cache
+    connect(r, "a", logged_in=True, main="TEST")
+    levels = [[1000 - i, 1] for i in range(25)]
+    r.set(keys.depth("TEST"), orjson.dumps({"e": "d", "s": "TEST", "t": 1, "u": 1, "b": levels, "a": []}))
+    with RunningStreamer(settings, server.endpoint):
+        wait_until(lambda: of(server.messages("a"), "d"), what="depth")
+        assert of(server.messages("a"), "d")[0]["b"] == levels[:10]
+
 def test_init_resets_the_anonymous_tier_cache(settings, depth_cache, server):
     r = depth_cache
     connect(r, "anon", logged_in=False, main="TEST")

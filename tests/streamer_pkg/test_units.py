@@ -108,3 +108,17 @@ def test_options_come_from_the_streamer_settings_and_bad_numbers_name_the_variab
     assert (tuned.membership_every, tuned.http_port) == (0.25, 9999)
     with pytest.raises(ValueError, match="STREAMER_ANON_MS must be a number"):
         Settings.from_env({"STREAMER_ANON_MS": "fast"})
+
+
+def test_settings_that_cannot_run_exit_with_code_2(monkeypatch: pytest.MonkeyPatch):
+    from chalice_app.config import Settings
+    from streamer_pkg.__main__ import main
+    from streamer_pkg.tiers import StreamerOptions
+
+    with pytest.raises(ValueError, match="STREAMER_REALTIME_MS must be positive"):
+        StreamerOptions.from_settings(Settings.from_env({"STREAMER_REALTIME_MS": "0"}))
+    monkeypatch.setenv("STREAMER_REALTIME_MS", "abc")
+    assert main([]) == 2
+    monkeypatch.setenv("STREAMER_REALTIME_MS", "0")
+    monkeypatch.setenv("WEBSOCKET_ENDPOINT", "http://127.0.0.1:9/api")
+    assert main([]) == 2
