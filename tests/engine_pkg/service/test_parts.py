@@ -9,12 +9,13 @@ import threading
 import orjson
 import pytest
 import redis
+from botocore.exceptions import ClientError
 
 from chalice_app import keys
 from engine_pkg.service.depth_writer import DepthWriter, SymbolUpdate
 from engine_pkg.service.errors import LeaseLost
 from engine_pkg.service.leases import LeaseManager
-from engine_pkg.service.publisher import Publisher
+from engine_pkg.service.publisher import Publisher, safe_key
 from engine_pkg.service.snapshots import Snapshot, SnapshotStore
 from engine_pkg.service.ticker import TickerBook
 from tests.engine_pkg.service.helpers import fast, put_orders, read_stream, running_service, wait_until
@@ -113,6 +114,43 @@ def test_publisher_chunks_by_500_and_retries_only_failed_records(settings, aws):
         chunks_seen = [n // 500 for n in ns]
         assert chunks_seen == sorted(chunks_seen)
 
+
+
+def test_records_kinesis_can_never_accept_do_not_block_the_publisher(settings, aws):
+    """A status keyed by a 300-character user id (or an empty one) gets a digest key and still
+    goes out; a record over 1 MiB is dropped and counted; the rest arrive in order."""
+    kinesis = aws.client("kinesis")
+    long_user = "u" * 300
+    items = [(orjson.dumps({"n": 0}), "u1"), (orjson.dumps({"n": 1, "user": long_user}), long_user),
+             (b"x" * (1024 * 1024), "u1"), (orjson.dumps({"n": 2}), "")]
+    pub = Publisher(kinesis, settings.status_stream, base_delay=0.001)
+    done = threading.Event()
+    threading.Thread(target=lambda: (pub.put(items), done.set()), daemon=True).start()
+    assert done.wait(20), "the publisher is stuck on a record Kinesis refuses"
+    got = read_stream(kinesis, settings.status_stream)
+    assert [r["n"] for r in got] == [0, 1, 2]
+    assert got[1]["_key"] == safe_key(long_user) and len(got[1]["_key"]) <= 256
+    assert got[0]["_key"] == "u1" and got[2]["_key"] == safe_key("")
+    assert pub.metrics.counters["publish_dropped_total"] == 1
+
+
+class _RefusesOne:
+    """Refuses (ValidationException, the whole call) every PutRecords holding record n == 3."""
+
+    def __init__(self, kinesis) -> None:
+        self.kinesis = kinesis
+
+    def put_records(self, StreamName, Records):  # noqa: N803 (boto3's names)
+        if any(orjson.loads(r["Data"]).get("n") == 3 for r in Records):
+            raise ClientError({"Error": {"Code": "ValidationException", "Message": "no"}}, "PutRecords")
+        return self.kinesis.put_records(StreamName=StreamName, Records=Records)
+
+
+def test_a_call_refused_as_a_whole_is_halved_down_to_the_record_at_fault(settings, aws):
+    pub = Publisher(_RefusesOne(aws.client("kinesis")), settings.fills_stream, base_delay=0.001)
+    pub.put([(orjson.dumps({"n": i}), "K") for i in range(8)])
+    assert [r["n"] for r in read_stream(aws.client("kinesis"), settings.fills_stream)] == [0, 1, 2, 4, 5, 6, 7]
+    assert pub.metrics.counters["publish_dropped_total"] == 1
 
 def test_ticker_rolls_the_day_in_market_tz_and_keeps_yc():
     prev = {"s": "TEST", "d": "20251215", "o": 100, "h": 120, "l": 90, "c": 110, "v": 7, "pct": 10.0}
