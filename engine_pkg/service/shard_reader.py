@@ -463,9 +463,13 @@ class ShardWorker(threading.Thread):
         self.svc.metrics.observe_batch(time.perf_counter() - t0, len(records))
 
     def _wait_oldest(self) -> None:
-        seq, futs = self._inflight.popleft()
+        seq, futs = self._inflight[0]
         for fut in futs:
-            fut.result()  # PublishError propagates: the batch is not acknowledged
+            # PublishError propagates and the batch stays queued, unacknowledged: every later
+            # drain fails on it again, so no snapshot or emitted mark can ever claim it (or any
+            # batch after it) -- a restart re-reads and re-publishes from the last snapshot
+            fut.result()
+        self._inflight.popleft()
         self.emitted = seq
 
     def _reap(self) -> None:

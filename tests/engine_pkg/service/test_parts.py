@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import deque
 
 import orjson
 import pytest
@@ -318,3 +319,30 @@ def test_each_symbol_gets_a_snapshot_view_of_its_book_at_the_checkpoint(settings
         wait_until(lambda: len(svc.workers) == 4, 10)
     assert view("VIEWA") is None and view("VIEWB") is None
     assert view("VIEWC") == {"s": "VIEWC", "stream": "another-stream"}
+
+
+def test_a_batch_that_failed_to_publish_blocks_every_later_acknowledgement():
+    """A batch whose publish failed (the service was stopping) stays unacknowledged: a later
+    drain fails on it again, so neither the emitted mark nor a snapshot can move past it, even
+    when later batches were published (they would be re-published after a restart)."""
+    from concurrent.futures import Future
+
+    from engine_pkg.service.errors import PublishError
+    from engine_pkg.service.shard_reader import ShardWorker
+
+    def done(exc: Exception | None = None) -> Future:
+        f: Future = Future()
+        if exc is None:
+            f.set_result(None)
+        else:
+            f.set_exception(exc)
+        return f
+
+    w = ShardWorker.__new__(ShardWorker)  # only the in-flight queue is exercised
+    w._inflight = deque([("1", [done()]), ("2", [done(PublishError("stopping"))]), ("3", [done()])])
+    w.emitted = None
+    for _ in range(2):
+        with pytest.raises(PublishError):
+            while w._inflight:
+                w._wait_oldest()
+        assert w.emitted == "1" and [seq for seq, _ in w._inflight] == ["2", "3"]
