@@ -37,7 +37,7 @@ from engine_pkg.service.leases import LeaseManager
 from engine_pkg.service.metrics import Metrics
 from engine_pkg.service.publisher import Publisher
 from engine_pkg.service.shard_reader import ShardState, ShardWorker
-from engine_pkg.service.snapshots import Snapshot, SnapshotStore
+from engine_pkg.service.snapshots import AT_TIMESTAMP, Snapshot, SnapshotStore
 
 log = logging.getLogger("supernoba.engine")
 
@@ -52,6 +52,7 @@ class EngineService:
     def __init__(self, settings: Settings, *, dev: bool = False, http_port: int | None = None) -> None:
         self.settings = settings
         self.dev = dev
+        self.dev_started_at_latest: set[str] = set()  # shards read from LATEST after --dev
         self.engine_id = settings.engine_id or f"{socket.gethostname()}-{os.getpid()}"
         self.token = f"{self.engine_id}:{uuid.uuid4().hex[:8]}"
         self.metrics = Metrics()
@@ -208,8 +209,11 @@ class EngineService:
         for pattern in DEV_CLEAR_PATTERNS:
             for key in self.depth_cache.scan_iter(match=pattern, count=1000):
                 n_keys += self.depth_cache.delete(key)
+        # "from each shard's LATEST position" as of now, durably: a restart before the shard's
+        # first record must not read from a later LATEST and skip what arrived in between
+        start = f"{AT_TIMESTAMP}:{int(time.time() * 1000)}"
         for sid in self.shard_ids():
-            self.snapshots.save(Snapshot(shard_id=sid, seq=None, start="LATEST", writer=self.engine_id), None)
+            self.snapshots.save(Snapshot(shard_id=sid, seq=None, start=start, writer=self.engine_id), None)
         log.info("event=dev_clear snapshots=%d leases=%d depth_keys=%d", n_snap, n_lease, n_keys)
 
     def start(self) -> EngineService:

@@ -50,7 +50,7 @@ from engine_pkg.service.errors import (
     PublishError,
     SnapshotError,
 )
-from engine_pkg.service.snapshots import VIEW_LEVELS, Snapshot
+from engine_pkg.service.snapshots import AT_TIMESTAMP, VIEW_LEVELS, Snapshot
 from engine_pkg.service.ticker import TickerBook
 
 if TYPE_CHECKING:
@@ -159,6 +159,7 @@ class ShardWorker(threading.Thread):
         self.ticker = TickerBook(svc.settings.market_tz, svc.load_prev)
         self.checkpoint: str | None = None
         self.start_type = "TRIM_HORIZON"
+        self.skip_before_ms: int | None = None  # arrival ms before which records are skipped (--dev)
         self.records_since_snapshot = 0
         self.snapshot_missing_seq = True
         self.last_snapshot_mono = time.monotonic()
@@ -239,8 +240,21 @@ class ShardWorker(threading.Thread):
             return kin.get_shard_iterator(StreamName=stream, ShardId=self.shard_id,
                                           ShardIteratorType="AFTER_SEQUENCE_NUMBER",
                                           StartingSequenceNumber=self.checkpoint)["ShardIterator"]
+        kind = self.start_type
+        if kind.startswith(AT_TIMESTAMP + ":"):
+            # the shard has read nothing since a `--dev` at that moment: the first reader in the
+            # `--dev` process starts at LATEST (SPEC §10); any later one (a restart, a takeover)
+            # reads from TRIM_HORIZON and skips what arrived before that moment, so nothing put
+            # in between is lost. (Kinesis's own AT_TIMESTAMP iterator would do; kinesalite's
+            # never answers while no record is that recent.)
+            if self.shard_id not in self.svc.dev_started_at_latest and self.svc.dev:
+                self.svc.dev_started_at_latest.add(self.shard_id)
+                kind = "LATEST"
+            else:
+                self.skip_before_ms = int(kind.split(":", 1)[1])
+                kind = "TRIM_HORIZON"
         return kin.get_shard_iterator(StreamName=stream, ShardId=self.shard_id,
-                                      ShardIteratorType=self.start_type)["ShardIterator"]
+                                      ShardIteratorType=kind)["ShardIterator"]
 
     def _loop(self) -> None:
         st = self.svc.settings
@@ -382,6 +396,18 @@ class ShardWorker(threading.Thread):
         return merged
 
     def _handle(self, records: list[dict]) -> None:
+        if self.skip_before_ms is not None:
+            k = 0
+            while k < len(records) and self._arrival_ms(records[k]) < self.skip_before_ms:
+                k += 1
+            if k:  # put before the --dev this shard starts after: not ours to match
+                self.checkpoint = records[k - 1]["SequenceNumber"]
+                self.svc.metrics.inc("dev_skipped_records_total", k)
+                records = records[k:]
+            if records:
+                self.skip_before_ms = None
+            if not records:
+                return
         if self.replay_until is not None:
             k = 0
             while k < len(records) and int(records[k]["SequenceNumber"]) <= self.replay_until:

@@ -11,7 +11,8 @@ operators and tools; a restore reads the shard snapshot, which alone holds the o
 books and the remembered ids of every symbol of the shard.
 
 The header holds `seq` (the last processed Kinesis sequence number, or null), `start`
-(where to read when `seq` is null: `LATEST` after `--dev`, else `TRIM_HORIZON`), the
+(where to read when `seq` is null: `AT_TIMESTAMP:<epoch ms>` of the `--dev` start, else
+`TRIM_HORIZON`; `LATEST` in snapshots written before that change), the
 ticker day statistics, the record count and who wrote it when. The write is *fenced*: a
 Lua script writes only while the lease key of the shard still holds this process's token,
 so an engine that lost its lease can never overwrite the new owner's snapshot.
@@ -36,6 +37,8 @@ from engine_pkg.service.errors import CorruptSnapshot, LeaseLost, SnapshotError
 log = logging.getLogger("supernoba.engine.snapshots")
 
 MAGIC = b"SBS1\n"
+#: `start` of a shard read from a moment on: f"{AT_TIMESTAMP}:{epoch_ms}"
+AT_TIMESTAMP = "AT_TIMESTAMP"
 #: levels a side in a `snapshot:{SYM}` view
 VIEW_LEVELS = 1000
 

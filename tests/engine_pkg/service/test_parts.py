@@ -286,6 +286,14 @@ def test_dev_clears_snapshots_and_depth_and_starts_at_latest(settings, aws, dept
     snaps = {sid: store.load(sid) for sid in shard_ids}
     assert all(s is not None for s in snaps.values())
     assert any(s.seq is not None for s in snaps.values())  # the shard that read NEW checkpointed it
+    # SPEC §10 "no retained order is skipped", also after a --dev: orders put while no engine
+    # runs, on shards that have read nothing since the --dev, are matched by the next start
+    later = [{**old, "symbol": f"AFT{i}", "order_id": f"a{i}"} for i in range(12)]
+    put_orders(kinesis, settings.orders_stream, later)
+    with running_service(fast(settings)):
+        for c in later:
+            wait_until(lambda c=c: depth_cache.get(keys.depth(c["symbol"])), 15, what=c["symbol"])
+        assert depth_cache.get(keys.depth("OLD")) is None  # what came before the --dev stays skipped
 
 
 def test_each_symbol_gets_a_snapshot_view_of_its_book_at_the_checkpoint(settings, aws, backup_cache):
