@@ -354,3 +354,14 @@ def test_a_batch_that_failed_to_publish_blocks_every_later_acknowledgement():
             while w._inflight:
                 w._wait_oldest()
         assert w.emitted == "1" and [seq for seq, _ in w._inflight] == ["2", "3"]
+
+
+def test_only_a_top_level_ts_lets_a_batch_skip_the_per_arrival_runs():
+    """A `"ts"` nested in an ignored field must not count as the command's own `ts` (its events
+    would then take another record's arrival time, and differ after a crash re-read)."""
+    from engine_pkg.service.shard_reader import _TS_OK
+
+    own = [b'{"action":"ADD","symbol":"T","ts":1733896438267}', b'{"m":{"ts":1},"ts":7}', b'{"ts":1} ']
+    nested = [b'{"action":"ADD","meta":{"ts":1}}', b'{"a":[{"ts":1}]}', b'{"x":"\\"ts\\":1}"}', b'{"m":{"ts":1} }']
+    assert all(_TS_OK.search(r) for r in own)
+    assert not any(_TS_OK.search(r) for r in nested)
