@@ -223,7 +223,7 @@ class Engine:
             for i in range(r.n_dropped):
                 idx, why = int(r.dropped[2 * i]), DROP_REASONS.get(int(r.dropped[2 * i + 1]), "?")
                 dropped.append((idx, why))
-                log.warning("order command dropped (%s): %.200r", why, records[idx])
+                log.warning("event=order_command_dropped record=%d why=\"%s\" data=%.200r", idx, why, records[idx])
         kinds = take(r.kinds, r.n_events)
         return BatchResult(fills, statuses, users, touched, dropped, kinds)
 

@@ -440,6 +440,14 @@ class ShardWorker(threading.Thread):
             trades[d["s"]].append((d["seq"], d["t"], d["p"], d["q"]))
             fill_items.append((f, d["s"]))
         status_items = [(s, u or "-") for s, u in zip(res.statuses, res.status_users, strict=False)]
+        debug = log.isEnabledFor(logging.DEBUG)
+        for st, _ in status_items:
+            if debug or b'"status":"REJECTED"' in st:  # bad input is logged; every status with --debug
+                ev = orjson.loads(st)
+                log.log(logging.DEBUG if ev.get("status") != "REJECTED" else logging.INFO,
+                        "event=order_status shard=%s symbol=%s order=%.64s user=%.64s status=%s reason=%s seq=%s",
+                        self.shard_id, ev.get("s"), ev.get("order_id"), ev.get("user_id"), ev.get("status"),
+                        ev.get("reason"), ev.get("seq"))
 
         now_ms = int(time.time() * 1000)
         updates: list[SymbolUpdate] = []

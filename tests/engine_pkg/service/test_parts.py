@@ -365,3 +365,15 @@ def test_only_a_top_level_ts_lets_a_batch_skip_the_per_arrival_runs():
     nested = [b'{"action":"ADD","meta":{"ts":1}}', b'{"a":[{"ts":1}]}', b'{"x":"\\"ts\\":1}"}', b'{"m":{"ts":1} }']
     assert all(_TS_OK.search(r) for r in own)
     assert not any(_TS_OK.search(r) for r in nested)
+
+
+def test_a_rejected_order_is_logged_with_its_shard_symbol_order_and_user(settings, aws, caplog):
+    kinesis = aws.client("kinesis")
+    bad = {"action": "ADD", "symbol": "LOGD", "order_id": "bad-q", "user_id": "u-log", "is_buy": True,
+           "price": 5, "quantity": 0, "ts": 1}
+    put_orders(kinesis, settings.orders_stream, [bad])
+    with caplog.at_level("INFO", logger="supernoba.engine.shard"), running_service(fast(settings)):
+        wait_until(lambda: "order=bad-q" in caplog.text, 15, what="the rejection's log line")
+    [line] = [r.getMessage() for r in caplog.records if "order=bad-q" in r.getMessage()]
+    assert line.startswith("event=order_status shard=shardId-") and "symbol=LOGD" in line
+    assert "user=u-log status=REJECTED reason=BAD_ORDER" in line
