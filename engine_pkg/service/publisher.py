@@ -106,17 +106,10 @@ class Publisher:
                     StreamName=self.stream,
                     Records=[{"Data": d, "PartitionKey": k} for d, k in pending],
                 )
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in NOT_RETRYABLE:
+            except (ClientError, BotoCoreError) as exc:
+                if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in NOT_RETRYABLE:
                     self._isolate(pending, exc)
                     return
-                log.warning("event=put_records_error stream=%s records=%d attempt=%d error=%s",
-                            self.stream, len(pending), attempt, exc)
-                self.metrics.inc("publish_retries_total", len(pending))
-                self._backoff(attempt)
-                attempt += 1
-                continue
-            except BotoCoreError as exc:
                 log.warning("event=put_records_error stream=%s records=%d attempt=%d error=%s",
                             self.stream, len(pending), attempt, exc)
                 self.metrics.inc("publish_retries_total", len(pending))
