@@ -31,14 +31,25 @@ TEMPLATE_STAGE = "prod"
 _ASSIGN = re.compile(r"^(#?)([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
 
 
+#: cache URLs a stage may set; the examples only mention them in comments (SPEC §8: they win
+#: over the *_HOST variables), so a stage's value is appended when it has one
+_URL_KEYS = {"engine": ("DEPTH_CACHE_URL", "BACKUP_CACHE_URL"), "streamer": ("DEPTH_CACHE_URL",)}
+
+
 def render_env(part: str, stage: str, config_path: Path | str = DEFAULT_CONFIG) -> str:
     env = stage_environment(stage, config_path)
     lines = []
+    written: set[str] = set()
     for line in (REPO_ROOT / "deploy" / f"{part}.env.example").read_text().splitlines():
         m = _ASSIGN.match(line)
         if m and not m.group(1) and m.group(2) in env:
             line = f"{m.group(2)}={env[m.group(2)]}"
+            written.add(m.group(2))
         lines.append(line)
+    urls = [k for k in _URL_KEYS.get(part, ()) if env.get(k) and k not in written]
+    if urls:
+        lines += ["", "# the stage's cache URLs (they win over the *_HOST lines above)"]
+        lines += [f"{k}={env[k]}" for k in urls]
     lines.insert(0, f"# rendered for stage {stage} by `python -m tools.stage_render --stage {stage} env {part}`")
     return "\n".join(lines) + "\n"
 

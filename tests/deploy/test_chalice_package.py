@@ -253,7 +253,10 @@ def test_lambda_policy_names_exactly_the_stages_resources(stage):
     assert by_sid["BackupBucketObjects"]["Resource"] == f"arn:aws:s3:::{env['BACKUP_BUCKET']}/candles/*"
     assert by_sid["WebSocketConnections"]["Action"] == ["execute-api:ManageConnections"]
     assert f"/{gw}/" in by_sid["WebSocketConnections"]["Resource"]
-    assert f"/aws/lambda/supernoba-{stage}-" in by_sid["Logs"]["Resource"]
+    # `chalice deploy` names the REST API handler `supernoba-<stage>`, with no suffix
+    groups = sorted(r.split(":log-group:", 1)[1] for r in _list(by_sid["Logs"]["Resource"]))
+    assert groups == [f"/aws/lambda/supernoba-{stage}", f"/aws/lambda/supernoba-{stage}-*",
+                      f"/aws/lambda/supernoba-{stage}:*"]
     assert by_sid["KinesisFailureDestination"]["Resource"].endswith(f":supernoba-{stage}-kinesis-failures")
 
 

@@ -58,3 +58,20 @@ def test_dev_env_file_has_the_stage_values_and_reads_like_systemd(tmp_path):
 def test_unknown_stage_is_a_clear_error(capsys):
     assert main(["--stage", "nope", "env", "engine"]) == 1
     assert "stage 'nope' is not in" in capsys.readouterr().err
+
+
+def test_a_stage_with_cache_urls_gets_them_in_its_env_files(tmp_path):
+    """SPEC §8: *_URL wins over *_HOST. The examples name the URLs only in comments, so a stage
+    that sets them (one cache, two databases) must still get them rendered."""
+    config = json.loads((REPO / ".chalice" / "config.json").read_text())
+    env = config["stages"]["dev"]["environment_variables"]
+    env["DEPTH_CACHE_URL"] = "redis://dev-cache.example:6379/0"
+    env["BACKUP_CACHE_URL"] = "redis://dev-cache.example:6379/1"
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    engine = render_env("engine", "dev", path)
+    assert "\nDEPTH_CACHE_URL=redis://dev-cache.example:6379/0\n" in engine
+    assert "\nBACKUP_CACHE_URL=redis://dev-cache.example:6379/1\n" in engine
+    streamer = render_env("streamer", "dev", path)
+    assert "\nDEPTH_CACHE_URL=redis://dev-cache.example:6379/0\n" in streamer and "BACKUP_CACHE_URL=" not in streamer
+    assert "\nDEPTH_CACHE_URL=" not in render_env("engine", "dev")  # the shipped dev stage sets none
