@@ -159,3 +159,24 @@ def resumed_after(ctx_rec, fault: dict[str, Any], *, grace_ms: int = 0) -> tuple
     should = [c for c in ctx_rec.clients if not c.dropped_on_purpose and c.connects > 0]
     got = [c for c in should if any(t > end and ev.get("e") == "d" for t, ev in c.messages)]
     return len(got), len(should)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m tools.faults [--help]`: the faults are run by the soak, not on their own."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m tools.faults", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Run them with: python -m tools.soak --faults NAME[,NAME...] "
+                                       "(make soak runs every one).")
+    p.add_argument("--list", action="store_true", help="print the fault names, one per line")
+    args = p.parse_args(argv)
+    if args.list:
+        print("\n".join(FAULTS))
+        return 0
+    p.print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

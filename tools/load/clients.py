@@ -33,6 +33,10 @@ from tools.load.model import TIER_LOGGED_IN, ClientLog, now_ms
 log = logging.getLogger("supernoba.load.client")
 
 
+#: frames the websockets library queues before it stops reading the socket (its high-water
+#: mark): small, so a paused client really stops reading and the server sees a slow client
+READ_QUEUE_FRAMES = 16
+
 class ClientState(enum.Enum):
     IDLE = "idle"
     CONNECTING = "connecting"
@@ -68,7 +72,7 @@ class LoadClient:
         self.state = ClientState.CONNECTING
         try:
             ws = await connect(self.url, open_timeout=self.connect_timeout, proxy=None,
-                               max_size=4 * 1024 * 1024, max_queue=1024, ping_interval=None,
+                               max_size=4 * 1024 * 1024, max_queue=READ_QUEUE_FRAMES, ping_interval=None,
                                compression=None)
         except InvalidStatus as exc:
             self.log.errors[f"handshake rejected {exc.response.status_code}"] += 1
@@ -159,7 +163,9 @@ class LoadClient:
             ws.transport.abort()
 
     async def pause(self, seconds: float) -> None:
-        """Stop reading for `seconds` (a client that stops reading); frames pile up server-side."""
+        """Stop reading for `seconds` (a client that stops reading): once READ_QUEUE_FRAMES frames
+        wait in the library, it stops reading the socket, the kernel buffers fill, and frames pile
+        up server-side (the gateway's slow-client path)."""
         self.state = ClientState.PAUSED
         self._reading.clear()
         try:

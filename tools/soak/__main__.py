@@ -67,12 +67,16 @@ def run_inputs(timeout: float = 300.0) -> InputsTried:
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}",
                "tests/reliability"]
         print(f"soak: bad-input corpus: {' '.join(cmd[2:])}", flush=True)
+        out = InputsTried()
         try:
-            subprocess.run(cmd, cwd=REPO_ROOT, timeout=timeout, check=False, stdout=subprocess.DEVNULL)
+            rc = subprocess.run(cmd, cwd=REPO_ROOT, timeout=timeout, check=False, stdout=subprocess.DEVNULL).returncode
+            if rc not in (0, 1):  # 0: all passed, 1: some failed (counted below); else pytest did not run them
+                out.error = f"pytest exited with code {rc}"
         except subprocess.TimeoutExpired:
             log.error("event=inputs_timeout seconds=%s", timeout)
-        out = InputsTried()
+            out.error = f"timed out after {timeout:.0f} s"
         if not xml.exists():
+            out.error = out.error or "no JUnit report"
             return out
         for case in ET.parse(xml).getroot().iter("testcase"):
             mod = (case.get("classname") or "?").split(".")[-1]
@@ -165,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = tempfile.mkdtemp(prefix="supernoba-soak-")
         data_dir = Path(tmp)
     results: list[ScenarioResult] = []
+    skipped: list[str] = []
     print(f"soak: starting the local stack in {data_dir}", flush=True)
     stack = StackProcess(data_dir, log_level="INFO")
     try:
@@ -176,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
         for i, name in enumerate(scenarios):
             if time.monotonic() > deadline:
-                print(f"soak: time bound reached; skipping {scenarios[i:]}", flush=True)
+                skipped = scenarios[i:]
+                print(f"soak: time bound reached; skipping {skipped} (the soak fails)", flush=True)
                 break
             cfg = LoadConfig(rest_url=stack.info.rest_url, ws_url=stack.info.ws_url, clients=args.clients,
                              mode=args.mode, rate=args.rate, duration=args.flow, symbols=symbols,
@@ -196,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.monotonic() - t_start
     settings_txt = {"flow per scenario": f"{args.flow:g}s", "rate": f"{args.rate:g}/s", "clients": args.clients,
                     "traders": 8, "mode": args.mode, "symbols": ",".join(symbols)}
-    text = render(results, inputs, settings_txt, wall)
+    text = render(results, inputs, settings_txt, wall, skipped)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(f"soak: wrote {args.out}", flush=True)
@@ -205,10 +211,11 @@ def main(argv: list[str] | None = None) -> int:
                                             "verdict": r.verdict.__dict__ if r.verdict else None,
                                             "fault": r.fault, "resumed": r.resumed, "error": r.error}
                                            for r in results], default=str).decode())
-    ok = all(r.survived for r in results) and (inputs is None or inputs.tests_failed == 0)
+    ok = all(r.survived for r in results) and not skipped and (inputs is None or inputs.ok)
     lost = sum(r.lost for r in results)
-    print(f"soak: {'PASS' if ok else 'FAIL'}: {sum(1 for r in results if r.survived)}/{len(results)} scenarios "
-          f"survived, lost {lost}", flush=True)
+    print(f"soak: {'PASS' if ok else 'FAIL'}: {sum(1 for r in results if r.survived)}/{len(results) + len(skipped)} "
+          f"scenarios survived ({len(skipped)} not run), lost {lost}"
+          + (f"; bad-input corpus: {inputs.error}" if inputs is not None and inputs.error else ""), flush=True)
     return 0 if ok else 1
 
 

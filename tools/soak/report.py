@@ -49,6 +49,11 @@ class InputsTried:
     by_module: dict[str, int] = field(default_factory=dict)
     fuzz_examples: int = 0
     failed: list[str] = field(default_factory=list)
+    error: str = ""  # the corpus did not run to the end (pytest usage error, timeout, no report)
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and self.tests_failed == 0 and self.tests_passed > 0
 
 
 def machine() -> str:
@@ -75,10 +80,11 @@ def _lat(rep: Report, tier: str, event: str) -> str:
 
 
 def render(results: list[ScenarioResult], inputs: InputsTried | None, settings: dict[str, Any],
-           wall_s: float) -> str:
+           wall_s: float, skipped: list[str] | tuple[str, ...] = ()) -> str:
     total_lost = sum(r.lost for r in results)
     survived = [r for r in results if r.fault is not None and r.survived]
-    faults = [r for r in results if r.fault is not None or r.name != "baseline"]
+    faults = [r.name for r in results if r.fault is not None or r.name != "baseline"]
+    faults += [name for name in skipped if name != "baseline"]  # a skipped fault was not survived
     held_rate = max((r.report.orders_rate for r in results), default=0.0)
     conns = max((sum(r.report.connections.values()) for r in results), default=0)
     lines = [
@@ -96,6 +102,10 @@ def render(results: list[ScenarioResult], inputs: InputsTried | None, settings: 
         f"- **Faults survived:** {len(survived)} of {len(faults)}"
         + (": " + ", ".join(r.name for r in survived) if survived else "") + ".",
     ]
+    if skipped:
+        lines.append(f"- **Not run (time bound reached, the soak FAILS):** {', '.join(skipped)}.")
+    if inputs is not None and inputs.error:
+        lines.append(f"- **Bad inputs: the corpus did not run to the end ({inputs.error}); the soak FAILS.**")
     if inputs is not None:
         lines.append(f"- **Bad inputs tried:** {inputs.tests_passed + inputs.tests_failed} corpus cases "
                      f"({inputs.tests_passed} handled with a clear error, {inputs.tests_failed} failed)"
@@ -108,7 +118,7 @@ def render(results: list[ScenarioResult], inputs: InputsTried | None, settings: 
         "",
         "## Scenarios",
         "",
-        "Each scenario is one load run (the fault injected at 30 % of the flow), followed by the checks of "
+        "Each scenario is one load run (the fault injected at 30 % of the flow; the slow-reader and drop-without-close faults at 20 %), followed by the checks of "
         "`tools/load/verify.py`: every accepted order has a final status, the books in the depth cache equal a "
         "fresh `python -m engine_pkg replay` of the whole orders stream, every status and fill of the replay is "
         "on its stream, every trade id is in `trade_history` exactly once; and every client still connected "
@@ -169,10 +179,11 @@ def render(results: list[ScenarioResult], inputs: InputsTried | None, settings: 
         "table (orders accepted/final, messages expected/delivered, latency percentiles per tier, errors by kind).",
         "- `make soak` (bounded: `ARGS=\"--flow 20 --rate 30 --clients 30\"`) starts its own stack on free ports "
         "and a temporary data folder, runs the baseline and every fault, and rewrites this file.",
-        "- Latencies are measured from the order command's `ts` (stamped by the order router when the REST "
-        "request arrives) to the moment the client read the message, on one machine's clock; they include REST, "
-        "Kinesis, the engine, the streamer or the notify Lambda, and the gateway. The anonymous tier is pushed "
-        "every 500 ms by design.",
+        "- Latencies are measured to the moment the client read the message, on one machine's clock. For "
+        "`order` and `fill` events they start at the order command's `ts` (stamped by the order router when the "
+        "REST request arrives), so they include REST, Kinesis, the engine, the notify Lambda and the gateway; for "
+        "`depth` they start at the depth's `t`, the engine's clock when it wrote the book, so they cover the "
+        "streamer and the gateway only. The anonymous tier is pushed every 500 ms by design.",
         "",
         "## Decisions (where the issue is silent)",
         "",

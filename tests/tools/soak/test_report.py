@@ -45,3 +45,21 @@ def test_a_fault_that_could_not_be_injected_is_not_survived():
     starving = ScenarioResult("slow-reader", _report(), Verdict(),
                               fault={"fault": "slow-reader", "start_ms": 0, "end_ms": 1, "others_starved": 3})
     assert not starving.survived
+
+
+def test_skipped_faults_and_a_corpus_that_did_not_run_are_failures():
+    results = [ScenarioResult("baseline", _report(), Verdict(trades=10))]
+    broken = InputsTried(error="pytest exited with code 4")
+    assert not broken.ok and not InputsTried().ok and InputsTried(tests_passed=3).ok
+    text = render(results, broken, {}, 10.0, ["engine-kill9", "kinesis-restart"])
+    assert "**Faults survived:** 0 of 2" in text
+    assert "Not run (time bound reached, the soak FAILS):** engine-kill9, kinesis-restart" in text
+    assert "the corpus did not run to the end (pytest exited with code 4); the soak FAILS" in text
+
+
+def test_the_faults_module_lists_its_faults_and_says_how_to_run_them(capsys):
+    from tools.faults import FAULTS, main
+
+    assert main(["--list"]) == 0
+    assert capsys.readouterr().out.split() == list(FAULTS)
+    assert main([]) == 2 and "python -m tools.soak --faults" in capsys.readouterr().out
