@@ -3,7 +3,8 @@
     make load ARGS="--clients 100 --mode mixed --rate 100 --duration 30"
 
 Exit status: 0 when nothing was lost (every accepted order reached a final status, every
-expected message was delivered), 1 otherwise, 2 on bad arguments.
+expected message was delivered) and the REST API answered no request with a 5xx, 1 otherwise,
+2 on bad arguments.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w") as fh:
             json.dump(report.as_dict(), fh, indent=2, default=str)
     lost = report.orders_lost + report.orders_open + report.lost_messages
-    return 0 if lost == 0 and report.orders_accepted > 0 else 1
+    server_errors = sum(n for kind, n in report.errors.items() if kind.startswith("rest HTTP 5"))
+    return 0 if lost == 0 and server_errors == 0 and report.orders_accepted > 0 else 1
 
 
 if __name__ == "__main__":

@@ -329,7 +329,7 @@ def build_report(
         elif o.http_status is not None and o.http_status != 202:
             errors[f"rest HTTP {o.http_status}"] += 1
 
-    connections = Counter(c.tier for c in rec.clients)
+    connections = Counter(c.tier for c in rec.clients if c.connects > 0)  # connected at least once
     resumed = sum(1 for c in rec.clients if c.reconnects and any(m[0] >= c.last_connect_ms for m in c.messages))
     return Report(
         duration_s=flow_s,

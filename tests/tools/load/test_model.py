@@ -110,6 +110,12 @@ def test_report_counts_orders_messages_latency_and_errors():
     assert "no status (lost)" in text and "depth-final" in text and "rest timeout" in text
 
 
+def test_connections_count_clients_that_connected_not_clients_configured():
+    rec = _rec()
+    rec.clients[0].connects, rec.clients[1].connects = 1, 3  # the anonymous one never got in
+    assert build_report(rec, final_depth_u={"TEST": 4}).connections == {TIER_LOGGED_IN: 2}
+
+
 def test_report_with_stream_truth_counts_every_status_and_fill_per_connection():
     rec = _rec()
     truth = [
