@@ -17,11 +17,10 @@ from importlib import resources
 import orjson
 import redis
 
-from chalice_app import cache, keys, messages
+from chalice_app import cache, keys
 
 log = logging.getLogger("supernoba.engine.depth")
 
-DEPTH_LEVELS = messages.DEPTH_LEVELS  # SPEC §4, one definition in the contract module
 
 
 def candles_script(client: redis.Redis):

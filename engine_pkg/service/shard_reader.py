@@ -42,7 +42,7 @@ from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 
 from chalice_app import messages
 from engine_pkg import Engine
-from engine_pkg.service.depth_writer import DEPTH_LEVELS, SymbolUpdate
+from engine_pkg.service.depth_writer import SymbolUpdate
 from engine_pkg.service.errors import (
     CorruptSnapshot,
     EngineServiceError,
@@ -426,7 +426,7 @@ class ShardWorker(threading.Thread):
         t0 = time.perf_counter()
         with self.lock:
             res = self._process_records(records)
-            depths = {s: self.engine.depth(s, DEPTH_LEVELS) for s in res.touched}
+            depths = {s: self.engine.depth(s, messages.DEPTH_LEVELS) for s in res.touched}
         if res.dropped:
             self.svc.metrics.inc("dropped_records_total", len(res.dropped))
             for idx, why in res.dropped:
