@@ -59,25 +59,40 @@ def _cluster_mode(env: Mapping[str, str]) -> str:
     return mode
 
 
+#: Engine defaults next to an emulator (AWS_ENDPOINT_URL_KINESIS set); the AWS defaults are the
+#: `Settings` field defaults below.
+EMULATED_ENGINE_DEFAULTS: Mapping[str, object] = {
+    "engine_poll_floor_ms": 10,
+    "engine_poll_idle_max_ms": 100,
+    "engine_get_limit": 1000,
+    "engine_http_host": "127.0.0.1",
+}
+
+
 def _engine_settings(env: Mapping[str, str]) -> dict:
     """ENGINE_* variables of the engine service (issue 4)."""
     emulated = bool(env.get("AWS_ENDPOINT_URL_KINESIS"))
-    floor = int(env.get("ENGINE_POLL_FLOOR_MS") or (10 if emulated else 200))
+
+    def default(name: str) -> object:
+        # Settings is defined below; its field defaults are the one source of the AWS defaults
+        return EMULATED_ENGINE_DEFAULTS[name] if emulated and name in EMULATED_ENGINE_DEFAULTS else getattr(Settings, name)
+
+    floor = int(env.get("ENGINE_POLL_FLOOR_MS") or default("engine_poll_floor_ms"))
     return {
         "engine_poll_floor_ms": floor,
-        "engine_poll_idle_max_ms": max(floor, int(env.get("ENGINE_POLL_IDLE_MAX_MS") or (100 if emulated else 1000))),
+        "engine_poll_idle_max_ms": max(floor, int(env.get("ENGINE_POLL_IDLE_MAX_MS") or default("engine_poll_idle_max_ms"))),
         # a shard that had records in the last ENGINE_POLL_HOT_MS backs off only to 2 x floor
-        "engine_poll_hot_ms": int(env.get("ENGINE_POLL_HOT_MS") or 5000),
+        "engine_poll_hot_ms": int(env.get("ENGINE_POLL_HOT_MS") or default("engine_poll_hot_ms")),
         # emulated: kinesalite needs ~60 µs per record of a GetRecords response (seconds for 10,000
         # on a loaded machine), so smaller pages; AWS: the API maximum (5 calls/s per shard)
-        "engine_get_limit": int(env.get("ENGINE_GET_LIMIT") or (1000 if emulated else 10000)),
-        "engine_get_timeout_ms": int(env.get("ENGINE_GET_TIMEOUT_MS") or 10000),
-        "engine_snapshot_records": int(env.get("ENGINE_SNAPSHOT_RECORDS") or 10000),
-        "engine_snapshot_seconds": float(env.get("ENGINE_SNAPSHOT_SECONDS") or 30.0),
-        "engine_lease_ttl_ms": int(env.get("ENGINE_LEASE_TTL_MS") or 10000),
-        "engine_id": env.get("ENGINE_ID", ""),
+        "engine_get_limit": int(env.get("ENGINE_GET_LIMIT") or default("engine_get_limit")),
+        "engine_get_timeout_ms": int(env.get("ENGINE_GET_TIMEOUT_MS") or default("engine_get_timeout_ms")),
+        "engine_snapshot_records": int(env.get("ENGINE_SNAPSHOT_RECORDS") or default("engine_snapshot_records")),
+        "engine_snapshot_seconds": float(env.get("ENGINE_SNAPSHOT_SECONDS") or default("engine_snapshot_seconds")),
+        "engine_lease_ttl_ms": int(env.get("ENGINE_LEASE_TTL_MS") or default("engine_lease_ttl_ms")),
+        "engine_id": env.get("ENGINE_ID", default("engine_id")),
         # /health, /metrics, /book: loopback only next to an emulator (a laptop), else every interface
-        "engine_http_host": env.get("ENGINE_HTTP_HOST") or ("127.0.0.1" if emulated else "0.0.0.0"),
+        "engine_http_host": env.get("ENGINE_HTTP_HOST") or default("engine_http_host"),
     }
 
 
@@ -92,17 +107,19 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
 
 
 def _streamer_settings(env: Mapping[str, str]) -> dict:
-    """STREAMER_* variables of the streamer (issue 6; docs/streamer.md)."""
+    """STREAMER_* variables of the streamer (issue 6; docs/streamer.md). Defaults: the `Settings`
+    field defaults below."""
+    d = Settings
     return {
-        "streamer_realtime_ms": _number(env, "STREAMER_REALTIME_MS", 50),
-        "streamer_anon_ms": _number(env, "STREAMER_ANON_MS", 500),
+        "streamer_realtime_ms": _number(env, "STREAMER_REALTIME_MS", d.streamer_realtime_ms),
+        "streamer_anon_ms": _number(env, "STREAMER_ANON_MS", d.streamer_anon_ms),
         # fan-out workers = requests in flight; 0 = the transport's default (streamer_pkg.transport)
-        "streamer_concurrency": int(_number(env, "STREAMER_CONCURRENCY", 0)),
-        "streamer_slow_concurrency": int(_number(env, "STREAMER_SLOW_CONCURRENCY", 8)),
-        "streamer_send_timeout_s": _number(env, "STREAMER_SEND_TIMEOUT", 2.0),
-        "streamer_retries": int(_number(env, "STREAMER_RETRIES", 3)),
-        "streamer_transport": env.get("STREAMER_TRANSPORT") or "fast",
-        "streamer_membership_ms": _number(env, "STREAMER_MEMBERSHIP_MS", 1000),
+        "streamer_concurrency": int(_number(env, "STREAMER_CONCURRENCY", d.streamer_concurrency)),
+        "streamer_slow_concurrency": int(_number(env, "STREAMER_SLOW_CONCURRENCY", d.streamer_slow_concurrency)),
+        "streamer_send_timeout_s": _number(env, "STREAMER_SEND_TIMEOUT", d.streamer_send_timeout_s),
+        "streamer_retries": int(_number(env, "STREAMER_RETRIES", d.streamer_retries)),
+        "streamer_transport": env.get("STREAMER_TRANSPORT") or d.streamer_transport,
+        "streamer_membership_ms": _number(env, "STREAMER_MEMBERSHIP_MS", d.streamer_membership_ms),
     }
 
 

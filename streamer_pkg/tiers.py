@@ -58,19 +58,20 @@ class StreamerState(enum.Enum):
 
 @dataclass(frozen=True)
 class StreamerOptions:
-    """Tunables; defaults are the design's. From the STREAMER_* settings (chalice_app/config.py)."""
+    """Tunables. From the STREAMER_* settings; the defaults of those that are settings are
+    `Settings`' (chalice_app/config.py), the others (wake gap, slow lane threshold) are the design's."""
 
-    realtime_interval: float = 0.05
-    anon_interval: float = 0.5
+    realtime_interval: float = Settings.streamer_realtime_ms / 1000
+    anon_interval: float = Settings.streamer_anon_ms / 1000
     min_wake_gap: float = 0.005
-    concurrency: int = 0  # fan-out workers; 0 = the transport's default (DEFAULT_CONCURRENCY)
-    slow_concurrency: int = 8
+    concurrency: int = Settings.streamer_concurrency  # fan-out workers; 0 = the transport's default (DEFAULT_CONCURRENCY)
+    slow_concurrency: int = Settings.streamer_slow_concurrency
     slow_after: float = 0.25
-    send_timeout: float = 2.0
-    retries: int = 3
-    transport: str = "fast"
-    membership_every: float = 1.0
-    http_port: int = 9101
+    send_timeout: float = Settings.streamer_send_timeout_s
+    retries: int = Settings.streamer_retries
+    transport: str = Settings.streamer_transport
+    membership_every: float = Settings.streamer_membership_ms / 1000
+    http_port: int = Settings.streamer_http_port
     http_host: str = "0.0.0.0"
 
     @classmethod

@@ -36,3 +36,19 @@ def test_the_static_admin_key_works_on_the_local_stage_only():
     assert Settings.from_env({"ADMIN_API_KEY": "k", "SUPERNOBA_STAGE": "local"}).admin_api_key == "k"
     for stage in ("dev", "prod"):
         assert Settings.from_env({"ADMIN_API_KEY": "k", "SUPERNOBA_STAGE": stage}).admin_api_key == ""
+
+
+def test_unset_variables_give_the_settings_field_defaults():
+    """Each default is written once, as a `Settings` field default (AWS side of the engine's)."""
+    import dataclasses
+
+    s = Settings.from_env({})
+    for f in dataclasses.fields(Settings):
+        if f.name != "extra":
+            assert getattr(s, f.name) == f.default, f.name
+
+
+def test_streamer_options_defaults_are_the_settings_defaults():
+    from streamer_pkg.tiers import StreamerOptions
+
+    assert StreamerOptions() == StreamerOptions.from_settings(Settings.from_env({}))
