@@ -20,9 +20,15 @@ MAX_QTY = 10**12
 MAX_PRICE = 10**12
 MAX_ID_BYTES = 64
 
-# Order status (SPEC §3)
+# Order status (SPEC §3): the names the C engine writes (engine_pkg/csrc/book.c ST_NAME / R_NAME;
+# tests/engine_pkg/test_status_codes.py checks they agree).
 STATUSES = ("ACCEPTED", "REJECTED", "PARTIALLY_FILLED", "FILLED", "CANCELLED", "REPLACED", "EXPIRED")
-FINAL_STATUSES = ("REJECTED", "FILLED", "CANCELLED", "EXPIRED")
+ACCEPTED, REJECTED, PARTIALLY_FILLED, FILLED, CANCELLED, REPLACED, EXPIRED = STATUSES
+FINAL_STATUSES = (REJECTED, FILLED, CANCELLED, EXPIRED)
+#: statuses after which an order is still open on the book
+OPEN_STATUSES = tuple(s for s in STATUSES if s not in FINAL_STATUSES)
+#: bytes that an engine status event holds iff it is a rejection (a fast `in` test on the raw event)
+REJECTED_NEEDLE = b'"status":"' + REJECTED.encode() + b'"'
 REASONS = (
     "UNKNOWN_SYMBOL",
     "BAD_ORDER",

@@ -63,6 +63,8 @@ MAX_INFLIGHT = 3
 GET_LIMIT_FLOOR = 100
 #: Successive quick reads (< 1/4 of the read timeout) before the Limit doubles back.
 GET_LIMIT_GROW_AFTER = 3
+#: a status event holds this iff it is a rejection (chalice_app.messages; bytes, for a fast `in`)
+REJECTED_NEEDLE = messages.REJECTED_NEEDLE
 #: A command whose events cannot depend on the engine clock: it carries an integer `ts` at the
 #: top level. Only a `ts` that closes the object counts (the router writes it last): a `"ts"`
 #: anywhere else may sit in a nested object of an ignored field. Other records take the
@@ -442,9 +444,9 @@ class ShardWorker(threading.Thread):
         status_items = [(s, u or "-") for s, u in zip(res.statuses, res.status_users, strict=False)]
         debug = log.isEnabledFor(logging.DEBUG)
         for st, _ in status_items:
-            if debug or b'"status":"REJECTED"' in st:  # bad input is logged; every status with --debug
+            if debug or REJECTED_NEEDLE in st:  # bad input is logged; every status with --debug
                 ev = orjson.loads(st)
-                log.log(logging.DEBUG if ev.get("status") != "REJECTED" else logging.INFO,
+                log.log(logging.DEBUG if ev.get("status") != messages.REJECTED else logging.INFO,
                         "event=order_status shard=%s symbol=%s order=%.64s user=%.64s status=%s reason=%s seq=%s",
                         self.shard_id, ev.get("s"), ev.get("order_id"), ev.get("user_id"), ev.get("status"),
                         ev.get("reason"), ev.get("seq"))

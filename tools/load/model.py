@@ -16,9 +16,6 @@ from typing import Any
 
 from chalice_app.messages import FINAL_STATUSES
 
-#: statuses after which an order is still open on the book
-OPEN_STATUSES = ("ACCEPTED", "PARTIALLY_FILLED", "REPLACED")
-
 TIER_LOGGED_IN = "logged-in"
 TIER_ANONYMOUS = "anonymous"
 

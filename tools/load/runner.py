@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from chalice_app.messages import FINAL_STATUSES
+from chalice_app.messages import FINAL_STATUSES, OPEN_STATUSES
 from tools.load.clients import LoadClient
 from tools.load.model import (
-    OPEN_STATUSES,
     TIER_LOGGED_IN,
     ClientLog,
     LoadConfig,
