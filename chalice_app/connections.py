@@ -313,7 +313,7 @@ def known_connection_ids(r: redis.Redis) -> dict[str, set[str]]:
     for global_set in (keys.ALL_CONNECTIONS, keys.REALTIME_CONNECTIONS):
         for x in r.smembers(global_set):
             ids.setdefault(_s(x), set())
-    for pattern in ("user:*:connections", "symbol:*:main", "symbol:*:sub"):
+    for pattern in (keys.USER_CONNECTIONS_PATTERN, keys.SYMBOL_MAIN_PATTERN, keys.SYMBOL_SUB_PATTERN):
         for key in r.scan_iter(match=pattern, count=500):
             if _s(r.type(key)) == "set":
                 for x in r.smembers(key):

@@ -152,3 +152,30 @@ def engine_members(stream: str) -> str:
 def shard_emitted(stream: str, shard_id: str) -> str:
     """`emitted:{STREAM/SHARD}` — last Kinesis sequence number whose effects are all written."""
     return f"emitted:{{{shard_tag(stream, shard_id)}}}"
+
+
+# SCAN (glob) patterns of the key families above, spelled here only. Each matches exactly the
+# keys its function builds (tests/chalice_app/test_keys.py).
+DEPTH_PATTERN = "depth:{*}"
+TICKER_PATTERN = "ticker:{*}"
+SYMBOL_MAIN_PATTERN = "symbol:{*}:main"
+SYMBOL_SUB_PATTERN = "symbol:{*}:sub"
+CONN_MAIN_PATTERN = "conn:*:main"
+USER_CONNECTIONS_PATTERN = "user:*:connections"
+#: every shard lease of every stream
+LEASE_PATTERN = "lease:{*}"
+
+
+def candle_pattern(interval: str = "1m") -> str:
+    """Every symbol's open `candle:INTERVAL:{SYM}` hash."""
+    return f"candle:{interval}:{{*}}"
+
+
+def shard_snapshot_pattern(stream: str) -> str:
+    """Every `snapshot:{STREAM/SHARD}` of one stream (not the per-symbol views)."""
+    return shard_snapshot(stream, "*")
+
+
+def shard_lease_pattern(stream: str) -> str:
+    """Every `lease:{STREAM/SHARD}` of one stream."""
+    return shard_lease(stream, "*")

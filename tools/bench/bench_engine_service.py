@@ -366,11 +366,13 @@ def main(argv: list[str] | None = None) -> int:
             progress("recovery: run with one early snapshot, kill -9, restart")
             never = {"ENGINE_SNAPSHOT_RECORDS": "100000000", "ENGINE_SNAPSHOT_SECONDS": "100000"}
             drain(stack, s, len(records), False, "recovery-first-run", kill9=True, **never)
+            from engine_pkg.service.snapshots import Snapshot
+
             snaps = redis.Redis.from_url(s.backup_cache_url)
             behind = 0
-            for k in snaps.scan_iter("snapshot:*"):
-                behind += json.loads(snaps.get(k)[5:].split(b"\n", 1)[0]).get("records", 0)
-            for k in snaps.scan_iter("lease:*"):  # as if the dead engine's leases had expired
+            for k in snaps.scan_iter(keys.shard_snapshot_pattern(s.orders_stream)):
+                behind += Snapshot.decode(snaps.get(k)).records
+            for k in snaps.scan_iter(keys.LEASE_PATTERN):  # as if the dead engine's leases had expired
                 snaps.delete(k)
             rec = drain(stack, s, len(records) - behind, False, "recovery", flush=False, **never)
             rec["records_replayed"] = len(records) - behind

@@ -235,7 +235,7 @@ class Child:
 # --------------------------------------------------------------------------- setup
 def subscribe(r: redis.Redis, ids: list[str], symbols: list[str]) -> dict[str, list[str]]:
     """Reset every main subscription, then subscribe ids[i] to symbols[i % len] (shared registry code)."""
-    for key in list(r.scan_iter(match="symbol:*:main", count=1000)) + list(r.scan_iter(match="conn:*:main", count=1000)):
+    for key in [*r.scan_iter(match=keys.SYMBOL_MAIN_PATTERN, count=1000), *r.scan_iter(match=keys.CONN_MAIN_PATTERN, count=1000)]:
         r.delete(key)
     r.delete(keys.SUBSCRIBED_SYMBOLS)
     r.sadd(keys.ACTIVE_SYMBOLS, *symbols)
@@ -275,7 +275,7 @@ class Stack:
             time.sleep(0.5)
         self.ids = sorted(self.gateway.ask("ids"))
         log(f"  {st['open']} open, {st['failed']} failed in {time.monotonic() - t0:.1f}s; "
-            f"{self.r.scard(keys.REALTIME_CONNECTIONS)} in realtime:connections")
+            f"{self.r.scard(keys.REALTIME_CONNECTIONS)} in {keys.REALTIME_CONNECTIONS}")
         self.settings = Settings.from_env({**os.environ, **env})
         self.opts = StreamerOptions(transport=transport, concurrency=concurrency, http_port=0,
                                     membership_every=membership_ms / 1000)

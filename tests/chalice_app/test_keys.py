@@ -1,0 +1,49 @@
+"""chalice_app.keys: each SCAN pattern matches the keys its key function builds, and no other
+family's (Valkey's glob is fnmatch-like: `*` any run, braces literal)."""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+
+from chalice_app import keys
+
+SYM = "BTC-KRW"
+STREAM = "supernoba-orders"
+SHARD = "shardId-000000000001"
+
+PATTERNS = {
+    keys.DEPTH_PATTERN: keys.depth(SYM),
+    keys.TICKER_PATTERN: keys.ticker(SYM),
+    keys.candle_pattern("1m"): keys.candle(SYM, "1m"),
+    keys.candle_pattern("5m"): keys.candle(SYM, "5m"),
+    keys.CANDLE_CLOSED_PATTERN: keys.candle_closed(SYM),
+    keys.SYMBOL_MAIN_PATTERN: keys.symbol_main(SYM),
+    keys.SYMBOL_SUB_PATTERN: keys.symbol_sub(SYM),
+    keys.CONN_MAIN_PATTERN: keys.conn_main("c1="),
+    keys.USER_CONNECTIONS_PATTERN: keys.user_connections("u-1"),
+    keys.SNAPSHOT_PATTERN: keys.snapshot(SYM),
+    keys.shard_snapshot_pattern(STREAM): keys.shard_snapshot(STREAM, SHARD),
+    keys.LEASE_PATTERN: keys.shard_lease(STREAM, SHARD),
+    keys.shard_lease_pattern(STREAM): keys.shard_lease(STREAM, SHARD),
+}
+
+OTHER_KEYS = [
+    keys.depth(SYM), keys.ticker(SYM), keys.candle(SYM, "1m"), keys.candle(SYM, "5m"), keys.candle_closed(SYM),
+    keys.candle_dead(SYM), keys.symbol_main(SYM), keys.symbol_sub(SYM), keys.symbol_meta(SYM),
+    keys.conn_main("c1="), keys.conn_subs("c1="), keys.conn_user("c1="), keys.conn_lock("c1="),
+    keys.user_connections("u-1"), keys.ws_conn("c1="), keys.prev_day(SYM), keys.shard_emitted(STREAM, SHARD),
+    keys.engine_members(STREAM),
+]
+
+
+def test_each_pattern_matches_its_family_only() -> None:
+    for pattern, key in PATTERNS.items():
+        assert fnmatchcase(key, pattern), (pattern, key)
+        others = [k for k in OTHER_KEYS if k != key and fnmatchcase(k, pattern)]
+        assert others == [], (pattern, others)
+
+
+def test_shard_snapshot_pattern_leaves_out_symbol_views_and_other_streams() -> None:
+    pattern = keys.shard_snapshot_pattern(STREAM)
+    assert not fnmatchcase(keys.snapshot(SYM), pattern)
+    assert not fnmatchcase(keys.shard_snapshot("other", SHARD), pattern)
