@@ -10,8 +10,7 @@ from __future__ import annotations
 from chalice import Chalice, CORSConfig, Rate, Response
 
 from chalice_app.config import Settings
-from chalice_app.connections import remove_stale_connections
-from chalice_app.errors import ApiError, error_response, http_errors, normalize_chalice_error
+from chalice_app.errors import http_errors, normalize_chalice_error, ws_connect_errors
 from chalice_app.models import PlaceOrder, ReplaceOrder, SymbolRef, SymbolSpec, check_size, parse_body
 from chalice_app.services import build, configure_logging
 
@@ -136,11 +135,9 @@ def remove_symbol_by_path(symbol):
 
 
 @app.on_ws_connect()
+@ws_connect_errors
 def ws_connect(event):
-    try:
-        services.ws.connect(event.connection_id, event.to_dict().get("queryStringParameters"))
-    except ApiError as err:
-        return error_response(err)
+    services.ws.connect(event.connection_id, event.to_dict().get("queryStringParameters"))
     return {"statusCode": 200}
 
 
@@ -186,4 +183,4 @@ def trades_backup(event):
 
 @app.schedule(Rate(5, unit=Rate.MINUTES))
 def stale_connection_cleanup(event):
-    return {"removed": len(remove_stale_connections(services.redis))}
+    return {"removed": len(services.ws.remove_stale())}

@@ -72,6 +72,10 @@ class WsService:
     def disconnect(self, conn_id: str) -> None:
         connections.remove_connection(self.r, conn_id)
 
+    def remove_stale(self) -> list[str]:
+        """The schedule's sweep: drop connections whose ``ws:`` key expired (their ids)."""
+        return connections.remove_stale_connections(self.r)
+
     # ------------------------------------------------------------------ messages
     def message(self, conn_id: str, body: str | bytes | None) -> list[Reply]:
         """Handle one client message; returns the replies to send back (never raises ApiError)."""

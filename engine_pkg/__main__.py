@@ -30,16 +30,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
     if args.command == "replay":
+        from chalice_app.logs import setup_logging
+
+        setup_logging(logging.DEBUG if args.debug else logging.INFO)
         from engine_pkg.replay import main as replay_main
 
         return replay_main(args.file, args.depth)
-    # lazy: replay works without the service package (written separately)
+    # lazy: replay works without the service package; the service sets up its own logging
     service_main = importlib.import_module("engine_pkg.service.main")
     rc = service_main.main(args)
     return int(rc or 0)

@@ -35,5 +35,12 @@ ffibuilder.set_source(
 )
 
 if __name__ == "__main__":
+    import argparse
+
+    argparse.ArgumentParser(
+        prog="python engine_pkg/_book_build.py",
+        description="Compile the C order book (engine_pkg/_book*.so) in place through cffi. "
+        "Extra C flags come from SUPERNOBA_BOOK_CFLAGS (e.g. sanitizers for the fuzz build).",
+    ).parse_args()
     os.chdir(HERE.parent)
     ffibuilder.compile(tmpdir=".", verbose=False)

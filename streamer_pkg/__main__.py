@@ -16,6 +16,7 @@ import sys
 
 from chalice_app import keys
 from chalice_app.config import Settings
+from chalice_app.logs import setup_logging
 from streamer_pkg.tiers import Streamer, StreamerOptions
 
 log = logging.getLogger("supernoba.streamer")
@@ -47,16 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
     except ValueError as exc:  # e.g. STREAMER_REALTIME_MS=abc
-        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
+        setup_logging(logging.INFO)
         log.error("event=bad_config error=%s", exc)
         return 2
     debug = args.debug or settings.debug_mode
-    logging.basicConfig(
-        level=logging.DEBUG if debug else getattr(logging, settings.log_level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("botocore").setLevel(logging.INFO)
+    setup_logging(logging.DEBUG if debug else settings.log_level, quiet_level=logging.INFO)
     try:
         streamer = Streamer(settings, StreamerOptions.from_settings(settings), init=args.init)
     except ValueError as exc:

@@ -67,6 +67,8 @@ from urllib.parse import unquote
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from chalice_app.logs import setup_logging
+
 log = logging.getLogger("supernoba.gateway")
 
 MAX_MESSAGE_BYTES = 128 * 1024
@@ -728,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chalice-stage", default="local", help="Chalice config stage whose env applies")
     parser.add_argument("--idle-timeout", type=float, default=IDLE_TIMEOUT_SECONDS)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging(logging.INFO)
     from tools.dev import load_app
 
     app = load_app(args.chalice_stage)

@@ -37,6 +37,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalice_app.config import Settings
+from chalice_app.logs import setup_logging
 
 log = logging.getLogger("supernoba.provision")
 
@@ -297,7 +298,7 @@ def main(argv: Iterable[str] | None = None) -> int:
                              "without it they come from the environment (SPEC §8 defaults)")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="Chalice config file (default: %(default)s)")
     args = parser.parse_args(list(argv) if argv is not None else None)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging(logging.WARNING)
     start = time.monotonic()
     try:
         settings = settings_for_stage(args.stage, args.config) if args.stage else Settings.from_env()

@@ -54,6 +54,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalice.app import Cron, KinesisEventConfig, Rate, ScheduledEventConfig
 
 from chalice_app.config import Settings
+from chalice_app.logs import setup_logging
 from tools.gateway import LambdaContext
 
 log = logging.getLogger("supernoba.pump")
@@ -632,8 +633,7 @@ def main(argv: list[str] | None = None) -> int:
     inv.add_argument("name")
     sub.add_parser("list", help="list the app's schedules and Kinesis triggers")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s",
-                        stream=sys.stderr)
+    setup_logging(logging.WARNING)
     if args.command == "invoke":
         try:
             answer = invoke_running(args.data_dir.resolve(), args.name)

@@ -3,6 +3,24 @@
 # apt: valkey-server (bookworm-backports), chromium, nodejs/npm; npm ci under tools/;
 # .venv with the project installed editable (compiles the C book through cffi).
 set -euo pipefail
+case "${1:-}" in
+  -h|--help)
+    cat <<'USAGE'
+usage: bash tools/setup.sh     (what `make setup`, `make dev` and `make test` run first)
+
+Installs whatever is missing for Supernoba on Debian 12, idempotently, and changes nothing
+that is already there:
+  apt  valkey-server (from bookworm-backports, whose apt source it adds if needed),
+       chromium, nodejs + npm, curl, a C compiler and Python headers
+  npm  `npm ci` under tools/ (kinesalite, dynalite)
+  pip  .venv with the project installed editable: `pip install -e .` compiles the C book
+       (engine_pkg/_book*.so) through cffi
+Runs apt-get through sudo when not root. Takes no other arguments.
+USAGE
+    exit 0 ;;
+  "") ;;
+  *) echo "setup.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 
 SUDO=""
@@ -40,6 +58,15 @@ fi
 
 # Python venv; reinstalled when the packaging files or the C sources change
 PY=${PYTHON:-python3}
+# Debian splits venv (ensurepip) and the headers the cffi build compiles against out of python3
+if ! "$PY" -c "import ensurepip" >/dev/null 2>&1; then
+  echo "setup: installing python3-venv"; apt_update
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q python3-venv
+fi
+if ! "$PY" -c "import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h'))" >/dev/null 2>&1; then
+  echo "setup: installing python3-dev"; apt_update
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q python3-dev
+fi
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   "$PY" -m venv .venv
@@ -47,7 +74,7 @@ fi
 stamp_src=$(cat pyproject.toml setup.py engine_pkg/_book_build.py engine_pkg/csrc/* 2>/dev/null | sha256sum | cut -d' ' -f1)
 if [ ! -f .venv/.setup-stamp ] || [ "$(cat .venv/.setup-stamp)" != "$stamp_src" ] || ! ls engine_pkg/_book*.so >/dev/null 2>&1; then
   echo "setup: pip install -e .[dev] (builds the C order book)"
-  .venv/bin/pip install -q --disable-pip-version-check --upgrade pip
+  .venv/bin/pip install -q --disable-pip-version-check --upgrade "pip<26.3"  # chalice 1.34 wants pip<26.3
   .venv/bin/pip install -q --disable-pip-version-check -e ".[dev]"
   echo "$stamp_src" > .venv/.setup-stamp
 fi

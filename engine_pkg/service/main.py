@@ -29,6 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalice_app import cache, keys
 from chalice_app.config import Settings
+from chalice_app.logs import setup_logging
 from engine_pkg.service.depth_writer import DepthWriter, SymbolUpdate
 from engine_pkg.service.errors import PublishError
 from engine_pkg.service.get_records import GetRecordsClient
@@ -275,11 +276,8 @@ def kinesis_client(region: str, cfg: Config):
 
 
 def configure_logging(settings: Settings, debug: bool) -> None:
-    level = logging.DEBUG if debug or settings.debug_mode else getattr(logging, settings.log_level, logging.INFO)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger().setLevel(level)  # engine_pkg.__main__ may have configured logging already
-    for noisy in ("botocore", "boto3", "urllib3"):
-        logging.getLogger(noisy).setLevel(max(level, logging.INFO))
+    level = logging.DEBUG if debug or settings.debug_mode else settings.log_level
+    setup_logging(level, quiet_level=logging.INFO)
 
 
 def main(args) -> int:

@@ -28,6 +28,7 @@ from pathlib import Path
 import orjson
 
 from chalice_app.config import Settings
+from chalice_app.logs import setup_logging
 from tools.faults import FAULTS, FaultError, resumed_after
 from tools.load.model import LoadConfig, build_report
 from tools.load.runner import LoadContext, run_load
@@ -150,10 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     # a background job inherits SIGINT ignored; SIGTERM must also stop the stack cleanly
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
-    for noisy in ("httpx", "httpcore", "websockets", "botocore", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging(logging.DEBUG if args.verbose else logging.INFO)
     names = [n.strip() for n in args.faults.split(",") if n.strip()]
     unknown = [n for n in names if n not in FAULTS]
     if unknown:
