@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -11,6 +10,7 @@ import websocket
 
 import app as app_module
 from chalice_app import keys
+from tests.waiting import wait_until
 from tools.gateway import Gateway
 
 
@@ -35,14 +35,6 @@ def recv(ws: websocket.WebSocket) -> dict:
 def ask(ws: websocket.WebSocket, msg) -> dict:
     ws.send(msg if isinstance(msg, str) else json.dumps(msg))
     return recv(ws)
-
-
-def wait_until(pred, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.02)
 
 
 def only_conn(cache, key: str) -> str:

@@ -10,7 +10,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -22,6 +21,7 @@ import redis
 from chalice_app import keys
 from engine_pkg import Engine
 from engine_pkg.service.snapshots import Snapshot
+from tests.waiting import wait_until
 from tools.services import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,19 +44,13 @@ def _get_json(url: str) -> tuple[int, dict]:
 
 
 def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
+    """`wait_until` that also fails at once when `proc` exits; OSError/ValueError (not
+    listening yet, or a half-written answer) count as "not yet"."""
+    def check() -> object:
         if proc is not None and proc.poll() is not None:
             pytest.fail(f"process exited with {proc.returncode} while waiting for {what}:\n{_drain(proc)}")
-        try:
-            last = predicate()
-            if last:
-                return last
-        except (OSError, ValueError) as exc:  # not listening yet, or a half-written answer
-            last = exc
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what} (last: {last!r})")
+        return predicate()
+    return wait_until(check, timeout, 0.1, what, ignore=(OSError, ValueError))
 
 
 def _drain(proc: subprocess.Popen) -> str:

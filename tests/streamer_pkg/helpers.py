@@ -84,15 +84,5 @@ def write_candle(r: redis.Redis, symbol: str, t: str, o: int, h: int, l: int, c:
     r.publish(keys.DEPTH_CHANGED_CHANNEL, orjson.dumps([symbol]))
 
 
-def wait_until(pred: Callable[[], object], timeout: float = 5.0, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def of(msgs: list[dict], e: str, symbol: str | None = None) -> list[dict]:
     return [m for m in msgs if m.get("e") == e and (symbol is None or m.get("s") == symbol)]

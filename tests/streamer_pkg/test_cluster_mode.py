@@ -15,12 +15,12 @@ from tests.streamer_pkg.helpers import (
     RunningStreamer,
     connect,
     of,
-    wait_until,
     write_candle,
     write_depth,
     write_ticker,
 )
 from tests.streamer_pkg.mgmt_server import MgmtServer
+from tests.waiting import wait_until
 
 SYMBOLS = CLUSTER_SYMBOLS  # one per primary (asserted by the `cluster` fixture)
 

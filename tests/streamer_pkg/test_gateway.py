@@ -16,7 +16,8 @@ import redis
 from chalice import Chalice
 
 from chalice_app import connections, keys
-from tests.streamer_pkg.helpers import RunningStreamer, wait_until, write_depth
+from tests.streamer_pkg.helpers import RunningStreamer, write_depth
+from tests.waiting import wait_until
 from tests.ws_client import WsClient
 from tools.gateway import Gateway
 

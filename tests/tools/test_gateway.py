@@ -22,6 +22,7 @@ from botocore.config import Config
 from chalice import Chalice, Response
 from chalice.app import WebsocketDisconnectedError
 
+from tests.waiting import wait_until
 from tools.gateway import Gateway
 
 REGION = "ap-northeast-2"
@@ -119,15 +120,6 @@ def mgmt_client(gw: Gateway) -> Any:
                         config=Config(retries={"max_attempts": 1}))
 
 
-def wait_for(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError("condition not met in time")
-
-
 def test_connect_message_disconnect_events_have_api_gateway_shapes(gateway: Gateway, rec: Recorder) -> None:
     ws = websocket.create_connection(gateway.url + "?testMode=true&userId=u1", header={"X-Custom": "yes"})
     connect = rec.next("connect")
@@ -158,7 +150,7 @@ def test_connect_message_disconnect_events_have_api_gateway_shapes(gateway: Gate
     assert disc["requestContext"]["eventType"] == "DISCONNECT"
     assert disc["requestContext"]["connectionId"] == conn_id
     assert disc["requestContext"]["disconnectStatusCode"] == 1000
-    wait_for(lambda: gateway.stats().get("connections_closed") == 1)
+    wait_until(lambda: gateway.stats().get("connections_closed") == 1, what="the close counted")
     stats = gateway.stats()
     assert stats["connections_opened"] == 1 and stats["messages_in"] == 2 and stats["bytes_in"] == 19
 

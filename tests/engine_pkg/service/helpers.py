@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -90,19 +90,6 @@ def fast_env(settings: Settings, **over: str) -> dict[str, str]:
     )
     env.update(over)
     return env
-
-
-def wait_until(
-    pred: Callable[[], object], timeout: float = 20.0, interval: float = 0.05, what: str = ""
-) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or pred}")
-        time.sleep(interval)
 
 
 def put_orders(kinesis, stream: str, commands: list[dict | bytes], chunk: int = 250) -> None:

@@ -17,7 +17,8 @@ from engine_pkg.service.errors import LeaseLost
 from engine_pkg.service.leases import LeaseManager
 from engine_pkg.service.snapshots import Snapshot, SnapshotStore
 from tests.cluster import CLUSTER_SYMBOLS
-from tests.engine_pkg.service.helpers import fast, put_orders, running_service, wait_until
+from tests.engine_pkg.service.helpers import fast, put_orders, running_service
+from tests.waiting import wait_until
 
 #: one symbol per primary (asserted: the tests cannot pass on one node by accident)
 SYMBOLS = CLUSTER_SYMBOLS  # one per primary (asserted by the `cluster` fixture)

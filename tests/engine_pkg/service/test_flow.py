@@ -18,8 +18,8 @@ from tests.engine_pkg.service.helpers import (
     put_orders,
     read_stream,
     running_service,
-    wait_until,
 )
+from tests.waiting import wait_until
 
 SYMBOLS = ["AAA", "BBB", "CCC", "DDD", "EEE"]
 

@@ -24,8 +24,8 @@ from tests.engine_pkg.service.helpers import (
     http_server,
     put_orders,
     running_service,
-    wait_until,
 )
+from tests.waiting import wait_until
 
 SLOW_ABOVE = 1_000  # the proxy answers a GetRecords asking for more than this many records late
 SLOW_S = 0.5

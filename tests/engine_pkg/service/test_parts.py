@@ -19,7 +19,8 @@ from engine_pkg.service.leases import LeaseManager
 from engine_pkg.service.publisher import Publisher, safe_key
 from engine_pkg.service.snapshots import Snapshot, SnapshotStore
 from engine_pkg.service.ticker import TickerBook
-from tests.engine_pkg.service.helpers import fast, put_orders, read_stream, running_service, wait_until
+from tests.engine_pkg.service.helpers import fast, put_orders, read_stream, running_service
+from tests.waiting import wait_until
 
 M1, M2, M3 = "202512161420", "202512161421", "202512161422"
 

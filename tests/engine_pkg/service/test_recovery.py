@@ -23,8 +23,8 @@ from tests.engine_pkg.service.helpers import (
     order_flow,
     put_orders,
     read_stream,
-    wait_until,
 )
+from tests.waiting import wait_until
 from tools.services import free_port
 
 SYMBOLS = ["AAA", "BBB", "CCC", "DDD", "EEE", "FFF", "GGG", "HHH"]

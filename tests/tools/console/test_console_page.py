@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.tools.console.helpers import FakeBackend, PageWatch, wait_until
+from tests.tools.console.helpers import FakeBackend, PageWatch
+from tests.waiting import wait_until
 from tools.console.serve import serve
 
 

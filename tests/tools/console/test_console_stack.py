@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.tools.console.helpers import DevStack, PageWatch, wait_until
+from tests.tools.console.helpers import DevStack, PageWatch
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(600)
 
