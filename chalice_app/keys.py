@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import re
 
-SYMBOL_RE = re.compile(r"[A-Z0-9][A-Z0-9._-]{0,15}")
+#: A symbol: 1-16 characters, upper-case letters, digits and `._-`, not starting with `._-`.
+#: The one spelling of the rule; REST models and error messages quote it from here.
+SYMBOL_PATTERN = r"[A-Z0-9][A-Z0-9._-]{0,15}"
+SYMBOL_RE = re.compile(SYMBOL_PATTERN)
 
 ACTIVE_SYMBOLS = "active:symbols"
 SUBSCRIBED_SYMBOLS = "subscribed:symbols"

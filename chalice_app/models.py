@@ -22,13 +22,14 @@ from pydantic import (
     model_validator,
 )
 
+from chalice_app import keys
 from chalice_app.errors import BadRequest, PayloadTooLarge
 from chalice_app.messages import MAX_PRICE, MAX_QTY
 
 #: REST bodies larger than this are refused with 413 before parsing.
 MAX_BODY_BYTES = 16 * 1024
 
-Symbol = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9][A-Z0-9._-]{0,15}$")]
+Symbol = Annotated[str, StringConstraints(pattern=f"^{keys.SYMBOL_PATTERN}$")]
 ClientOrderId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
 Price = Annotated[StrictInt, Field(gt=0, le=MAX_PRICE)]
 Quantity = Annotated[StrictInt, Field(gt=0, le=MAX_QTY)]

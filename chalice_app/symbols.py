@@ -49,7 +49,7 @@ def require_valid(symbol: object) -> str:
     if symbol is None or symbol == "":
         raise BadRequest("symbol is required", "INVALID_SYMBOL")
     if not keys.is_valid_symbol(symbol):
-        raise BadRequest(f"invalid symbol {str(symbol)[:40]!r}: must match [A-Z0-9][A-Z0-9._-]{{0,15}}",
+        raise BadRequest(f"invalid symbol {str(symbol)[:40]!r}: must match {keys.SYMBOL_PATTERN}",
                          "INVALID_SYMBOL")
     return symbol  # type: ignore[return-value]
 

@@ -83,7 +83,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _book(self, svc: EngineService, symbol: str, query: dict) -> None:
         if not keys.is_valid_symbol(symbol):
-            return self._error(400, "BAD_SYMBOL", "symbol must match [A-Z0-9][A-Z0-9._-]{0,15}")
+            return self._error(400, "BAD_SYMBOL", f"symbol must match {keys.SYMBOL_PATTERN}")
         raw = (query.get("levels") or [str(DEFAULT_BOOK_LEVELS)])[0]
         if not raw.isdigit() or not 1 <= int(raw) <= MAX_BOOK_LEVELS:
             return self._error(400, "BAD_LEVELS", f"levels must be an integer from 1 to {MAX_BOOK_LEVELS}")

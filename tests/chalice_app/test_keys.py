@@ -47,3 +47,18 @@ def test_shard_snapshot_pattern_leaves_out_symbol_views_and_other_streams() -> N
     pattern = keys.shard_snapshot_pattern(STREAM)
     assert not fnmatchcase(keys.snapshot(SYM), pattern)
     assert not fnmatchcase(keys.shard_snapshot("other", SHARD), pattern)
+
+
+def test_rest_models_validate_symbols_with_the_keys_rule() -> None:
+    import pydantic
+
+    from chalice_app.models import Symbol
+
+    adapter = pydantic.TypeAdapter(Symbol)
+    for sym in ("A", "BTC-KRW", "X.Y_Z", "A" * 16, "", "a", "-A", "A" * 17, "A}:*", "A\n"):
+        try:
+            adapter.validate_python(sym)
+            ok = True
+        except pydantic.ValidationError:
+            ok = False
+        assert ok == keys.is_valid_symbol(sym), sym
