@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 import app as app_module
 from chalice_app.config import Settings
 from chalice_app.services import Services, build
-from tests.chalice_app.helpers import ConnectionsServer
 from tests.jwks import JwksServer, public_jwks
+from tests.mgmt_server import MgmtServer
 
 HS_SECRET = "test-hs256-secret-that-is-long-enough-for-hmac"
 ADMIN_KEY = "local-admin-key"
@@ -56,18 +56,16 @@ def auth_server() -> Iterator[AuthServer]:
 
 
 @pytest.fixture(scope="session")
-def _ws_server_session() -> Iterator[ConnectionsServer]:
-    server = ConnectionsServer().start()
+def _ws_server_session() -> Iterator[MgmtServer]:
+    server = MgmtServer(open_ids=()).start()  # only the ids a test opens are connected
     yield server
     server.stop()
 
 
 @pytest.fixture
-def ws_server(_ws_server_session: ConnectionsServer) -> ConnectionsServer:
+def ws_server(_ws_server_session: MgmtServer) -> MgmtServer:
     """The `@connections` server, with no open connection and nothing received."""
-    with _ws_server_session.lock:
-        _ws_server_session.open_ids.clear()
-        _ws_server_session.received.clear()
+    _ws_server_session.reset()
     return _ws_server_session
 
 
@@ -78,7 +76,7 @@ def kinesis_client(boto_session: boto3.Session) -> Any:
 
 @pytest.fixture
 def app_settings(service_env: dict[str, str], kinesis_client: Any, auth_server: AuthServer,
-                 ws_server: ConnectionsServer) -> Iterator[Settings]:
+                 ws_server: MgmtServer) -> Iterator[Settings]:
     """Settings for one test: fresh streams (made directly — quicker than a full provision;
     tables and bucket were provisioned once by `service_env`), empty caches, auth on the
     local JWKS server, test mode on, an admin key, WebSocket sends to `ws_server`."""

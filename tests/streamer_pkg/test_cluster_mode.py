@@ -11,6 +11,7 @@ import pytest
 
 from chalice_app import cache, keys
 from tests.cluster import CLUSTER_SYMBOLS
+from tests.mgmt_server import MgmtServer
 from tests.streamer_pkg.helpers import (
     RunningStreamer,
     connect,
@@ -19,7 +20,6 @@ from tests.streamer_pkg.helpers import (
     write_depth,
     write_ticker,
 )
-from tests.streamer_pkg.mgmt_server import MgmtServer
 from tests.waiting import wait_until
 
 SYMBOLS = CLUSTER_SYMBOLS  # one per primary (asserted by the `cluster` fixture)

@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from chalice_app import connections, keys
+from tests.mgmt_server import MgmtServer
 from tests.streamer_pkg.helpers import (
     RunningStreamer,
     connect,
@@ -19,7 +20,6 @@ from tests.streamer_pkg.helpers import (
     write_depth,
     write_ticker,
 )
-from tests.streamer_pkg.mgmt_server import MgmtServer
 from tests.waiting import wait_until
 
 

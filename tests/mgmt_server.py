@@ -1,5 +1,6 @@
-"""A stand-in for API Gateway's `@connections` management API, for streamer tests that inject
-failures (5xx, slow or gone ids); the real gateway is used by test_gateway.py and the benchmark.
+"""A stand-in for API Gateway's `@connections` management API, shared by the chalice_app tests
+(ws_send, triggers: only known ids are open) and the streamer tests (any id is open; failures
+injected: 5xx, slow, held or gone ids); the real gateway is used by test_gateway.py and the benchmark.
 
 Speaks just enough HTTP/1.1 (keep-alive, Content-Length bodies) over asyncio to sustain
 tens of thousands of PostToConnection calls a second on loopback:
@@ -9,7 +10,9 @@ tens of thousands of PostToConnection calls a second on loopback:
     DELETE /{stage}/@connections/{id}   204 (closes) / 410
     GET    /{stage}/@connections/{id}   200 info / 410
 
-`delays[id] = seconds` makes every answer for that id slow (a client that never reads).
+`delays[id] = seconds` makes every answer for that id slow; an id in `holds` gets no answer
+(and nothing is recorded) until it is removed from the set: a client that never reads, for as
+long as the test wants. `reset()` forgets every id and message (between tests).
 Runs on its own event loop in a daemon thread (`start()` / `stop()`).
 """
 
@@ -55,6 +58,7 @@ class MgmtServer:
         self.open_ids: set[str] | None = set(open_ids) if open_ids is not None else None
         self.gone: set[str] = set()
         self.delays: dict[str, float] = {}
+        self.holds: set[str] = set()
         self.fail_next: dict[str, int] = {}  # id -> number of 500 answers before success
         self.received: dict[str, list[tuple[float, bytes]]] = defaultdict(list)
         self.posts = 0
@@ -114,18 +118,24 @@ class MgmtServer:
             return [(t, orjson.loads(b)) for t, b in self.received.get(conn_id, [])]
 
     def clear(self) -> None:
+        """Forget the messages received (open, gone and failing ids stay as they are)."""
         with self.lock:
             self.received.clear()
             self.posts = 0
 
-    def wait_for(self, conn_id: str, pred: Callable[[dict], bool], timeout: float = 5.0) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            msgs = self.messages(conn_id)
-            if any(pred(m) for m in msgs):
-                return msgs
-            time.sleep(0.01)
-        raise AssertionError(f"no matching message for {conn_id}: {self.messages(conn_id)}")
+    def reset(self) -> None:
+        """Back to a fresh server: no open (when `open_ids` is a set), gone, slow, held or
+        failing id, nothing received."""
+        with self.lock:
+            if self.open_ids is not None:
+                self.open_ids.clear()
+            self.gone.clear()
+            self.delays.clear()
+            self.holds.clear()
+            self.fail_next.clear()
+            self.received.clear()
+            self.posts = 0
+            self.gone_answers = 0
 
     # -- HTTP ----------------------------------------------------------------
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -153,6 +163,8 @@ class MgmtServer:
         delay = self.delays.get(conn_id)
         if delay:
             await asyncio.sleep(delay)
+        while conn_id in self.holds:
+            await asyncio.sleep(0.01)
         if not self.is_open(conn_id):
             self.gone_answers += 1
             return _GONE
@@ -172,4 +184,5 @@ class MgmtServer:
             self.gone.add(conn_id)
             return _NO_CONTENT
         info = orjson.dumps({"ConnectedAt": "2025-01-01T00:00:00Z", "Identity": {"SourceIp": "127.0.0.1"}})
-        return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(info), info)
+        return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+            len(info), info)
