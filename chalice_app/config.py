@@ -19,6 +19,76 @@ log = logging.getLogger("supernoba.config")
 TRUE_WORDS = {"1", "true", "yes", "on"}
 
 
+class ENV:
+    """Names of the environment variables (SPEC §8): the one place that spells them. Code that
+    reads or writes one (Settings.from_env, tools/dev.py, the benches) uses these constants."""
+
+    # AWS (boto3 reads the endpoints and credentials itself; SPEC §8)
+    AWS_REGION = "AWS_REGION"
+    AWS_DEFAULT_REGION = "AWS_DEFAULT_REGION"
+    AWS_ENDPOINT_URL_KINESIS = "AWS_ENDPOINT_URL_KINESIS"
+    AWS_ENDPOINT_URL_DYNAMODB = "AWS_ENDPOINT_URL_DYNAMODB"
+    AWS_ENDPOINT_URL_S3 = "AWS_ENDPOINT_URL_S3"
+    AWS_ACCESS_KEY_ID = "AWS_ACCESS_KEY_ID"
+    AWS_SECRET_ACCESS_KEY = "AWS_SECRET_ACCESS_KEY"
+    # streams, tables, bucket
+    KINESIS_ORDERS_STREAM = "KINESIS_ORDERS_STREAM"
+    KINESIS_FILLS_STREAM = "KINESIS_FILLS_STREAM"
+    KINESIS_STATUS_STREAM = "KINESIS_STATUS_STREAM"
+    DYNAMODB_TABLE = "DYNAMODB_TABLE"
+    CANDLE_TABLE = "CANDLE_TABLE"
+    BACKUP_BUCKET = "BACKUP_BUCKET"
+    # caches
+    DEPTH_CACHE_URL = "DEPTH_CACHE_URL"
+    DEPTH_CACHE_HOST = "DEPTH_CACHE_HOST"
+    VALKEY_HOST = "VALKEY_HOST"
+    VALKEY_PORT = "VALKEY_PORT"
+    BACKUP_CACHE_URL = "BACKUP_CACHE_URL"
+    REDIS_HOST = "REDIS_HOST"
+    CACHE_CLUSTER_MODE = "CACHE_CLUSTER_MODE"
+    # process, auth, stage
+    LOG_LEVEL = "LOG_LEVEL"
+    WEBSOCKET_ENDPOINT = "WEBSOCKET_ENDPOINT"
+    DEBUG_MODE = "DEBUG_MODE"
+    SUPABASE_URL = "SUPABASE_URL"
+    SUPABASE_JWT_SECRET = "SUPABASE_JWT_SECRET"
+    ALLOW_TEST_MODE = "ALLOW_TEST_MODE"
+    ADMIN_API_KEY = "ADMIN_API_KEY"
+    MARKET_TZ = "MARKET_TZ"
+    SUPERNOBA_STAGE = "SUPERNOBA_STAGE"
+    SUPERNOBA_DATA_DIR = "SUPERNOBA_DATA_DIR"
+    # engine service
+    ENGINE_GET_LIMIT = "ENGINE_GET_LIMIT"
+    ENGINE_GET_TIMEOUT_MS = "ENGINE_GET_TIMEOUT_MS"
+    ENGINE_HTTP_HOST = "ENGINE_HTTP_HOST"
+    ENGINE_HTTP_PORT = "ENGINE_HTTP_PORT"
+    ENGINE_ID = "ENGINE_ID"
+    ENGINE_LEASE_TTL_MS = "ENGINE_LEASE_TTL_MS"
+    ENGINE_POLL_FLOOR_MS = "ENGINE_POLL_FLOOR_MS"
+    ENGINE_POLL_HOT_MS = "ENGINE_POLL_HOT_MS"
+    ENGINE_POLL_IDLE_MAX_MS = "ENGINE_POLL_IDLE_MAX_MS"
+    ENGINE_SNAPSHOT_RECORDS = "ENGINE_SNAPSHOT_RECORDS"
+    ENGINE_SNAPSHOT_SECONDS = "ENGINE_SNAPSHOT_SECONDS"
+    # streamer
+    STREAMER_ANON_MS = "STREAMER_ANON_MS"
+    STREAMER_CONCURRENCY = "STREAMER_CONCURRENCY"
+    STREAMER_HTTP_PORT = "STREAMER_HTTP_PORT"
+    STREAMER_MEMBERSHIP_MS = "STREAMER_MEMBERSHIP_MS"
+    STREAMER_REALTIME_MS = "STREAMER_REALTIME_MS"
+    STREAMER_RETRIES = "STREAMER_RETRIES"
+    STREAMER_SEND_TIMEOUT = "STREAMER_SEND_TIMEOUT"
+    STREAMER_SLOW_CONCURRENCY = "STREAMER_SLOW_CONCURRENCY"
+    STREAMER_TRANSPORT = "STREAMER_TRANSPORT"
+    # tools (python -m tools.load): the stack to drive
+    SUPERNOBA_REST_URL = "SUPERNOBA_REST_URL"
+    SUPERNOBA_WS_URL = "SUPERNOBA_WS_URL"
+    # Kinesis triggers of the Chalice app
+    FILLS_TRIGGER_BATCH_SIZE = "FILLS_TRIGGER_BATCH_SIZE"
+    FILLS_TRIGGER_STARTING_POSITION = "FILLS_TRIGGER_STARTING_POSITION"
+    STATUS_TRIGGER_BATCH_SIZE = "STATUS_TRIGGER_BATCH_SIZE"
+    STATUS_TRIGGER_STARTING_POSITION = "STATUS_TRIGGER_STARTING_POSITION"
+
+
 def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -29,7 +99,7 @@ def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
 def _admin_api_key(env: Mapping[str, str], stage: str) -> str:
     """SPEC §5/§8: the static admin key works on the `local` stage only; a deployed stage needs
     an admin JWT, whatever its environment holds."""
-    key = env.get("ADMIN_API_KEY", "")
+    key = env.get(ENV.ADMIN_API_KEY, "")
     if key and stage != "local":
         log.warning("event=admin_api_key_ignored stage=%s reason=local_stage_only", stage)
         return ""
@@ -52,7 +122,7 @@ _CLUSTER_MODE_WORDS = {"1": "on", "true": "on", "yes": "on", "0": "off", "false"
 
 
 def _cluster_mode(env: Mapping[str, str]) -> str:
-    raw = (env.get("CACHE_CLUSTER_MODE") or "auto").strip().lower()
+    raw = (env.get(ENV.CACHE_CLUSTER_MODE) or "auto").strip().lower()
     mode = _CLUSTER_MODE_WORDS.get(raw, raw)
     if mode not in CACHE_CLUSTER_MODES:
         raise ValueError(f"CACHE_CLUSTER_MODE must be one of {'|'.join(CACHE_CLUSTER_MODES)}, not {raw!r}")
@@ -71,28 +141,28 @@ EMULATED_ENGINE_DEFAULTS: Mapping[str, object] = {
 
 def _engine_settings(env: Mapping[str, str]) -> dict:
     """ENGINE_* variables of the engine service (issue 4)."""
-    emulated = bool(env.get("AWS_ENDPOINT_URL_KINESIS"))
+    emulated = bool(env.get(ENV.AWS_ENDPOINT_URL_KINESIS))
 
     def default(name: str) -> object:
         # Settings is defined below; its field defaults are the one source of the AWS defaults
         return EMULATED_ENGINE_DEFAULTS[name] if emulated and name in EMULATED_ENGINE_DEFAULTS else getattr(Settings, name)
 
-    floor = int(env.get("ENGINE_POLL_FLOOR_MS") or default("engine_poll_floor_ms"))
+    floor = int(env.get(ENV.ENGINE_POLL_FLOOR_MS) or default("engine_poll_floor_ms"))
     return {
         "engine_poll_floor_ms": floor,
-        "engine_poll_idle_max_ms": max(floor, int(env.get("ENGINE_POLL_IDLE_MAX_MS") or default("engine_poll_idle_max_ms"))),
+        "engine_poll_idle_max_ms": max(floor, int(env.get(ENV.ENGINE_POLL_IDLE_MAX_MS) or default("engine_poll_idle_max_ms"))),
         # a shard that had records in the last ENGINE_POLL_HOT_MS backs off only to 2 x floor
-        "engine_poll_hot_ms": int(env.get("ENGINE_POLL_HOT_MS") or default("engine_poll_hot_ms")),
+        "engine_poll_hot_ms": int(env.get(ENV.ENGINE_POLL_HOT_MS) or default("engine_poll_hot_ms")),
         # emulated: kinesalite needs ~60 µs per record of a GetRecords response (seconds for 10,000
         # on a loaded machine), so smaller pages; AWS: the API maximum (5 calls/s per shard)
-        "engine_get_limit": int(env.get("ENGINE_GET_LIMIT") or default("engine_get_limit")),
-        "engine_get_timeout_ms": int(env.get("ENGINE_GET_TIMEOUT_MS") or default("engine_get_timeout_ms")),
-        "engine_snapshot_records": int(env.get("ENGINE_SNAPSHOT_RECORDS") or default("engine_snapshot_records")),
-        "engine_snapshot_seconds": float(env.get("ENGINE_SNAPSHOT_SECONDS") or default("engine_snapshot_seconds")),
-        "engine_lease_ttl_ms": int(env.get("ENGINE_LEASE_TTL_MS") or default("engine_lease_ttl_ms")),
-        "engine_id": env.get("ENGINE_ID", default("engine_id")),
+        "engine_get_limit": int(env.get(ENV.ENGINE_GET_LIMIT) or default("engine_get_limit")),
+        "engine_get_timeout_ms": int(env.get(ENV.ENGINE_GET_TIMEOUT_MS) or default("engine_get_timeout_ms")),
+        "engine_snapshot_records": int(env.get(ENV.ENGINE_SNAPSHOT_RECORDS) or default("engine_snapshot_records")),
+        "engine_snapshot_seconds": float(env.get(ENV.ENGINE_SNAPSHOT_SECONDS) or default("engine_snapshot_seconds")),
+        "engine_lease_ttl_ms": int(env.get(ENV.ENGINE_LEASE_TTL_MS) or default("engine_lease_ttl_ms")),
+        "engine_id": env.get(ENV.ENGINE_ID, default("engine_id")),
         # /health, /metrics, /book: loopback only next to an emulator (a laptop), else every interface
-        "engine_http_host": env.get("ENGINE_HTTP_HOST") or default("engine_http_host"),
+        "engine_http_host": env.get(ENV.ENGINE_HTTP_HOST) or default("engine_http_host"),
     }
 
 
@@ -111,15 +181,15 @@ def _streamer_settings(env: Mapping[str, str]) -> dict:
     field defaults below."""
     d = Settings
     return {
-        "streamer_realtime_ms": _number(env, "STREAMER_REALTIME_MS", d.streamer_realtime_ms),
-        "streamer_anon_ms": _number(env, "STREAMER_ANON_MS", d.streamer_anon_ms),
+        "streamer_realtime_ms": _number(env, ENV.STREAMER_REALTIME_MS, d.streamer_realtime_ms),
+        "streamer_anon_ms": _number(env, ENV.STREAMER_ANON_MS, d.streamer_anon_ms),
         # fan-out workers = requests in flight; 0 = the transport's default (streamer_pkg.transport)
-        "streamer_concurrency": int(_number(env, "STREAMER_CONCURRENCY", d.streamer_concurrency)),
-        "streamer_slow_concurrency": int(_number(env, "STREAMER_SLOW_CONCURRENCY", d.streamer_slow_concurrency)),
-        "streamer_send_timeout_s": _number(env, "STREAMER_SEND_TIMEOUT", d.streamer_send_timeout_s),
-        "streamer_retries": int(_number(env, "STREAMER_RETRIES", d.streamer_retries)),
-        "streamer_transport": env.get("STREAMER_TRANSPORT") or d.streamer_transport,
-        "streamer_membership_ms": _number(env, "STREAMER_MEMBERSHIP_MS", d.streamer_membership_ms),
+        "streamer_concurrency": int(_number(env, ENV.STREAMER_CONCURRENCY, d.streamer_concurrency)),
+        "streamer_slow_concurrency": int(_number(env, ENV.STREAMER_SLOW_CONCURRENCY, d.streamer_slow_concurrency)),
+        "streamer_send_timeout_s": _number(env, ENV.STREAMER_SEND_TIMEOUT, d.streamer_send_timeout_s),
+        "streamer_retries": int(_number(env, ENV.STREAMER_RETRIES, d.streamer_retries)),
+        "streamer_transport": env.get(ENV.STREAMER_TRANSPORT) or d.streamer_transport,
+        "streamer_membership_ms": _number(env, ENV.STREAMER_MEMBERSHIP_MS, d.streamer_membership_ms),
     }
 
 
@@ -129,10 +199,10 @@ def _trigger_settings(env: Mapping[str, str]) -> dict:
     of .chalice/config.json sets them (TRIM_HORIZON for fills: a new deploy persists every
     retained trade, idempotently; LATEST for order status: old notifications are noise)."""
     return {
-        "fills_trigger_batch_size": int(env.get("FILLS_TRIGGER_BATCH_SIZE") or 100),
-        "fills_trigger_starting_position": env.get("FILLS_TRIGGER_STARTING_POSITION") or "TRIM_HORIZON",
-        "status_trigger_batch_size": int(env.get("STATUS_TRIGGER_BATCH_SIZE") or 100),
-        "status_trigger_starting_position": env.get("STATUS_TRIGGER_STARTING_POSITION") or "LATEST",
+        "fills_trigger_batch_size": int(env.get(ENV.FILLS_TRIGGER_BATCH_SIZE) or 100),
+        "fills_trigger_starting_position": env.get(ENV.FILLS_TRIGGER_STARTING_POSITION) or "TRIM_HORIZON",
+        "status_trigger_batch_size": int(env.get(ENV.STATUS_TRIGGER_BATCH_SIZE) or 100),
+        "status_trigger_starting_position": env.get(ENV.STATUS_TRIGGER_STARTING_POSITION) or "LATEST",
     }
 
 
@@ -199,29 +269,29 @@ class Settings:
         # env file must give the default, not a crash at import of every Lambda handler
         env = {k: v for k, v in (os.environ if env is None else env).items() if v.strip()}
         return cls(
-            orders_stream=env.get("KINESIS_ORDERS_STREAM", cls.orders_stream),
-            fills_stream=env.get("KINESIS_FILLS_STREAM", cls.fills_stream),
-            status_stream=env.get("KINESIS_STATUS_STREAM", cls.status_stream),
-            trade_table=env.get("DYNAMODB_TABLE", cls.trade_table),
-            candle_table=env.get("CANDLE_TABLE", cls.candle_table),
-            backup_bucket=env.get("BACKUP_BUCKET", cls.backup_bucket),
-            aws_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or cls.aws_region,
-            log_level=env.get("LOG_LEVEL", cls.log_level).upper(),
+            orders_stream=env.get(ENV.KINESIS_ORDERS_STREAM, cls.orders_stream),
+            fills_stream=env.get(ENV.KINESIS_FILLS_STREAM, cls.fills_stream),
+            status_stream=env.get(ENV.KINESIS_STATUS_STREAM, cls.status_stream),
+            trade_table=env.get(ENV.DYNAMODB_TABLE, cls.trade_table),
+            candle_table=env.get(ENV.CANDLE_TABLE, cls.candle_table),
+            backup_bucket=env.get(ENV.BACKUP_BUCKET, cls.backup_bucket),
+            aws_region=env.get(ENV.AWS_REGION) or env.get(ENV.AWS_DEFAULT_REGION) or cls.aws_region,
+            log_level=env.get(ENV.LOG_LEVEL, cls.log_level).upper(),
             depth_cache_url=_cache_url(
-                env, "DEPTH_CACHE_URL", ("DEPTH_CACHE_HOST", "VALKEY_HOST"), "VALKEY_PORT"
+                env, ENV.DEPTH_CACHE_URL, (ENV.DEPTH_CACHE_HOST, ENV.VALKEY_HOST), ENV.VALKEY_PORT
             ),
-            backup_cache_url=_cache_url(env, "BACKUP_CACHE_URL", ("REDIS_HOST",), None),
+            backup_cache_url=_cache_url(env, ENV.BACKUP_CACHE_URL, (ENV.REDIS_HOST,), None),
             cache_cluster_mode=_cluster_mode(env),
-            websocket_endpoint=env.get("WEBSOCKET_ENDPOINT", ""),
-            debug_mode=_flag(env, "DEBUG_MODE"),
-            engine_http_port=int(env.get("ENGINE_HTTP_PORT", cls.engine_http_port)),
-            streamer_http_port=int(env.get("STREAMER_HTTP_PORT", cls.streamer_http_port)),
-            supabase_url=env.get("SUPABASE_URL", "").rstrip("/"),
-            supabase_jwt_secret=env.get("SUPABASE_JWT_SECRET", ""),
-            allow_test_mode=_flag(env, "ALLOW_TEST_MODE"),
-            admin_api_key=_admin_api_key(env, env.get("SUPERNOBA_STAGE", cls.stage)),
-            market_tz=env.get("MARKET_TZ", cls.market_tz),
-            stage=env.get("SUPERNOBA_STAGE", cls.stage),
+            websocket_endpoint=env.get(ENV.WEBSOCKET_ENDPOINT, ""),
+            debug_mode=_flag(env, ENV.DEBUG_MODE),
+            engine_http_port=int(env.get(ENV.ENGINE_HTTP_PORT, cls.engine_http_port)),
+            streamer_http_port=int(env.get(ENV.STREAMER_HTTP_PORT, cls.streamer_http_port)),
+            supabase_url=env.get(ENV.SUPABASE_URL, "").rstrip("/"),
+            supabase_jwt_secret=env.get(ENV.SUPABASE_JWT_SECRET, ""),
+            allow_test_mode=_flag(env, ENV.ALLOW_TEST_MODE),
+            admin_api_key=_admin_api_key(env, env.get(ENV.SUPERNOBA_STAGE, cls.stage)),
+            market_tz=env.get(ENV.MARKET_TZ, cls.market_tz),
+            stage=env.get(ENV.SUPERNOBA_STAGE, cls.stage),
             **_engine_settings(env),
             **_trigger_settings(env),
             **_streamer_settings(env),

@@ -52,7 +52,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chalice_app.config import Settings
+from chalice_app.config import ENV, Settings
 from tools.services import REPO_ROOT, LocalServices, free_port, port_open, stop_process_group
 
 log = logging.getLogger("supernoba.dev")
@@ -491,14 +491,14 @@ class LocalStack:
             key_file.chmod(0o600)
         env = {
             **self.services.env(),
-            "WEBSOCKET_ENDPOINT": self.connections_url,
-            "ENGINE_HTTP_PORT": str(self.ports["engine"]),
-            "STREAMER_HTTP_PORT": str(self.ports["streamer"]),
-            "SUPERNOBA_STAGE": self.cfg.stage,
-            "ALLOW_TEST_MODE": "true",
-            "ADMIN_API_KEY": Settings.from_env().admin_api_key or key_file.read_text().strip(),
-            "LOG_LEVEL": self.cfg.log_level.upper(),
-            "SUPERNOBA_DATA_DIR": str(self.data_dir),
+            ENV.WEBSOCKET_ENDPOINT: self.connections_url,
+            ENV.ENGINE_HTTP_PORT: str(self.ports["engine"]),
+            ENV.STREAMER_HTTP_PORT: str(self.ports["streamer"]),
+            ENV.SUPERNOBA_STAGE: self.cfg.stage,
+            ENV.ALLOW_TEST_MODE: "true",
+            ENV.ADMIN_API_KEY: Settings.from_env().admin_api_key or key_file.read_text().strip(),
+            ENV.LOG_LEVEL: self.cfg.log_level.upper(),
+            ENV.SUPERNOBA_DATA_DIR: str(self.data_dir),
         }
         return env
 
@@ -513,9 +513,9 @@ class LocalStack:
         self.app, self.chalice_config = load_app_and_config(self.cfg.stage)
         self.api_stage = self.chalice_config.api_gateway_stage or "api"
         # the stage's variables were applied on top of ours; the endpoint follows the stage name
-        os.environ["WEBSOCKET_ENDPOINT"] = self.connections_url
+        os.environ[ENV.WEBSOCKET_ENDPOINT] = self.connections_url
         self.env = {k: os.environ[k] for k in set(self._base_env()) | set(self.chalice_config.environment_variables)}
-        self.env["WEBSOCKET_ENDPOINT"] = self.connections_url
+        self.env[ENV.WEBSOCKET_ENDPOINT] = self.connections_url
         self.admin_key = Settings.from_env().admin_api_key
         # Chalice gives its app logger a stdout handler, level ERROR (unless app.debug) and no
         # propagation; locally the app's records go to app.log / dev.log like everything else

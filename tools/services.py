@@ -29,12 +29,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from chalice_app.config import ENV, Settings
+
 log = logging.getLogger("supernoba.services")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = REPO_ROOT / "tools"
 EMULATOR_JS = NODE_DIR / "node" / "emulator.js"
-LOCAL_REGION = "ap-northeast-2"
+#: the local stack runs in the default region of Settings (chalice_app/config.py)
+LOCAL_REGION = Settings.aws_region
 
 
 class ServiceError(RuntimeError):
@@ -407,16 +410,16 @@ class LocalServices:
     def env(self) -> dict[str, str]:
         """Environment variables (SPEC §8) that point every Supernoba part at these services."""
         return {
-            "AWS_ENDPOINT_URL_KINESIS": self.kinesis.url,
-            "AWS_ENDPOINT_URL_DYNAMODB": self.dynamodb.url,
-            "AWS_ENDPOINT_URL_S3": self.s3.url,
-            "AWS_ACCESS_KEY_ID": "local",
-            "AWS_SECRET_ACCESS_KEY": "local",
-            "AWS_REGION": LOCAL_REGION,
-            "AWS_DEFAULT_REGION": LOCAL_REGION,
-            "DEPTH_CACHE_URL": self.cluster.url if self.cluster else self.valkey.depth_url,
-            "BACKUP_CACHE_URL": self.cluster.url if self.cluster else self.valkey.backup_url,
-            "CACHE_CLUSTER_MODE": "on" if self.cluster else "off",
+            ENV.AWS_ENDPOINT_URL_KINESIS: self.kinesis.url,
+            ENV.AWS_ENDPOINT_URL_DYNAMODB: self.dynamodb.url,
+            ENV.AWS_ENDPOINT_URL_S3: self.s3.url,
+            ENV.AWS_ACCESS_KEY_ID: "local",
+            ENV.AWS_SECRET_ACCESS_KEY: "local",
+            ENV.AWS_REGION: LOCAL_REGION,
+            ENV.AWS_DEFAULT_REGION: LOCAL_REGION,
+            ENV.DEPTH_CACHE_URL: self.cluster.url if self.cluster else self.valkey.depth_url,
+            ENV.BACKUP_CACHE_URL: self.cluster.url if self.cluster else self.valkey.backup_url,
+            ENV.CACHE_CLUSTER_MODE: "on" if self.cluster else "off",
         }
 
     def __enter__(self) -> LocalServices:

@@ -52,3 +52,10 @@ def test_streamer_options_defaults_are_the_settings_defaults():
     from streamer_pkg.tiers import StreamerOptions
 
     assert StreamerOptions() == StreamerOptions.from_settings(Settings.from_env({}))
+
+
+def test_env_table_names_are_the_variable_names():
+    from chalice_app.config import ENV
+
+    names = {k: v for k, v in vars(ENV).items() if k.isupper()}
+    assert names and all(k == v for k, v in names.items())

@@ -43,8 +43,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from chalice_app import keys  # noqa: E402
-from chalice_app.config import Settings  # noqa: E402
-from tools.services import KinesisService, ValkeyService, free_port  # noqa: E402
+from chalice_app.config import ENV, Settings  # noqa: E402
+from tools.services import LOCAL_REGION, KinesisService, ValkeyService, free_port  # noqa: E402
 
 SYMBOLS = [f"S{i:02d}" for i in range(16)]
 
@@ -134,16 +134,16 @@ class Stack:
         self.engines: list[subprocess.Popen] = []
         self.valkey = ValkeyService().start()
         self.kin = KinesisService(start_timeout=60).start()
-        self.env = {**os.environ, "AWS_ENDPOINT_URL_KINESIS": self.kin.url, "AWS_ACCESS_KEY_ID": "local",
-                    "AWS_SECRET_ACCESS_KEY": "local", "AWS_REGION": "ap-northeast-2",
-                    "AWS_DEFAULT_REGION": "ap-northeast-2", "DEPTH_CACHE_URL": self.valkey.depth_url,
-                    "BACKUP_CACHE_URL": self.valkey.backup_url, "LOG_LEVEL": "WARNING"}
+        self.env = {**os.environ, ENV.AWS_ENDPOINT_URL_KINESIS: self.kin.url, ENV.AWS_ACCESS_KEY_ID: "local",
+                    ENV.AWS_SECRET_ACCESS_KEY: "local", ENV.AWS_REGION: LOCAL_REGION,
+                    ENV.AWS_DEFAULT_REGION: LOCAL_REGION, ENV.DEPTH_CACHE_URL: self.valkey.depth_url,
+                    ENV.BACKUP_CACHE_URL: self.valkey.backup_url, ENV.LOG_LEVEL: "WARNING"}
         os.environ.update({k: v for k, v in self.env.items() if k.startswith(("AWS_", "DEPTH_", "BACKUP_"))})
-        self.kinesis = boto3.client("kinesis", region_name="ap-northeast-2")
+        self.kinesis = boto3.client("kinesis", region_name=LOCAL_REGION)
 
     def streams(self, tag: str) -> Settings:
-        env = {**self.env, "KINESIS_ORDERS_STREAM": f"orders-{tag}", "KINESIS_FILLS_STREAM": f"fills-{tag}",
-               "KINESIS_STATUS_STREAM": f"status-{tag}"}
+        env = {**self.env, ENV.KINESIS_ORDERS_STREAM: f"orders-{tag}", ENV.KINESIS_FILLS_STREAM: f"fills-{tag}",
+               ENV.KINESIS_STATUS_STREAM: f"status-{tag}"}
         s = Settings.from_env(env)
         k = self.kinesis
         for name, shards in ((s.orders_stream, 4), (s.fills_stream, 2), (s.status_stream, 2)):
@@ -153,8 +153,8 @@ class Stack:
 
     def engine(self, s: Settings, *args: str, **env: str) -> tuple[subprocess.Popen, int]:
         port = free_port()
-        full = {**self.env, "KINESIS_ORDERS_STREAM": s.orders_stream, "KINESIS_FILLS_STREAM": s.fills_stream,
-                "KINESIS_STATUS_STREAM": s.status_stream, "ENGINE_HTTP_PORT": str(port), **env}
+        full = {**self.env, ENV.KINESIS_ORDERS_STREAM: s.orders_stream, ENV.KINESIS_FILLS_STREAM: s.fills_stream,
+                ENV.KINESIS_STATUS_STREAM: s.status_stream, ENV.ENGINE_HTTP_PORT: str(port), **env}
         proc = subprocess.Popen([sys.executable, "-m", "engine_pkg", *args], cwd=str(REPO), env=full,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         self.engines.append(proc)  # stopped by close() if a phase fails before stopping it
@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         if "replay" not in skip and "recovery" not in skip:
             # crash recovery: only the first batch's snapshot exists, the emitted mark is at the end
             progress("recovery: run with one early snapshot, kill -9, restart")
-            never = {"ENGINE_SNAPSHOT_RECORDS": "100000000", "ENGINE_SNAPSHOT_SECONDS": "100000"}
+            never = {ENV.ENGINE_SNAPSHOT_RECORDS: "100000000", ENV.ENGINE_SNAPSHOT_SECONDS: "100000"}
             drain(stack, s, len(records), False, "recovery-first-run", kill9=True, **never)
             from engine_pkg.service.snapshots import Snapshot
 

@@ -43,6 +43,7 @@ import boto3
 import redis
 
 from chalice_app import keys
+from chalice_app.config import ENV
 from tools.services import LocalServices, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -108,20 +109,20 @@ class Bench:
         self.services = services
         self.args = args
         self.log_dir = log_dir
-        self.env = {**os.environ, **services.env(), "LOG_LEVEL": "WARNING",
-                    "ENGINE_LEASE_TTL_MS": str(args.lease_ttl_ms), "ENGINE_GET_LIMIT": str(args.get_limit)}
-        self.session = boto3.Session(region_name=self.env["AWS_REGION"])
+        self.env = {**os.environ, **services.env(), ENV.LOG_LEVEL: "WARNING",
+                    ENV.ENGINE_LEASE_TTL_MS: str(args.lease_ttl_ms), ENV.ENGINE_GET_LIMIT: str(args.get_limit)}
+        self.session = boto3.Session(region_name=self.env[ENV.AWS_REGION])
         self.kinesis = self.session.client(
-            "kinesis", endpoint_url=self.env["AWS_ENDPOINT_URL_KINESIS"],
+            "kinesis", endpoint_url=self.env[ENV.AWS_ENDPOINT_URL_KINESIS],
             aws_access_key_id="local", aws_secret_access_key="local")
-        self.depth = redis.Redis.from_url(self.env["DEPTH_CACHE_URL"], decode_responses=True)
+        self.depth = redis.Redis.from_url(self.env[ENV.DEPTH_CACHE_URL], decode_responses=True)
 
     # -- streams and orders ------------------------------------------------------------
     def make_streams(self, tag: str) -> dict[str, str]:
-        names = {"KINESIS_ORDERS_STREAM": f"bench-orders-{tag}", "KINESIS_FILLS_STREAM": f"bench-fills-{tag}",
-                 "KINESIS_STATUS_STREAM": f"bench-status-{tag}"}
+        names = {ENV.KINESIS_ORDERS_STREAM: f"bench-orders-{tag}", ENV.KINESIS_FILLS_STREAM: f"bench-fills-{tag}",
+                 ENV.KINESIS_STATUS_STREAM: f"bench-status-{tag}"}
         for var, name in names.items():
-            self.kinesis.create_stream(StreamName=name, ShardCount=self.args.shards if "ORDERS" in var else 2)
+            self.kinesis.create_stream(StreamName=name, ShardCount=self.args.shards if var == ENV.KINESIS_ORDERS_STREAM else 2)
         for name in names.values():
             self.kinesis.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.2})
         return names
@@ -175,7 +176,7 @@ class Bench:
         for i in range(k):
             port = free_port()
             log_path = self.log_dir / f"engine-{tag}-{i}.log"
-            env = {**self.env, **names, "ENGINE_HTTP_PORT": str(port), "ENGINE_ID": f"bench-{tag}-e{i}"}
+            env = {**self.env, **names, ENV.ENGINE_HTTP_PORT: str(port), ENV.ENGINE_ID: f"bench-{tag}-e{i}"}
             out = open(log_path, "wb")  # noqa: SIM115 - owned by the child
             proc = subprocess.Popen([sys.executable, "-m", "engine_pkg"], cwd=REPO, env=env, stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True)
@@ -243,7 +244,7 @@ class Bench:
         tag = f"k{k}-{uuid.uuid4().hex[:6]}"
         result = Run(engines=k, orders=self.args.orders)
         names = self.make_streams(tag)
-        orders_stream = names["KINESIS_ORDERS_STREAM"]
+        orders_stream = names[ENV.KINESIS_ORDERS_STREAM]
         say(f"K={k}: preloading {self.args.orders} orders on {orders_stream} ({self.args.shards} shards)")
         result.preload_s = self.preload(orders_stream, self.args.orders)
         say(f"K={k}: preloaded in {result.preload_s:.1f}s; starting {k} engine(s)")
@@ -304,7 +305,7 @@ class Bench:
         if result.balance_s is None:
             result.notes.append("leases never balanced; takeover not measured")
             return
-        ranges = self.shard_of(names["KINESIS_ORDERS_STREAM"])
+        ranges = self.shard_of(names[ENV.KINESIS_ORDERS_STREAM])
         victim = procs[0]
         lost = victim.owned()
         survivors = [e for e in procs if e is not victim]
@@ -316,7 +317,7 @@ class Bench:
         victim.proc.wait(10)
         cmd = {"action": "ADD", "symbol": sym, "order_id": f"kill-{sym}", "user_id": "u_kill", "is_buy": True,
                "price": 777, "quantity": 1, "type": "LIMIT", "tif": "GTC", "ts": 1733896438267}
-        self.kinesis.put_record(StreamName=names["KINESIS_ORDERS_STREAM"], Data=json.dumps(cmd).encode(),
+        self.kinesis.put_record(StreamName=names[ENV.KINESIS_ORDERS_STREAM], Data=json.dumps(cmd).encode(),
                                 PartitionKey=sym)
         timeout = 6 * self.args.lease_ttl_ms / 1000 + 30
         owned_at = self.wait_owned(survivors, lost, timeout)

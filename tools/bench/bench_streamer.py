@@ -54,10 +54,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from chalice_app import connections, keys  # noqa: E402
-from chalice_app.config import Settings  # noqa: E402
+from chalice_app.config import ENV, Settings  # noqa: E402
 from streamer_pkg.tiers import Streamer, StreamerOptions  # noqa: E402
 from streamer_pkg.transport import DEFAULT_CONCURRENCY, TRANSPORTS  # noqa: E402
-from tools.services import ValkeyService, free_port  # noqa: E402
+from tools.services import LOCAL_REGION, ValkeyService, free_port  # noqa: E402
 
 CTX = mp.get_context("spawn")
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -250,15 +250,15 @@ def subscribe(r: redis.Redis, ids: list[str], symbols: list[str]) -> dict[str, l
 class Stack:
     def __init__(self, max_conns: int, transport: str, concurrency: int, membership_ms: float,
                  client_lib: str = "aiohttp") -> None:
-        os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
-        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+        os.environ.setdefault(ENV.AWS_ACCESS_KEY_ID, "local")
+        os.environ.setdefault(ENV.AWS_SECRET_ACCESS_KEY, "local")
         self.valkey = ValkeyService(port=free_port()).start()
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}/api"
-        env = {"DEPTH_CACHE_URL": self.valkey.depth_url, "BACKUP_CACHE_URL": self.valkey.backup_url,
-               "WEBSOCKET_ENDPOINT": self.endpoint, "AWS_REGION": "ap-northeast-2",
-               "AWS_ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"],
-               "AWS_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"], "LOG_LEVEL": "WARNING"}
+        env = {ENV.DEPTH_CACHE_URL: self.valkey.depth_url, ENV.BACKUP_CACHE_URL: self.valkey.backup_url,
+               ENV.WEBSOCKET_ENDPOINT: self.endpoint, ENV.AWS_REGION: LOCAL_REGION,
+               ENV.AWS_ACCESS_KEY_ID: os.environ[ENV.AWS_ACCESS_KEY_ID],
+               ENV.AWS_SECRET_ACCESS_KEY: os.environ[ENV.AWS_SECRET_ACCESS_KEY], ENV.LOG_LEVEL: "WARNING"}
         self.r = redis.Redis.from_url(self.valkey.depth_url, decode_responses=True)
         self.warmup = 1.0  # seconds of writing before a run's measured window
         self.gateway = Child(_gateway_main, self.port, env)

@@ -17,6 +17,7 @@ import os
 import sys
 import uuid
 
+from chalice_app.config import ENV
 from tools.load.model import LoadConfig, build_report
 from tools.load.runner import run_load
 
@@ -24,9 +25,9 @@ from tools.load.runner import run_load
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tools.load", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rest", default=os.environ.get("SUPERNOBA_REST_URL", "http://127.0.0.1:8000"),
+    p.add_argument("--rest", default=os.environ.get(ENV.SUPERNOBA_REST_URL, "http://127.0.0.1:8000"),
                    help="REST base URL (default %(default)s)")
-    p.add_argument("--ws", default=os.environ.get("SUPERNOBA_WS_URL", "ws://127.0.0.1:8001/api"),
+    p.add_argument("--ws", default=os.environ.get(ENV.SUPERNOBA_WS_URL, "ws://127.0.0.1:8001/api"),
                    help="WebSocket URL (default %(default)s)")
     p.add_argument("--clients", type=int, default=20, help="WebSocket clients besides the traders (default 20)")
     p.add_argument("--mode", choices=("logged-in", "anonymous", "mixed"), default="mixed")
@@ -35,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--symbols", default="TEST", help="comma-separated symbols (default TEST)")
     p.add_argument("--users", type=int, default=8, help="trading users (default 8)")
     p.add_argument("--drain", type=float, default=15.0, help="max seconds to wait for final statuses")
-    p.add_argument("--admin-key", default=os.environ.get("ADMIN_API_KEY", ""),
+    p.add_argument("--admin-key", default=os.environ.get(ENV.ADMIN_API_KEY, ""),
                    help="X-Admin-Key to make the symbols active (default $ADMIN_API_KEY)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
