@@ -53,12 +53,12 @@ from pathlib import Path
 from typing import Any
 
 from chalice_app.config import ENV, Settings
+from tools.ports import DEFAULT_API_STAGE, DEFAULT_PORTS, LOCAL_HOST, rest_url, ws_url
 from tools.services import REPO_ROOT, LocalServices, free_port, port_open, stop_process_group
 
 log = logging.getLogger("supernoba.dev")
 REST_LISTEN_BACKLOG = 512
 
-DEFAULT_PORTS = {"rest": 8000, "ws": 8001, "console": 8080, "engine": 9100, "streamer": 9101}
 FIRST_SYMBOL = "TEST"
 
 
@@ -109,7 +109,7 @@ def load_app_and_config(stage: str = "local", project_dir: Path = REPO_ROOT) -> 
 @dataclass
 class DevConfig:
     data_dir: Path = Path(".local")
-    host: str = "127.0.0.1"
+    host: str = LOCAL_HOST
     ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
     service_ports: dict[str, int] = field(default_factory=dict)
     valkey_cluster: bool = False  # both caches on a 3-primary cluster (CACHE_CLUSTER_MODE=on)
@@ -326,7 +326,7 @@ class LocalStack:
         self.children: dict[str, _ChildProcess] = {}
         self.env: dict[str, str] = {}
         self.admin_key = ""
-        self.api_stage = "api"
+        self.api_stage = DEFAULT_API_STAGE
         self._stop = threading.Event()
         self._supervisor: threading.Thread | None = None
         self._pid_file = self.run_dir / "dev.pid"
@@ -335,11 +335,11 @@ class LocalStack:
     # ----------------------------------------------------------------- URLs
     @property
     def rest_url(self) -> str:
-        return f"http://{self.cfg.host}:{self.ports['rest']}"
+        return rest_url(self.cfg.host, self.ports["rest"])
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{self.cfg.host}:{self.ports['ws']}/{self.api_stage}"
+        return ws_url(self.cfg.host, self.ports["ws"], self.api_stage)
 
     @property
     def connections_url(self) -> str:
@@ -511,7 +511,7 @@ class LocalStack:
 
     def _load_app(self) -> None:
         self.app, self.chalice_config = load_app_and_config(self.cfg.stage)
-        self.api_stage = self.chalice_config.api_gateway_stage or "api"
+        self.api_stage = self.chalice_config.api_gateway_stage or DEFAULT_API_STAGE
         # the stage's variables were applied on top of ours; the endpoint follows the stage name
         os.environ[ENV.WEBSOCKET_ENDPOINT] = self.connections_url
         self.env = {k: os.environ[k] for k in set(self._base_env()) | set(self.chalice_config.environment_variables)}
@@ -797,7 +797,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data-dir", type=Path, default=Path(".local"), help="data and logs folder (default .local)")
     p.add_argument("--reset", action="store_true", help="delete the data folder first (streams, tables, books)")
-    p.add_argument("--host", default="127.0.0.1", help="listen address of every part (default 127.0.0.1)")
+    p.add_argument("--host", default=LOCAL_HOST, help="listen address of every part (default %(default)s)")
     for part, port in DEFAULT_PORTS.items():
         p.add_argument(f"--{part}-port", type=int, default=port, help=f"{part} port (default {port})")
     for svc in ("valkey", "kinesis", "dynamodb", "s3"):

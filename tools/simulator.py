@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from tools.ports import REST_URL
+
 log = logging.getLogger("supernoba.simulator")
 
 DEFAULT_SYMBOLS = ("TEST", "AAA", "BBB")
@@ -158,7 +160,7 @@ class Simulator:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.simulator", description=__doc__.splitlines()[0])
-    p.add_argument("--rest", default="http://127.0.0.1:8000", help="REST API (default %(default)s)")
+    p.add_argument("--rest", default=REST_URL, help="REST API (default %(default)s)")
     p.add_argument("--admin-key", default="", help="X-Admin-Key, to activate the symbols")
     p.add_argument("--symbols", default=",".join(DEFAULT_SYMBOLS), help="comma-separated (default %(default)s)")
     p.add_argument("--rate", type=float, default=5.0, help="orders per second (default 5)")

@@ -39,6 +39,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from tools.ports import DEFAULT_PORTS, LOCAL_HOST, REST_URL, WS_URL
+
 log = logging.getLogger("supernoba.console")
 
 HERE = Path(__file__).resolve().parent
@@ -258,10 +260,11 @@ def export(out_dir: Path, rest_url: str, ws_url: str, admin_key: str | None = No
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.console.serve", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="listen port, 0 = any free port (default 8080)")
-    p.add_argument("--rest", default="http://127.0.0.1:8000", help="REST API base URL (default %(default)s)")
-    p.add_argument("--ws", default="ws://127.0.0.1:8001/api", help="WebSocket URL (default %(default)s)")
+    p.add_argument("--host", default=LOCAL_HOST, help="listen address (default %(default)s)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORTS["console"],
+                   help="listen port, 0 = any free port (default %(default)s)")
+    p.add_argument("--rest", default=REST_URL, help="REST API base URL (default %(default)s)")
+    p.add_argument("--ws", default=WS_URL, help="WebSocket URL (default %(default)s)")
     p.add_argument("--admin-key", default=None, help="X-Admin-Key the page sends (shows the admin panel)")
     p.add_argument("--stage", default="local", help="stage name shown by the page (default local)")
     p.add_argument("--no-proxy", action="store_true",

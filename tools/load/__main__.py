@@ -25,9 +25,9 @@ from tools.load.runner import run_load
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tools.load", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rest", default=os.environ.get(ENV.SUPERNOBA_REST_URL, "http://127.0.0.1:8000"),
+    p.add_argument("--rest", default=os.environ.get(ENV.SUPERNOBA_REST_URL, LoadConfig.rest_url),
                    help="REST base URL (default %(default)s)")
-    p.add_argument("--ws", default=os.environ.get(ENV.SUPERNOBA_WS_URL, "ws://127.0.0.1:8001/api"),
+    p.add_argument("--ws", default=os.environ.get(ENV.SUPERNOBA_WS_URL, LoadConfig.ws_url),
                    help="WebSocket URL (default %(default)s)")
     p.add_argument("--clients", type=int, default=20, help="WebSocket clients besides the traders (default 20)")
     p.add_argument("--mode", choices=("logged-in", "anonymous", "mixed"), default="mixed")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chalice_app.messages import FINAL_STATUSES
+from tools.ports import REST_URL, WS_URL
 
 TIER_LOGGED_IN = "logged-in"
 TIER_ANONYMOUS = "anonymous"
@@ -28,8 +29,8 @@ def now_ms() -> int:
 class LoadConfig:
     """One load run. Every loop it drives is bounded by these numbers."""
 
-    rest_url: str = "http://127.0.0.1:8000"
-    ws_url: str = "ws://127.0.0.1:8001/api"
+    rest_url: str = REST_URL
+    ws_url: str = WS_URL
     clients: int = 20
     mode: str = "mixed"  # logged-in | anonymous | mixed
     rate: float = 20.0  # orders per second
