@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from chalice_app.messages import DEPTH_LEVELS
 from engine_pkg.book_ffi import DROP_REASONS, CBook
 
 log = logging.getLogger(__name__)
@@ -228,7 +229,7 @@ class Engine:
         return BatchResult(fills, statuses, users, touched, dropped, kinds)
 
     # -- reading the books -------------------------------------------------------------
-    def depth(self, symbol: str, levels: int = 10) -> dict[str, list[list[int]]]:
+    def depth(self, symbol: str, levels: int = DEPTH_LEVELS) -> dict[str, list[list[int]]]:
         """Aggregated top ``levels`` per side: bids high->low, asks low->high."""
         b = self._book.book_find(symbol)
         if b < 0:

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
+from chalice_app.messages import DEPTH_LEVELS, E_DEPTH
 from engine_pkg.engine import Engine
 
 BATCH = 4096
@@ -34,13 +35,15 @@ def _batches(lines: Iterable[bytes], size: int = BATCH) -> Iterator[list[bytes]]
 
 
 def depth_line(engine: Engine, symbol: str, levels: int) -> bytes:
-    """The final depth line of one symbol (compact JSON, no newline)."""
+    """The final depth line of one symbol (compact JSON, no newline). Not
+    `messages.depth_message`: a replay line has no time `t` (the output is deterministic) and
+    as many levels as `--depth` asks, not at most DEPTH_LEVELS."""
     d = engine.depth(symbol, levels)
-    obj = {"e": "d", "s": symbol, "u": engine.last_seq(symbol), "b": d["b"], "a": d["a"]}
+    obj = {"e": E_DEPTH, "s": symbol, "u": engine.last_seq(symbol), "b": d["b"], "a": d["a"]}
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-def replay(src: BinaryIO, out: BinaryIO, depth: int = 10) -> int:
+def replay(src: BinaryIO, out: BinaryIO, depth: int = DEPTH_LEVELS) -> int:
     """Replay ``src`` into ``out``; returns the number of dropped (unreadable) commands."""
     engine = Engine(clock=lambda: 0)
     for batch in _batches(src):
@@ -54,7 +57,7 @@ def replay(src: BinaryIO, out: BinaryIO, depth: int = 10) -> int:
     return engine.dropped_total
 
 
-def main(path: str, depth: int = 10) -> int:
+def main(path: str, depth: int = DEPTH_LEVELS) -> int:
     """Entry point of the ``replay`` subcommand; returns the process exit code."""
     if depth < 0:
         print("--depth must be >= 0", file=sys.stderr)
