@@ -113,10 +113,6 @@ class MgmtServer:
         with self.lock:
             return [orjson.loads(b) for _, b in self.received.get(conn_id, [])]
 
-    def timed_messages(self, conn_id: str) -> list[tuple[float, dict]]:
-        with self.lock:
-            return [(t, orjson.loads(b)) for t, b in self.received.get(conn_id, [])]
-
     def clear(self) -> None:
         """Forget the messages received (open, gone and failing ids stay as they are)."""
         with self.lock:

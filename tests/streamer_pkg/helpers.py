@@ -84,5 +84,12 @@ def write_candle(r: redis.Redis, symbol: str, t: str, o: int, h: int, l: int, c:
     r.publish(keys.DEPTH_CHANGED_CHANNEL, orjson.dumps([symbol]))
 
 
+def listening(r: redis.Redis) -> bool:
+    """The streamer's change listener is subscribed: a PUBLISH on `depth:changed` from now on
+    wakes it (each test has its own Valkey, so the subscriber is that test's streamer)."""
+    [(_, subscribers)] = r.pubsub_numsub(keys.DEPTH_CHANGED_CHANNEL)
+    return subscribers >= 1
+
+
 def of(msgs: list[dict], e: str, symbol: str | None = None) -> list[dict]:
     return [m for m in msgs if m.get("e") == e and (symbol is None or m.get("s") == symbol)]
