@@ -4,8 +4,9 @@ Fills (`supernoba-fills`): every valid fill becomes one `trade_history` item —
 `TRADE#SYM`, sk `<13-digit ms>#<trade_id>` — written with BatchWriteItem in chunks of 25
 (boto3's batch writer, which also resends unprocessed items). The key is derived from
 the fill itself, so a redelivered batch overwrites the same items: idempotent. After the
-write, a `fill` event (the record as the engine wrote it) goes to every connection of the
-maker and of the taker.
+write, a `fill` event goes to every connection of the maker and of the taker: the record's
+§3 fields, with the other side's user id withheld (`null`) so that counterparties stay
+anonymous to each other.
 
 Order status (`supernoba-order-status`): the `order` event goes to every connection of
 `user_id`.
@@ -87,6 +88,16 @@ def parse_status(data: bytes) -> dict[str, Any] | None:
     return ev
 
 
+def fill_for(fill: dict[str, Any], user_id: str) -> bytes:
+    """The fill as its party ``user_id`` receives it (SPEC §6): the §3 fields, with the other
+    side's user id withheld (null), as an exchange keeps counterparties anonymous."""
+    mine = dict(fill)
+    for field in ("maker_user_id", "taker_user_id"):
+        if mine[field] != user_id:
+            mine[field] = None
+    return orjson.dumps(mine)
+
+
 def trade_item(fill: dict[str, Any]) -> dict[str, Any]:
     sym = fill["s"]
     item: dict[str, Any] = {
@@ -137,7 +148,6 @@ class Notifier:
     def handle_fills(self, records: Iterable[bytes]) -> BatchReport:
         report = BatchReport()
         fills: list[dict[str, Any]] = []
-        raws: list[bytes] = []
         seen: set[str] = set()
         for data in records:
             report.records += 1
@@ -151,16 +161,15 @@ class Notifier:
                 continue
             seen.add(fill["trade_id"])
             fills.append(fill)
-            raws.append(data)
         if fills:
             with self.trades.batch_writer(overwrite_by_pkeys=["pk", "sk"]) as batch:
                 for fill in fills:
                     batch.put_item(Item=trade_item(fill))
             report.written = len(fills)
         per_user: list[tuple[str, bytes]] = []
-        for fill, raw in zip(fills, raws, strict=True):
+        for fill in fills:
             for user_id in dict.fromkeys((fill["maker_user_id"], fill["taker_user_id"])):
-                per_user.append((user_id, raw))
+                per_user.append((user_id, fill_for(fill, user_id)))
             log.info("event=fill_stored symbol=%s trade=%s maker=%s taker=%s",
                      fill["s"], fill["trade_id"], fill["maker_user_id"], fill["taker_user_id"])
         self._deliver(per_user, report)

@@ -55,6 +55,13 @@ def test_fills_are_stored_idempotently_and_sent_to_both_users(client, svc, cache
     for conn in ("m-phone", "m-laptop", "t-1"):
         msgs = ws_server.messages(conn)
         assert len(msgs) == 30 and all(m["e"] == "fill" and m["s"] == sym for m in msgs)
+    # each side sees its own user id and the trade, never the counterparty's user id
+    maker_view, taker_view = ws_server.messages("m-phone")[0], ws_server.messages("t-1")[0]
+    assert (maker_view["maker_user_id"], maker_view["taker_user_id"]) == ("u_maker", None)
+    assert (taker_view["maker_user_id"], taker_view["taker_user_id"]) == (None, "u_taker")
+    for view in (maker_view, taker_view):
+        assert {k: v for k, v in view.items() if not k.endswith("_user_id")} == {
+            k: v for k, v in json.loads(fill(sym, 1)).items() if not k.endswith("_user_id")}
     assert ws_server.messages("other") == []
     assert cache.smembers("user:u_taker:connections") == {"t-1"}, "the gone connection was cleaned up"
     # redelivery of the same batch: no new items
