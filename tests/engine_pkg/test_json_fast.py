@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from engine_pkg import Engine
 from engine_pkg.book_ffi import lib
+from tests.engine_pkg.strategies import FIELDS, SYMBOLS, command, router_json
 
-FIELDS = ["action", "symbol", "order_id", "user_id", "is_buy", "price", "quantity", "type", "tif", "ts"]
 TEXT = st.text(alphabet=st.sampled_from(list('ab01"\\\n\té€\x7f/ -')), max_size=6)
 VALUES = st.one_of(
     st.sampled_from(["ADD", "CANCEL", "REPLACE", "AAA", "BBB", "o1", "u1", "LIMIT", "MARKET", "GTC", "IOC", "FOK"]),
@@ -35,15 +35,10 @@ def check(rec: bytes) -> int:
     return rc
 
 
-def canonical(d: dict[str, Any]) -> bytes:
-    """The router's shape (orjson: compact, UTF-8 kept); json.dumps also takes > 64-bit ints."""
-    return json.dumps({k: d[k] for k in FIELDS if k in d}, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 @given(st.dictionaries(st.sampled_from(FIELDS), VALUES, max_size=10))
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
 def test_canonical_order_records_read_alike(d: dict[str, Any]) -> None:
-    rec = canonical(d)
+    rec = router_json(d)
     rc = check(rec)
     plain = all(
         (isinstance(v, str) and v.isascii() and not any(c in v for c in '"\\') and v.isprintable())
@@ -112,48 +107,6 @@ def test_edge_records() -> None:
     assert check(b'{"symbol":"AAA","action":"ADD"}') == 0
 
 
-SYMBOLS = ["AAA", "BBB"]
-USERS = ["u1", "u2", "u3", 'q"\\é']
-IDS = [f"o{i}" for i in range(12)] + ["ü1"]
-JUNK = [0, -1, "x", 1.5, None, True, 10**13, 2**70, [], ""]
-
-
-@st.composite
-def command(draw: st.DrawFn) -> bytes:
-    kind = draw(st.sampled_from(["ADD"] * 6 + ["CANCEL"] * 2 + ["REPLACE"] * 2))
-    d: dict[str, Any] = {
-        "action": kind,
-        "symbol": draw(st.sampled_from(SYMBOLS)),
-        "order_id": draw(st.sampled_from(IDS)),
-        "user_id": draw(st.sampled_from(USERS)),
-    }
-    if kind == "ADD":
-        d["is_buy"] = draw(st.booleans())
-        d["quantity"] = draw(st.integers(1, 20))
-        typ = draw(st.sampled_from(["LIMIT", "LIMIT", "MARKET", None]))
-        if typ is not None:
-            d["type"] = typ
-        if typ != "MARKET" or draw(st.booleans()):
-            d["price"] = draw(st.integers(95, 105))
-        tif = draw(st.sampled_from([None, "GTC", "IOC", "FOK"]))
-        if tif is not None:
-            d["tif"] = tif
-    elif kind == "REPLACE":
-        if draw(st.booleans()):
-            d["price"] = draw(st.integers(95, 105))
-        if draw(st.booleans()):
-            d["quantity"] = draw(st.integers(1, 25))
-    if draw(st.booleans()):
-        d["ts"] = draw(st.integers(0, 10**6))
-    if draw(st.integers(0, 7)) == 0:
-        f = draw(st.sampled_from(FIELDS))
-        if draw(st.booleans()):
-            d.pop(f, None)
-        else:
-            d[f] = draw(st.sampled_from(JUNK))
-    return canonical(d)
-
-
 def test_router_record_takes_fast_path() -> None:
     import orjson
 
@@ -164,7 +117,7 @@ def test_router_record_takes_fast_path() -> None:
     assert check(rec) == 1
 
 
-@given(st.lists(st.lists(command(), max_size=30), min_size=1, max_size=6))
+@given(st.lists(st.lists(command(router_order=True), max_size=30), min_size=1, max_size=6))
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_engine_events_identical_with_and_without_fast_path(batches: list[list[bytes]]) -> None:
     fast, slow = Engine(clock=lambda: 7), Engine(clock=lambda: 7)

@@ -16,54 +16,11 @@ from hypothesis import strategies as st
 
 from engine_pkg import Engine
 from tests.engine_pkg.model import Model, parse
+from tests.engine_pkg.strategies import SYMBOLS, command
 
-SYMBOLS = ["AAA", "BBB"]
-USERS = ["u1", "u2", "u3", 'q"\\é']
-IDS = [f"o{i}" for i in range(14)] + ["ü\n1"]
-JUNK = [0, -1, "x", 1.5, None, True, 10**13, 2**70, [], {"k": 1}, ""]
-FIELDS = ["action", "symbol", "order_id", "user_id", "is_buy", "price", "quantity", "type", "tif", "ts"]
 NOW = 1_000
 
-
-@st.composite
-def command(draw: st.DrawFn) -> bytes:
-    kind = draw(st.sampled_from(["ADD"] * 6 + ["CANCEL"] * 2 + ["REPLACE"] * 2 + ["JUNK"]))
-    if kind == "JUNK":
-        return draw(st.sampled_from([b"", b"{", b"[1]", b"nope", b'{"action":"ADD"}', b'{"a":NaN}']))
-    d: dict[str, Any] = {
-        "action": kind,
-        "symbol": draw(st.sampled_from(SYMBOLS)),
-        "order_id": draw(st.sampled_from(IDS)),
-        "user_id": draw(st.sampled_from(USERS)),
-    }
-    if kind == "ADD":
-        d["is_buy"] = draw(st.booleans())
-        d["quantity"] = draw(st.integers(1, 20))
-        typ = draw(st.sampled_from(["LIMIT", "LIMIT", "LIMIT", "MARKET", None]))
-        if typ is not None:
-            d["type"] = typ
-        if typ != "MARKET" or draw(st.booleans()):
-            d["price"] = draw(st.integers(95, 105))
-        tif = draw(st.sampled_from([None, "GTC", "GTC", "IOC", "FOK"]))
-        if tif is not None:
-            d["tif"] = tif
-    elif kind == "REPLACE":
-        if draw(st.booleans()):
-            d["price"] = draw(st.integers(95, 105))
-        if draw(st.booleans()):
-            d["quantity"] = draw(st.integers(1, 25))
-    if draw(st.integers(0, 3)) == 0:
-        d["ts"] = draw(st.integers(0, 10**6))
-    if draw(st.integers(0, 9)) == 0:  # corrupt one field
-        f = draw(st.sampled_from(FIELDS))
-        if draw(st.booleans()):
-            d.pop(f, None)
-        else:
-            d[f] = draw(st.sampled_from(JUNK))
-    return json.dumps(d, ensure_ascii=draw(st.booleans())).encode()
-
-
-batches = st.lists(st.lists(command(), min_size=0, max_size=25), min_size=1, max_size=8)
+batches = st.lists(st.lists(command(junk=True), min_size=0, max_size=25), min_size=1, max_size=8)
 
 
 class EventLedger:
