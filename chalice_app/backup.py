@@ -30,6 +30,7 @@ import redis
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalice_app import keys
+from chalice_app.cache import as_str
 from chalice_app.candles import (
     HIGHER_INTERVALS,
     INTERVAL_SECONDS,
@@ -69,10 +70,6 @@ def jsonl_line(symbol: str, c: Candle) -> bytes:
                        "l": c.low, "c": c.close, "v": c.volume}, separators=(",", ":")).encode() + b"\n"
 
 
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
 class CandleBackup:
     def __init__(self, redis_client: redis.Redis, s3: Any, bucket_name: str, store: CandleStore) -> None:
         self.r = redis_client
@@ -81,9 +78,9 @@ class CandleBackup:
         self.store = store
 
     def symbols(self) -> list[str]:
-        found = {_s(x) for x in self.r.smembers(keys.ACTIVE_SYMBOLS)}
+        found = {as_str(x) for x in self.r.smembers(keys.ACTIVE_SYMBOLS)}
         for key in self.r.scan_iter(match=keys.CANDLE_CLOSED_PATTERN, count=500):
-            k = _s(key)
+            k = as_str(key)
             if k.endswith("}") and "{" in k:
                 found.add(k[k.index("{") + 1:-1])
         return sorted(s for s in found if keys.is_valid_symbol(s))
@@ -122,7 +119,7 @@ class CandleBackup:
                 c = None
             if c is None:
                 dead.append(raw)
-                log.error("event=backup_bad_candle symbol=%s raw=%r", symbol, _s(raw)[:200])
+                log.error("event=backup_bad_candle symbol=%s raw=%r", symbol, as_str(raw)[:200])
                 continue
             minute = bucket(c.time, "1m")
             by_minute[minute] = Candle(minute, c.open, c.high, c.low, c.close, c.volume)  # last one wins

@@ -52,6 +52,12 @@ class CacheConfigError(ValueError):
     """A cache URL that cannot work in the chosen mode (a logical DB other than 0 on a cluster)."""
 
 
+def as_str(value: Any) -> str:
+    """A Valkey reply as text: bytes are decoded (UTF-8), anything else goes through str()
+    (clients built with decode_responses=True already answer str)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def url_db(url: str) -> int:
     """The logical database a `redis://host:port/db` URL names (0 when it names none)."""
     return int(parse_url(url).get("db") or 0)

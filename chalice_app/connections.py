@@ -37,12 +37,12 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 import redis
 
 from chalice_app import cache, keys
+from chalice_app.cache import as_str
 
 log = logging.getLogger("supernoba.connections")
 
@@ -57,10 +57,6 @@ CONN_LOCK_WAIT_S = 2.0
 
 class SubscriptionLimit(Exception):
     """Subscribing would give the connection more than MAX_SUB_SYMBOLS sub symbols."""
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True)
@@ -121,14 +117,14 @@ def get_connection(r: redis.Redis, conn_id: str) -> ConnectionInfo | None:
         user_id=info.get("userId"),
         is_logged_in=bool(info.get("isLoggedIn")),
         connected_at=int(info.get("connectedAt") or 0),
-        main=_s(main) if main is not None else None,
-        subs=frozenset(_s(x) for x in subs),
+        main=as_str(main) if main is not None else None,
+        subs=frozenset(as_str(x) for x in subs),
     )
 
 
 def user_connection_ids(r: redis.Redis, user_id: str) -> set[str]:
     """All connection ids of one user (every device)."""
-    return {_s(x) for x in r.smembers(keys.user_connections(user_id))}
+    return {as_str(x) for x in r.smembers(keys.user_connections(user_id))}
 
 
 def _has_subscribers(r: redis.Redis, symbol: str) -> bool:
@@ -204,7 +200,7 @@ def subscribe(
     subs = list(dict.fromkeys(subs))
     main_key = keys.symbol_main(main) if main is not None else None  # validates
     sub_keys = [keys.symbol_sub(s) for s in subs]  # validates
-    current = {_s(x) for x in r.smembers(keys.conn_subs(conn_id))}
+    current = {as_str(x) for x in r.smembers(keys.conn_subs(conn_id))}
     if len(current | set(subs)) > max_subs:
         raise SubscriptionLimit(f"at most {max_subs} sub symbols per connection")
     released: list[str] = []
@@ -222,7 +218,7 @@ def subscribe(
         pipe = r.pipeline(transaction=False)
         if main is not None:
             old = r.set(keys.conn_main(conn_id), main, get=True)
-            old_main = _s(old) if old is not None else None
+            old_main = as_str(old) if old is not None else None
             if old_main and old_main != main and keys.is_valid_symbol(old_main):
                 pipe.srem(keys.symbol_main(old_main), conn_id)
                 released.append(old_main)
@@ -245,14 +241,14 @@ def unsubscribe(
     released: list[str] = []
     with _connection_lock(r, conn_id):
         cur_raw = r.get(keys.conn_main(conn_id))
-        cur_main = _s(cur_raw) if cur_raw is not None else None
+        cur_main = as_str(cur_raw) if cur_raw is not None else None
         pipe = r.pipeline(transaction=False)
         if cur_main and (everything or main is True or main == cur_main):
             pipe.srem(keys.symbol_main(cur_main), conn_id)
             pipe.delete(keys.conn_main(conn_id))
             released.append(cur_main)
         if everything:
-            subs = [_s(x) for x in r.smembers(keys.conn_subs(conn_id))]
+            subs = [as_str(x) for x in r.smembers(keys.conn_subs(conn_id))]
         for symbol in subs or ():
             pipe.srem(keys.symbol_sub(symbol), conn_id)  # validates
             pipe.srem(keys.conn_subs(conn_id), symbol)
@@ -277,7 +273,7 @@ def remove_connection(redis_client: redis.Redis, conn_id: str) -> None:
     pipe.get(keys.conn_user(conn_id))
     pipe.get(keys.ws_conn(conn_id))
     main, subs, user, raw = pipe.execute()
-    user_id = _s(user) if user is not None else None
+    user_id = as_str(user) if user is not None else None
     if user_id is None and raw is not None:
         try:
             user_id = orjson.loads(raw).get("userId")
@@ -285,13 +281,13 @@ def remove_connection(redis_client: redis.Redis, conn_id: str) -> None:
             user_id = None
     symbols: list[str] = []
     pipe = r.pipeline(transaction=False)
-    if main is not None and keys.is_valid_symbol(_s(main)):
-        symbols.append(_s(main))
-        pipe.srem(keys.symbol_main(_s(main)), conn_id)
+    if main is not None and keys.is_valid_symbol(as_str(main)):
+        symbols.append(as_str(main))
+        pipe.srem(keys.symbol_main(as_str(main)), conn_id)
     for s in subs:
-        if keys.is_valid_symbol(_s(s)):
-            symbols.append(_s(s))
-            pipe.srem(keys.symbol_sub(_s(s)), conn_id)
+        if keys.is_valid_symbol(as_str(s)):
+            symbols.append(as_str(s))
+            pipe.srem(keys.symbol_sub(as_str(s)), conn_id)
     if user_id:
         pipe.srem(keys.user_connections(user_id), conn_id)
     pipe.srem(keys.REALTIME_CONNECTIONS, conn_id)
@@ -312,12 +308,12 @@ def known_connection_ids(r: redis.Redis) -> dict[str, set[str]]:
     ids: dict[str, set[str]] = {}
     for global_set in (keys.ALL_CONNECTIONS, keys.REALTIME_CONNECTIONS):
         for x in r.smembers(global_set):
-            ids.setdefault(_s(x), set())
+            ids.setdefault(as_str(x), set())
     for pattern in (keys.USER_CONNECTIONS_PATTERN, keys.SYMBOL_MAIN_PATTERN, keys.SYMBOL_SUB_PATTERN):
         for key in r.scan_iter(match=pattern, count=500):
-            if _s(r.type(key)) == "set":
+            if as_str(r.type(key)) == "set":
                 for x in r.smembers(key):
-                    ids.setdefault(_s(x), set()).add(_s(key))
+                    ids.setdefault(as_str(x), set()).add(as_str(key))
     return ids
 
 
@@ -335,6 +331,6 @@ def remove_stale_connections(r: redis.Redis) -> list[str]:
                 r.srem(key, conn_id)
             stale.append(conn_id)
     # a symbol may sit in subscribed:symbols with nobody left (e.g. crash mid-cleanup)
-    orphaned = _release_symbols(r, (_s(x) for x in r.smembers(keys.SUBSCRIBED_SYMBOLS)))
+    orphaned = _release_symbols(r, (as_str(x) for x in r.smembers(keys.SUBSCRIBED_SYMBOLS)))
     log.info("event=stale_cleanup removed=%d orphan_symbols=%d", len(stale), len(orphaned))
     return stale

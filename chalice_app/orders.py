@@ -94,10 +94,6 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
 class OrderRouter:
     def __init__(self, redis_client: redis.Redis, kinesis: Any, stream: str, symbols: SymbolRegistry) -> None:
         self.r = redis_client

@@ -21,6 +21,7 @@ from typing import Any
 import redis
 
 from chalice_app import keys
+from chalice_app.cache import as_str
 from chalice_app.errors import BadRequest, NotFound
 from chalice_app.models import SymbolSpec
 
@@ -39,10 +40,6 @@ class SymbolMeta:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def require_valid(symbol: object) -> str:
@@ -68,7 +65,7 @@ class SymbolRegistry:
         return sym
 
     def meta(self, symbol: str) -> SymbolMeta:
-        raw = {_s(k): _s(v) for k, v in self.r.hgetall(keys.symbol_meta(symbol)).items()}
+        raw = {as_str(k): as_str(v) for k, v in self.r.hgetall(keys.symbol_meta(symbol)).items()}
 
         def num(name: str, cast: type, default: Any) -> Any:
             try:
@@ -88,7 +85,7 @@ class SymbolRegistry:
         )
 
     def list(self) -> list[SymbolMeta]:
-        symbols = sorted(s for s in (_s(x) for x in self.r.smembers(keys.ACTIVE_SYMBOLS)) if keys.is_valid_symbol(s))
+        symbols = sorted(s for s in (as_str(x) for x in self.r.smembers(keys.ACTIVE_SYMBOLS)) if keys.is_valid_symbol(s))
         return [self.meta(s) for s in symbols]
 
     def add(self, spec: SymbolSpec) -> tuple[SymbolMeta, bool]:
@@ -103,7 +100,7 @@ class SymbolRegistry:
             "price_band_pct": spec.price_band_pct,
             "min_price": "" if spec.min_price is None else spec.min_price,
             "max_price": "" if spec.max_price is None else spec.max_price,
-            "created_at": _s(existing) if existing is not None else int(time.time() * 1000),
+            "created_at": as_str(existing) if existing is not None else int(time.time() * 1000),
         }
         pipe = self.r.pipeline(transaction=False)
         pipe.hset(key, mapping=mapping)

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from chalice_app import keys
+from chalice_app.cache import as_str
 
 log = logging.getLogger("supernoba.streamer.rollups")
 
@@ -39,7 +40,7 @@ def bucket_start(minute_t: str, interval: str) -> str:
 
 
 def _int(v: object) -> int:
-    return int(v.decode() if isinstance(v, bytes) else str(v))
+    return int(as_str(v))
 
 
 @dataclass

@@ -263,7 +263,7 @@ class Streamer:
         try:
             value = orjson.loads(data) if isinstance(data, str | bytes) else None
         except orjson.JSONDecodeError:
-            value = data.decode() if isinstance(data, bytes) else data
+            value = cache.as_str(data)
         if isinstance(value, str):
             value = [value]
         if isinstance(value, list) and value and all(keys.is_valid_symbol(v) for v in value):

@@ -19,6 +19,7 @@ import time
 import redis
 
 from chalice_app import keys
+from chalice_app.cache import as_str
 
 log = logging.getLogger("supernoba.engine.leases")
 
@@ -80,7 +81,7 @@ class LeaseManager:
 
     def holder(self, shard_id: str) -> str | None:
         v = self.client.get(self.key(shard_id))
-        return v.decode() if isinstance(v, bytes) else v
+        return None if v is None else as_str(v)
 
     def delete_all(self) -> int:
         """Remove every lease and the membership set of this stream (`--dev`)."""

@@ -146,3 +146,9 @@ def test_a_failover_in_progress_is_a_connection_error_so_callers_retry(error):
     with pytest.raises(redis.exceptions.ResponseError) as caught_other:
         cache._translating(wrong_type)()
     assert not isinstance(caught_other.value, redis.ConnectionError)
+
+
+def test_as_str_decodes_bytes_and_stringifies_the_rest() -> None:
+    from chalice_app.cache import as_str
+
+    assert [as_str(b"BTC"), as_str("BTC"), as_str(12), as_str("é".encode())] == ["BTC", "BTC", "12", "é"]
