@@ -22,6 +22,8 @@ from typing import Any
 
 from boto3.dynamodb.conditions import Key
 
+from chalice_app.cache import as_str
+
 log = logging.getLogger("supernoba.candles")
 
 INTERVAL_SECONDS = {
@@ -98,7 +100,7 @@ def minute_stamp(epoch_s: int) -> str:
 def parse_candle(obj: Any) -> Candle | None:
     if not isinstance(obj, Mapping):
         return None
-    fields = {(k.decode() if isinstance(k, bytes) else k): v for k, v in obj.items()}
+    fields = {as_str(k): v for k, v in obj.items()}
 
     def get(short: str, long: str) -> Any:
         return fields.get(short, fields.get(long))

@@ -34,6 +34,7 @@ import redis
 
 from chalice_app import connections, keys
 from chalice_app.auth import Authenticator, Principal
+from chalice_app.cache import as_str
 from chalice_app.errors import ApiError, BadRequest, NotFound
 from chalice_app.messages import E_PONG, candle_message, error_message
 from chalice_app.symbols import SymbolRegistry
@@ -112,7 +113,7 @@ class WsService:
         if connections.touch(self.r, conn_id):
             return
         user = self.r.get(keys.conn_user(conn_id))
-        user_id = user.decode() if isinstance(user, bytes) else user
+        user_id = None if user is None else as_str(user)
         connections.register_connection(self.r, conn_id, user_id, is_logged_in=user_id is not None)
         log.warning("event=ws_reregistered conn=%s user=%s", conn_id, user_id)
 
@@ -183,7 +184,7 @@ class WsService:
             if ticker is not None:
                 out.append(ticker if isinstance(ticker, bytes) else ticker.encode())
             if candle and all(f in candle or f.encode() in candle for f in "ohlcvt"):
-                fields = {(k.decode() if isinstance(k, bytes) else k): v for k, v in candle.items()}
+                fields = {as_str(k): v for k, v in candle.items()}
                 out.append(candle_message(main, fields))
         for t in results:
             if t is not None:

@@ -88,7 +88,7 @@ class WsSender:
         endpoint: str,
         redis_client: redis.Redis | None,
         *,
-        region: str = "ap-northeast-2",
+        region: str = Settings.aws_region,
         session: boto3.Session | None = None,
         timeout: float = 3.0,
     ) -> None:

@@ -8,6 +8,8 @@ import importlib
 import logging
 import sys
 
+from chalice_app.messages import DEPTH_LEVELS
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -24,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
     r = sub.add_parser("replay", help="replay JSON Lines order commands; print events and final depth")
     r.add_argument("file", help="JSON Lines file of order commands, or - for stdin")
-    r.add_argument("--depth", type=int, default=10, metavar="N", help="depth levels per side (default 10)")
+    r.add_argument("--depth", type=int, default=DEPTH_LEVELS, metavar="N",
+                   help="depth levels per side (default %(default)s)")
     return p
 
 

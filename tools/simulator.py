@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from chalice_app.logs import setup_logging
 from tools.ports import REST_URL
 
 log = logging.getLogger("supernoba.simulator")
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=5.0, help="orders per second (default 5)")
     p.add_argument("--seed", type=int, default=None)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging(logging.INFO)
     sim = Simulator(args.rest, admin_key=args.admin_key, symbols=tuple(s for s in args.symbols.split(",") if s),
                     orders_per_second=args.rate, seed=args.seed).start()
     try:

@@ -43,7 +43,7 @@ from engine_pkg.service.snapshots import AT_TIMESTAMP, Snapshot, SnapshotStore
 log = logging.getLogger("supernoba.engine")
 
 #: Depth-cache key patterns `--dev` clears (the open candle too: its seq guard restarts).
-DEV_CLEAR_PATTERNS = ("depth:{*}", "ticker:{*}", "candle:1m:{*}")
+DEV_CLEAR_PATTERNS = (keys.DEPTH_PATTERN, keys.TICKER_PATTERN, keys.candle_pattern("1m"))
 SHARD_REFRESH_SECONDS = 30.0
 
 

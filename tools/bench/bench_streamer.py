@@ -78,7 +78,9 @@ def cpu_seconds(pid: int) -> float:
 def _gateway_main(conn, port: int, env: dict[str, str]) -> None:  # noqa: ANN001
     os.environ.update(env)
     import logging
-    logging.basicConfig(level=logging.WARNING)
+
+    from chalice_app.logs import setup_logging
+    setup_logging(logging.WARNING)
     from tools.dev import load_app
     from tools.gateway import Gateway
 

@@ -18,6 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from tools.ports import DEFAULT_PORTS, LOCAL_HOST
+
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
@@ -40,7 +42,8 @@ def place(page, side: str, price: int, qty: int) -> None:  # noqa: ANN001
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.console.screenshot", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--url", default="http://127.0.0.1:8080/", help="console URL (default %(default)s)")
+    p.add_argument("--url", default=f"http://{LOCAL_HOST}:{DEFAULT_PORTS['console']}/",
+                   help="console URL (default %(default)s)")
     p.add_argument("--out", type=Path, default=Path("artifacts/console/console.png"), help="PNG to write")
     p.add_argument("--user", default="u_demo", help="test-mode user id ('' = anonymous)")
     p.add_argument("--main", default="TEST", help="main symbol")

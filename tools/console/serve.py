@@ -39,6 +39,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from chalice_app.logs import setup_logging
 from tools.ports import DEFAULT_PORTS, LOCAL_HOST, REST_URL, WS_URL
 
 log = logging.getLogger("supernoba.console")
@@ -273,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="write the page as static files into DIR (for S3 or any web server) and exit")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging(args.log_level)
     if args.export:
         try:
             out = export(args.export, args.rest, args.ws, args.admin_key, stage=args.stage)

@@ -18,6 +18,7 @@ import sys
 import uuid
 
 from chalice_app.config import ENV
+from chalice_app.logs import setup_logging
 from tools.load.model import LoadConfig, build_report
 from tools.load.runner import run_load
 
@@ -46,10 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
-    for noisy in ("httpx", "httpcore", "websockets"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging(logging.DEBUG if args.verbose else logging.INFO)
     try:
         cfg = LoadConfig(rest_url=args.rest, ws_url=args.ws, clients=args.clients, mode=args.mode, rate=args.rate,
                          duration=args.duration, symbols=tuple(s.strip() for s in args.symbols.split(",") if s.strip()),
