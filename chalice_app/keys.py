@@ -16,6 +16,8 @@ SYMBOL_PATTERN = r"[A-Z0-9][A-Z0-9._-]{0,15}"
 SYMBOL_RE = re.compile(SYMBOL_PATTERN)
 
 ACTIVE_SYMBOLS = "active:symbols"
+#: Symbols an admin removed (not in SPEC §4): their resting orders can still be cancelled.
+REMOVED_SYMBOLS = "removed:symbols"
 SUBSCRIBED_SYMBOLS = "subscribed:symbols"
 REALTIME_CONNECTIONS = "realtime:connections"
 #: Every registered WebSocket connection id (anonymous ones too), so that cleanup can

@@ -10,8 +10,11 @@ Checks made here, before anything is sent (the engine re-validates everything):
 - `client_order_id`: the first request claims `idem:USER:COID` with SET NX (24 h TTL,
   state pending), sends, then marks it sent; a retry with the same body gets the same
   order_id and sends nothing — unless the claim stayed pending for PENDING_STALE_MS (the
-  first Lambda died mid-way), then the retry resends the same order_id once. The same id
-  with a different body is 409 IDEMPOTENCY_CONFLICT.
+  first Lambda died mid-way), then the retry resends the same order_id once. A retry that
+  arrives while the first request's PutRecord is still in flight waits for its outcome (up to
+  PENDING_WAIT_S): sent → the same order_id; failed (claim released) → the retry claims and
+  sends itself; still undecided → 503, so that a 202 always names an order on the stream.
+  The same id with a different body is 409 IDEMPOTENCY_CONFLICT.
 
 Order ids are sortable and unique: `ord_` + 26 Crockford base-32 characters (48-bit
 millisecond time + 80-bit random part, incremented within one millisecond — a ULID).
@@ -52,6 +55,9 @@ ORDER_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 IDEMPOTENCY_TTL_S = 24 * 3600
 #: a claimed client_order_id whose PutRecord is unconfirmed for this long is resent on retry
 PENDING_STALE_MS = 30_000
+#: how long a retry waits for an in-flight first attempt's PutRecord before answering 503
+PENDING_WAIT_S = 3.0
+PENDING_POLL_S = 0.02
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
@@ -178,17 +184,11 @@ class OrderRouter:
         if req.client_order_id:
             idem_key = keys.idempotency(user_id, req.client_order_id)
             fingerprint = hashlib.sha256(dumps(req.model_dump(exclude={"client_order_id"}))).hexdigest()[:16]
-            claim = dumps({"id": order_id, "fp": fingerprint, "st": "P", "at": _now_ms()})
-            if not self.r.set(idem_key, claim, nx=True, ex=IDEMPOTENCY_TTL_S):
-                resend = self._previous(idem_key, fingerprint, req.client_order_id)
-                if resend is None:
-                    raise Unavailable("the order is being queued; retry", "ORDER_STREAM_UNAVAILABLE")
-                prev_id, must_send = resend
-                if not must_send:
-                    log.info("event=order_retry symbol=%s order=%s client_order_id=%s",
-                             symbol, prev_id, req.client_order_id)
-                    return Queued(prev_id, duplicate=True)
-                order_id = prev_id  # the first attempt died before its PutRecord was confirmed
+            order_id, must_send = self._claim(idem_key, fingerprint, order_id, req.client_order_id)
+            if not must_send:
+                log.info("event=order_retry symbol=%s order=%s client_order_id=%s",
+                         symbol, order_id, req.client_order_id)
+                return Queued(order_id, duplicate=True)
 
         command = order_command(
             "ADD", symbol, order_id, user_id, ts=_now_ms(), is_buy=is_buy, price=price,
@@ -205,13 +205,35 @@ class OrderRouter:
                        ex=IDEMPOTENCY_TTL_S)
         return Queued(order_id)
 
-    def _previous(self, idem_key: str, fingerprint: str, client_order_id: str) -> tuple[str, bool] | None:
-        """(order_id, must_send) of an earlier request with this client_order_id.
+    def _claim(self, idem_key: str, fingerprint: str, order_id: str, client_order_id: str) -> tuple[str, bool]:
+        """(order_id, must_send) for a request with a client_order_id.
 
-        must_send is True when that request claimed the id but never confirmed its PutRecord
-        within PENDING_STALE_MS (its Lambda died): the retry sends the same order_id again — the
-        engine refuses a second copy as DUPLICATE_ORDER_ID, so it is never applied twice.
-        None when the claim vanished meanwhile (expired): the caller answers 503, retry.
+        must_send is True for the first request (it claimed the id with ``order_id``), and for
+        the one retry that takes over a claim left pending for PENDING_STALE_MS (its Lambda
+        died): that retry sends the earlier order_id again — the engine refuses a second copy
+        as DUPLICATE_ORDER_ID, so it is never applied twice. False: the earlier request's
+        record is on the stream; answer with its order_id and send nothing.
+        """
+        deadline = time.monotonic() + PENDING_WAIT_S
+        while True:
+            claim = dumps({"id": order_id, "fp": fingerprint, "st": "P", "at": _now_ms()})
+            if self.r.set(idem_key, claim, nx=True, ex=IDEMPOTENCY_TTL_S):
+                return order_id, True
+            prev = self._previous(idem_key, fingerprint, client_order_id)
+            if prev is not None and prev[1] != "pending":
+                return prev[0], prev[1] == "resend"
+            # in flight (or released a moment ago): wait for the first attempt's outcome
+            if time.monotonic() >= deadline:
+                raise Unavailable(f"an earlier request with client_order_id {client_order_id} is still "
+                                  "being queued; retry", "ORDER_STREAM_UNAVAILABLE")
+            time.sleep(PENDING_POLL_S)
+
+    def _previous(self, idem_key: str, fingerprint: str, client_order_id: str) -> tuple[str, str] | None:
+        """(order_id, state) of an earlier request with this client_order_id, or None when its
+        claim vanished meanwhile (its PutRecord failed, or the key expired).
+
+        state: "sent" (on the stream), "pending" (its PutRecord in flight), or "resend" (this
+        caller took over a claim pending for PENDING_STALE_MS and must send it).
         """
         raw = self.r.get(idem_key)
         if raw is None:
@@ -221,22 +243,24 @@ class OrderRouter:
             prev_id, prev_fp, state, at = prev["id"], prev["fp"], prev["st"], int(prev["at"])
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             log.error("event=bad_idempotency_record key=%s", idem_key)
-            return None
+            raise Unavailable("the idempotency record is unreadable; retry", "ORDER_STREAM_UNAVAILABLE") from None
         if prev_fp != fingerprint:
             raise Conflict(f"client_order_id {client_order_id} was already used for a different order",
                            "IDEMPOTENCY_CONFLICT")
-        if state == "P" and _now_ms() - at > PENDING_STALE_MS:
+        if state != "P":
+            return prev_id, "sent"
+        if _now_ms() - at > PENDING_STALE_MS:
             claim = dumps({"id": prev_id, "fp": fingerprint, "st": "P", "at": _now_ms()})
             # take the stale claim over atomically: only one retry resends
             if self.r.set(idem_key, claim, xx=True, ex=IDEMPOTENCY_TTL_S, get=True) == raw:
-                return prev_id, True
-        return prev_id, False
+                return prev_id, "resend"
+        return prev_id, "pending"
 
     def cancel(self, user_id: str, order_id: str, symbol: str | None) -> Queued:
         self.check_order_id(order_id)
         if not symbol:
             raise BadRequest("query parameter symbol is required", "INVALID_SYMBOL")
-        sym = self.symbols.require_active(symbol)
+        sym = self.symbols.require_cancellable(symbol)  # a removed symbol's orders stay cancellable
         self._put(order_command("CANCEL", sym, order_id, user_id, ts=_now_ms()))
         return Queued(order_id)
 

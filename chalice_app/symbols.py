@@ -1,6 +1,9 @@
 """Tradable symbols and their admin-set metadata (SPEC §4 `active:symbols`, §5 admin).
 
 `active:symbols` is the set the order router and the WebSocket handlers check;
+`removed:symbols` remembers symbols an admin removed: no new orders or replaces, but the
+owners of orders still resting in the engine's book can cancel them (re-adding the symbol
+resumes trading on the same book);
 `symbol:{SYM}:meta` is a hash of the metadata: display_name, tick_size (price must be a
 multiple), price_band_pct (max distance from the last trade, 0 = off), min_price,
 max_price, created_at (ms). Symbols are validated before they touch a key.
@@ -64,6 +67,16 @@ class SymbolRegistry:
             raise NotFound(f"unknown symbol {sym}", "UNKNOWN_SYMBOL")
         return sym
 
+    def require_cancellable(self, symbol: object) -> str:
+        """An active symbol, or one an admin removed (its resting orders can still be cancelled)."""
+        sym = require_valid(symbol)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.sismember(keys.ACTIVE_SYMBOLS, sym)
+        pipe.sismember(keys.REMOVED_SYMBOLS, sym)
+        if not any(pipe.execute()):
+            raise NotFound(f"unknown symbol {sym}", "UNKNOWN_SYMBOL")
+        return sym
+
     def meta(self, symbol: str) -> SymbolMeta:
         raw = {as_str(k): as_str(v) for k, v in self.r.hgetall(keys.symbol_meta(symbol)).items()}
 
@@ -105,7 +118,8 @@ class SymbolRegistry:
         pipe = self.r.pipeline(transaction=False)
         pipe.hset(key, mapping=mapping)
         pipe.sadd(keys.ACTIVE_SYMBOLS, spec.symbol)
-        _, added = pipe.execute()
+        pipe.srem(keys.REMOVED_SYMBOLS, spec.symbol)
+        _, added, _ = pipe.execute()
         log.info("event=symbol_added symbol=%s created=%s tick=%s", spec.symbol, bool(added), spec.tick_size)
         return self.meta(spec.symbol), bool(added)
 
@@ -117,5 +131,6 @@ class SymbolRegistry:
         removed, _ = pipe.execute()
         if not removed:
             raise NotFound(f"unknown symbol {sym}", "UNKNOWN_SYMBOL")
+        self.r.sadd(keys.REMOVED_SYMBOLS, sym)
         log.info("event=symbol_removed symbol=%s", sym)
         return sym

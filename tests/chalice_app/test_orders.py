@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import pytest
 
 from chalice_app import keys
+from chalice_app import orders as orders_mod
 from chalice_app.models import MAX_BODY_BYTES
 from chalice_app.orders import OrderIdGenerator
-from tests.chalice_app.helpers import add_symbol, post_json, read_stream
+from tests.chalice_app.helpers import ADMIN_HEADERS, add_symbol, post_json, read_stream
 
 U1 = {"X-Test-User": "u1"}
 
@@ -194,3 +197,62 @@ def test_client_order_id_of_a_dead_attempt_is_resent_once(client, svc, sym, cach
     assert post_json(client, "/orders", body, U1).json_body["order_id"] == first
     ids = [r["order_id"] for _, r in records(svc, 2)]
     assert ids == [first, first], "resent exactly once, with the same order_id"
+
+
+def _pending_claim(client, svc, cache, coid: str) -> tuple[dict, str, dict]:
+    """A first request's claim put back to pending-in-flight (its PutRecord not yet confirmed)."""
+    body = {"symbol": "TEST", "side": "BUY", "price": 100, "quantity": 1, "client_order_id": coid}
+    first = post_json(client, "/orders", body, U1).json_body["order_id"]
+    key = keys.idempotency("u1", coid)
+    rec = json.loads(cache.get(key))
+    cache.set(key, json.dumps({**rec, "st": "P", "at": int(time.time() * 1000)}))
+    return body, first, rec
+
+
+def test_retry_during_an_in_flight_first_attempt_waits_for_it_to_be_sent(client, svc, sym, cache):
+    body, first, rec = _pending_claim(client, svc, cache, "inflight-ok")
+    key = keys.idempotency("u1", "inflight-ok")
+    timer = threading.Timer(0.3, lambda: cache.set(key, json.dumps({**rec, "st": "S"})))
+    timer.start()
+    resp = post_json(client, "/orders", body, U1)
+    timer.join()
+    assert resp.status_code == 202 and resp.json_body["order_id"] == first
+    assert [r["order_id"] for _, r in records(svc, 1)] == [first], "the retry sent nothing"
+
+
+def test_retry_after_the_in_flight_first_attempt_failed_sends_its_own_order(client, svc, sym, cache):
+    body, first, _ = _pending_claim(client, svc, cache, "inflight-failed")
+    timer = threading.Timer(0.3, lambda: cache.delete(keys.idempotency("u1", "inflight-failed")))
+    timer.start()
+    resp = post_json(client, "/orders", body, U1)
+    timer.join()
+    assert resp.status_code == 202
+    retry_id = resp.json_body["order_id"]
+    assert retry_id != first, "the failed attempt's id never reached the stream"
+    assert [r["order_id"] for _, r in records(svc, 2)] == [first, retry_id]
+
+
+def test_retry_while_the_first_attempt_stays_undecided_is_503_not_202(client, svc, sym, cache, monkeypatch):
+    monkeypatch.setattr(orders_mod, "PENDING_WAIT_S", 0.3)
+    body, first, _ = _pending_claim(client, svc, cache, "inflight-stuck")
+    resp = post_json(client, "/orders", body, U1)
+    assert resp.status_code == 503 and resp.json_body["code"] == "ORDER_STREAM_UNAVAILABLE"
+    assert "still being queued" in resp.json_body["message"]
+    assert [r["order_id"] for _, r in records(svc, 1)] == [first]
+
+
+def test_orders_of_a_removed_symbol_stay_cancellable_but_not_tradable(client, svc, sym, cache):
+    placed = post_json(client, "/orders", {"symbol": "TEST", "side": "BUY", "price": 100, "quantity": 1}, U1)
+    order_id = placed.json_body["order_id"]
+    assert client.http.delete("/admin/symbols?symbol=TEST", headers=ADMIN_HEADERS).status_code == 200
+    resp = post_json(client, "/orders", {"symbol": "TEST", "side": "BUY", "price": 100, "quantity": 1}, U1)
+    assert resp.status_code == 404 and resp.json_body["code"] == "UNKNOWN_SYMBOL"
+    resp = post_json(client, f"/orders/{order_id}", {"symbol": "TEST", "quantity": 2}, U1, method="patch")
+    assert resp.status_code == 404, "a replace would trade on: refused"
+    resp = client.http.delete(f"/orders/{order_id}?symbol=TEST", headers=U1)
+    assert resp.status_code == 202 and resp.json_body["order_id"] == order_id
+    assert [(r["action"], r["order_id"]) for _, r in records(svc, 2)] == [("ADD", order_id), ("CANCEL", order_id)]
+    resp = client.http.delete(f"/orders/{order_id}?symbol=NEVER", headers=U1)
+    assert resp.status_code == 404 and resp.json_body["code"] == "UNKNOWN_SYMBOL", "never listed: still unknown"
+    add_symbol(client, "TEST")
+    assert cache.smembers(keys.REMOVED_SYMBOLS) == set()
