@@ -53,6 +53,14 @@ class PlaceOrder(_Model):
     tif: Literal["GTC", "IOC", "FOK"] = "GTC"
     client_order_id: ClientOrderId | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _market_price_is_ignored(cls, data: object) -> object:
+        # SPEC §2/§3a: price is ignored for MARKET, whatever it holds (a 0, a string, > 10^12)
+        if isinstance(data, dict) and data.get("type") == "MARKET":
+            return {k: v for k, v in data.items() if k != "price"}
+        return data
+
 
 class ReplaceOrder(_Model):
     symbol: Symbol

@@ -88,9 +88,15 @@ def test_market_order_without_liquidity_is_refused(client, svc, sym, cache):
     resp = post_json(client, "/orders", {"symbol": "TEST", "side": "BUY", "quantity": 5, "type": "MARKET",
                                          "tif": "FOK"}, U1)
     assert resp.status_code == 202
-    recs = [r for _, r in records(svc, 2)]
-    assert sorted(r["tif"] for r in recs) == ["FOK", "IOC"]
+    for junk in (0, -5, "zzz", 10**13, 1.5):  # SPEC §2/§3a: ignored for MARKET, whatever it holds
+        resp = post_json(client, "/orders", {"symbol": "TEST", "side": "BUY", "quantity": 5, "type": "MARKET",
+                                             "price": junk}, U1)
+        assert resp.status_code == 202, (junk, resp.json_body)
+    recs = [r for _, r in records(svc, 7)]
+    assert sorted(r["tif"] for r in recs) == ["FOK"] + ["IOC"] * 6
     assert all("price" not in r and r["type"] == "MARKET" for r in recs)
+    resp = post_json(client, "/orders", {"symbol": "TEST", "side": "BUY", "quantity": 5, "price": "zzz"}, U1)
+    assert resp.status_code == 400 and resp.json_body["code"] == "VALIDATION_ERROR", "a LIMIT price still counts"
 
 
 def test_tick_size_and_price_band(client, svc, cache):
