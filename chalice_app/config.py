@@ -72,6 +72,7 @@ class ENV:
     # streamer
     STREAMER_ANON_MS = "STREAMER_ANON_MS"
     STREAMER_CONCURRENCY = "STREAMER_CONCURRENCY"
+    STREAMER_HTTP_HOST = "STREAMER_HTTP_HOST"
     STREAMER_HTTP_PORT = "STREAMER_HTTP_PORT"
     STREAMER_MEMBERSHIP_MS = "STREAMER_MEMBERSHIP_MS"
     STREAMER_REALTIME_MS = "STREAMER_REALTIME_MS"
@@ -190,6 +191,11 @@ def _streamer_settings(env: Mapping[str, str]) -> dict:
         "streamer_retries": int(_number(env, ENV.STREAMER_RETRIES, d.streamer_retries)),
         "streamer_transport": env.get(ENV.STREAMER_TRANSPORT) or d.streamer_transport,
         "streamer_membership_ms": _number(env, ENV.STREAMER_MEMBERSHIP_MS, d.streamer_membership_ms),
+        # /health and /metrics: every interface on EC2 (health checks, scraping), loopback next to
+        # the emulators (the local stack listens on loopback only, SPEC §11) — as the engine's
+        "streamer_http_host": env.get(ENV.STREAMER_HTTP_HOST) or (
+            EMULATED_ENGINE_DEFAULTS["engine_http_host"] if env.get(ENV.AWS_ENDPOINT_URL_KINESIS)
+            else d.streamer_http_host),
     }
 
 
@@ -227,6 +233,7 @@ class Settings:
     debug_mode: bool = False
     engine_http_port: int = 9100
     streamer_http_port: int = 9101
+    streamer_http_host: str = "0.0.0.0"
     supabase_url: str = ""
     supabase_jwt_secret: str = ""
     allow_test_mode: bool = False

@@ -72,7 +72,7 @@ class StreamerOptions:
     transport: str = Settings.streamer_transport
     membership_every: float = Settings.streamer_membership_ms / 1000
     http_port: int = Settings.streamer_http_port
-    http_host: str = "0.0.0.0"
+    http_host: str = Settings.streamer_http_host
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StreamerOptions:
@@ -90,6 +90,7 @@ class StreamerOptions:
             transport=settings.streamer_transport,
             membership_every=settings.streamer_membership_ms / 1000,
             http_port=settings.streamer_http_port,
+            http_host=settings.streamer_http_host,
         )
 
 

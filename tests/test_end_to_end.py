@@ -285,3 +285,19 @@ def test_the_order_command_printed_at_start_is_accepted(stack: Stack) -> None:
     body, code = out.rsplit(" ", 1)
     assert code == "202", out
     assert json.loads(body)["status"] == "QUEUED"
+
+
+def test_reset_of_a_running_stacks_folder_is_refused_before_anything_is_deleted(stack: Stack) -> None:
+    before = sorted(p.relative_to(stack.data_dir) for p in stack.data_dir.rglob("*"))
+    out = subprocess.run([sys.executable, "-m", "tools.dev", "--reset", "--data-dir", str(stack.data_dir),
+                          "--no-console"], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert out.returncode == 1 and "already uses" in out.stderr, out.stderr
+    assert "deleting" not in out.stdout
+    after = sorted(p.relative_to(stack.data_dir) for p in stack.data_dir.rglob("*"))
+    assert set(before) <= set(after), "nothing of the running stack's folder was deleted"
+    assert (stack.data_dir / "run" / "dev.pid").read_text().strip() == str(stack.dev.info["pid"])
+
+
+def test_the_invoke_hint_names_a_non_default_data_folder(stack: Stack) -> None:
+    line = [ln for ln in stack.dev.output().splitlines() if ln.strip().startswith("invoke:")][-1]
+    assert line.split("invoke:", 1)[1].strip() == f'make invoke NAME=trades_backup ARGS="--data-dir {stack.data_dir}"'

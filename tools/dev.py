@@ -60,6 +60,8 @@ log = logging.getLogger("supernoba.dev")
 REST_LISTEN_BACKLOG = 512
 
 FIRST_SYMBOL = "TEST"
+#: the data folder of `make dev` (and of `make invoke` without ARGS)
+DEFAULT_DATA_DIR = Path(".local")
 
 
 class DevError(RuntimeError):
@@ -72,6 +74,26 @@ class PortBusy(DevError):
 
 class AlreadyRunning(DevError):
     """Another local stack runs on the same data folder."""
+
+
+def check_not_running(data_dir: Path) -> None:
+    """Raise AlreadyRunning when a live stack owns ``data_dir`` (its ``run/dev.pid`` names a live
+    process other than this one). Checked before anything touches the folder, ``--reset`` too."""
+    pid_file = data_dir / "run" / "dev.pid"
+    try:
+        text = pid_file.read_text().strip()
+    except FileNotFoundError:
+        return
+    try:
+        pid = int(text)
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError):
+        return
+    except PermissionError:
+        raise AlreadyRunning(f"a local stack (pid {text}) uses {data_dir}") from None
+    if pid != os.getpid():
+        raise AlreadyRunning(f"a local stack (pid {pid}) already uses {data_dir}; stop it first, or pass "
+                             "another --data-dir")
 
 
 class PartFailed(DevError):
@@ -396,19 +418,7 @@ class LocalStack:
     def _prepare(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        if self._pid_file.exists():
-            try:
-                pid = int(self._pid_file.read_text().strip())
-                os.kill(pid, 0)
-            except (ValueError, ProcessLookupError):
-                pass
-            except PermissionError:
-                raise AlreadyRunning(f"a local stack (pid {self._pid_file.read_text().strip()}) uses "
-                                     f"{self.data_dir}") from None
-            else:
-                if pid != os.getpid():
-                    raise AlreadyRunning(f"a local stack (pid {pid}) already uses {self.data_dir}; stop it "
-                                         f"first, or pass another --data-dir")
+        check_not_running(self.data_dir)
         self._kill_leftovers()
         self._pid_file.write_text(str(os.getpid()))
         self._owns_pid = True
@@ -423,7 +433,8 @@ class LocalStack:
             elif port_open(port, self.cfg.host):
                 busy.append(f"{part} port {port} (--{part}-port)")
         if busy:
-            raise PortBusy("in use: " + ", ".join(busy) + "; stop what uses it or choose another port")
+            raise PortBusy("in use: " + ", ".join(busy) + "; stop what uses it or choose another port "
+                           "(under make: make dev ARGS=\"--rest-port 0 ...\"; 0 = any free port)")
         self.say(f"supernoba local stack: data in {self.data_dir}, logs in {self.log_dir}")
 
     def _kill_leftovers(self) -> None:
@@ -494,6 +505,8 @@ class LocalStack:
             ENV.WEBSOCKET_ENDPOINT: self.connections_url,
             ENV.ENGINE_HTTP_PORT: str(self.ports["engine"]),
             ENV.STREAMER_HTTP_PORT: str(self.ports["streamer"]),
+            ENV.ENGINE_HTTP_HOST: self.cfg.host,  # --host: the listen address of every part
+            ENV.STREAMER_HTTP_HOST: self.cfg.host,
             ENV.SUPERNOBA_STAGE: self.cfg.stage,
             ENV.ALLOW_TEST_MODE: "true",
             ENV.ADMIN_API_KEY: Settings.from_env().admin_api_key or key_file.read_text().strip(),
@@ -650,8 +663,14 @@ class LocalStack:
                   f"  logs:    {self.log_dir}",
                   "  try:     curl -X POST " + self.rest_url + "/orders -H 'X-Test-User: u1' "
                   "-H 'Content-Type: application/json' -d '{\"symbol\":\"TEST\",\"side\":\"BUY\",\"price\":100,\"quantity\":1}'",
-                  "  invoke:  make invoke NAME=trades_backup", "  stop:    Ctrl-C"]
+                  f"  invoke:  make invoke NAME=trades_backup{self._invoke_args()}", "  stop:    Ctrl-C"]
         return "\n".join(lines)
+
+    def _invoke_args(self) -> str:
+        """The ARGS `make invoke` needs to find this stack (none for the default folder)."""
+        if self.data_dir.resolve() == (Path.cwd() / DEFAULT_DATA_DIR).resolve():
+            return ""
+        return f' ARGS="--data-dir {self.data_dir}"'
 
     def _write_run_files(self) -> None:
         info = {
@@ -795,7 +814,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the whole Supernoba exchange locally (what `make dev` runs). "
         "Ports are printed at start; 0 means any free port.",
     )
-    p.add_argument("--data-dir", type=Path, default=Path(".local"), help="data and logs folder (default .local)")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="data and logs folder (default .local)")
     p.add_argument("--reset", action="store_true", help="delete the data folder first (streams, tables, books)")
     p.add_argument("--host", default=LOCAL_HOST, help="listen address of every part (default %(default)s)")
     for part, port in DEFAULT_PORTS.items():
@@ -838,6 +857,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
     if args.reset and cfg.data_dir.exists():
+        try:
+            check_not_running(cfg.data_dir)  # never wipe the folder of a running stack
+        except AlreadyRunning as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            return 1
         print(f"deleting {cfg.data_dir.resolve()}", flush=True)
         shutil.rmtree(cfg.data_dir)
     setup_logging(cfg.data_dir.resolve() / "logs", cfg.log_level)

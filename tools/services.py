@@ -427,3 +427,17 @@ class LocalServices:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+if __name__ == "__main__":
+    import argparse
+
+    argparse.ArgumentParser(
+        prog="python -m tools.services",
+        description="A library, not a command: the launcher of the real backing services (Valkey, "
+        "kinesalite, dynalite, moto's S3) on free loopback ports, used by the test fixtures and by "
+        "`make dev` (python -m tools.dev). See the module docstring.",
+    ).parse_args()
+    print("tools.services is a library; run `make dev` (python -m tools.dev) for a local stack", file=sys.stderr)
+    sys.exit(2)
+

@@ -59,3 +59,14 @@ def test_env_table_names_are_the_variable_names():
 
     names = {k: v for k, v in vars(ENV).items() if k.isupper()}
     assert names and all(k == v for k, v in names.items())
+
+
+def test_ops_servers_listen_on_loopback_next_to_the_emulators_and_everywhere_on_ec2():
+    aws = Settings.from_env({})
+    assert (aws.engine_http_host, aws.streamer_http_host) == ("0.0.0.0", "0.0.0.0")
+    local = Settings.from_env({"AWS_ENDPOINT_URL_KINESIS": "http://127.0.0.1:4567"})
+    assert (local.engine_http_host, local.streamer_http_host) == ("127.0.0.1", "127.0.0.1")
+    assert Settings.from_env({"STREAMER_HTTP_HOST": "10.0.0.5"}).streamer_http_host == "10.0.0.5"
+    from streamer_pkg.tiers import StreamerOptions
+
+    assert StreamerOptions.from_settings(local).http_host == "127.0.0.1"

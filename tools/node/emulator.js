@@ -2,6 +2,12 @@
 // Usage: node emulator.js kinesis|dynamodb PORT [DATA_DIR]   (no DATA_DIR = in memory)
 'use strict';
 const [kind, portArg, dataDir] = process.argv.slice(2);
+if (kind === '--help' || kind === '-h') {
+  console.log('usage: node emulator.js kinesis|dynamodb PORT [DATA_DIR]\n\n' +
+    'Starts kinesalite (kinesis) or dynalite (dynamodb) on 127.0.0.1:PORT; DATA_DIR keeps the\n' +
+    'data on disk (none: in memory). Stops on SIGTERM/SIGINT. Started by tools/services.py.');
+  process.exit(0);
+}
 if (!['kinesis', 'dynamodb'].includes(kind) || !portArg) {
   console.error('usage: node emulator.js kinesis|dynamodb PORT [DATA_DIR]');
   process.exit(2);
