@@ -6,6 +6,10 @@ into `candle:1m:{SYM}` / `candle:closed:1m:{SYM}` — all guarded by the engine 
 after a crash never goes backwards nor counts a trade twice. The calls and a final
 `PUBLISH depth:changed <JSON list of symbols>` go out as one pipeline (on a cluster-mode cache
 the pipeline is split per node by redis-py and the PUBLISH follows it: chalice_app.cache).
+
+`close_candles` closes open 1-minute candles by time (`candle_close.lua`, one call per
+symbol, one pipeline, then the same PUBLISH naming the symbols checked, so the streamer
+reads the change at once).
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ log = logging.getLogger("supernoba.engine.depth")
 
 
 
-def candles_script(client: redis.Redis):
-    """`candles.lua` registered with the client (its sha; loaded by `DepthWriter.write`)."""
-    source = resources.files("engine_pkg.service").joinpath("candles.lua").read_text()
+def candles_script(client: redis.Redis, name: str = "candles.lua"):
+    """`candles.lua` (or another script of this package) registered with the client (its sha;
+    loaded by `DepthWriter.write` / `close_candles`)."""
+    source = resources.files("engine_pkg.service").joinpath(name).read_text()
     return client.register_script(source)
 
 
@@ -38,6 +43,7 @@ class SymbolUpdate:
     depth_json: bytes = b""
     ticker_json: bytes = b""
     trades: list[tuple[int, str, int, int]] = field(default_factory=list)  # seq, minute, price, qty
+    now_minute: str = ""  # the engine's current minute (candles.lua: a late trade of a closed minute)
 
 
 class DepthWriter:
@@ -47,6 +53,8 @@ class DepthWriter:
         self.client = client
         self.script = candles_script(client)
         self._loaded = False  # SCRIPT LOAD before the first batch (not here: no I/O at start-up)
+        self.close_script = candles_script(client, "candle_close.lua")
+        self._close_loaded = False
 
     def write(self, updates: list[SymbolUpdate]) -> None:
         if not updates:
@@ -71,7 +79,32 @@ class DepthWriter:
             args: list = [s, up.u, up.depth_json, up.ticker_json]
             for seq, minute, p, q in up.trades:
                 args += (seq, minute, p, q)
+            if up.trades and up.now_minute:
+                args.append(up.now_minute)
             cache.queue_script(pipe, self.script,
                                [keys.depth(s), keys.ticker(s), keys.candle(s), keys.candle_closed(s)], args)
         cache.execute_and_publish(self.client, pipe, keys.DEPTH_CHANGED_CHANNEL,
                                   orjson.dumps([u.symbol for u in updates]))
+
+    def close_candles(self, symbols: list[str], cutoff: str) -> dict[str, str]:
+        """Close the open 1-minute candle of each symbol whose minute is before `cutoff`
+        (`YYYYMMDDHHMM`), then PUBLISH the symbols checked. Returns {symbol: open minute} of the
+        symbols whose candle is still open (its minute is not before the cutoff)."""
+        if not symbols:
+            return {}
+        if not self._close_loaded:
+            cache.load_script(self.client, self.close_script)
+            self._close_loaded = True
+        try:
+            replies = self._close(symbols, cutoff)
+        except redis.exceptions.NoScriptError:
+            log.warning("event=script_reload script=candle_close.lua sha=%s", self.close_script.sha)
+            cache.load_script(self.client, self.close_script)
+            replies = self._close(symbols, cutoff)  # idempotent: a closed candle is not there any more
+        return {s: cache.as_str(reply) for s, reply in zip(symbols, replies, strict=True) if reply}
+
+    def _close(self, symbols: list[str], cutoff: str) -> list:
+        pipe = self.client.pipeline(transaction=False)
+        for s in symbols:
+            cache.queue_script(pipe, self.close_script, [keys.candle(s), keys.candle_closed(s)], [s, cutoff])
+        return cache.execute_and_publish(self.client, pipe, keys.DEPTH_CHANGED_CHANNEL, orjson.dumps(symbols))

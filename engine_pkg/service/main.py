@@ -59,6 +59,7 @@ class EngineService:
         self.metrics = Metrics()
         self.stop_event = threading.Event()
         self.started_at = time.time()
+        self.wall_clock = time.time  # the shard workers' clock for closing candles by time (tests set it)
         mode = settings.cache_cluster_mode
         self.depth_cache = cache.client(settings.depth_cache_url, mode, socket_timeout=5, health_check_interval=30)
         self.backup_cache = cache.client(settings.backup_cache_url, mode, socket_timeout=5, health_check_interval=30)
@@ -116,6 +117,10 @@ class EngineService:
 
     def write_depth(self, updates: list[SymbolUpdate]) -> None:
         self._retry("depth", lambda: self.depth_writer.write(updates))
+
+    def close_candles(self, symbols: list[str], cutoff: str) -> dict[str, str]:
+        """Close the symbols' 1-minute candles of minutes before `cutoff` (DepthWriter.close_candles)."""
+        return self._retry("candle_close", lambda: self.depth_writer.close_candles(symbols, cutoff))
 
     def _retry(self, what: str, fn) -> Any:
         attempt = 0

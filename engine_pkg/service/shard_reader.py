@@ -16,6 +16,9 @@ A `ShardWorker` thread owns one `Engine` (restored from the shard's snapshot) an
    keeps per-key order. At most `MAX_INFLIGHT` batches are unacknowledged.
 4. Every K records or T seconds (and when stopping gracefully), waits for the in-flight
    batches, then writes a fenced snapshot: engine + last sequence number + ticker state.
+5. About once a second, once the shard is caught up, closes the 1-minute candles of past
+   minutes by time (`candle_closer`, `candle_close.lua`): a quiet symbol's candle closes at
+   the minute boundary, not only when a later trade arrives.
 
 A record the engine cannot read becomes a REJECTED/BAD_ORDER status or a logged drop
 inside the engine; if `Engine.process` itself raises on a batch, the batch is re-run
@@ -42,6 +45,7 @@ from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 
 from chalice_app import messages
 from engine_pkg import Engine
+from engine_pkg.service.candle_closer import CandleCloser
 from engine_pkg.service.depth_writer import SymbolUpdate
 from engine_pkg.service.errors import (
     CorruptSnapshot,
@@ -70,6 +74,8 @@ REJECTED_NEEDLE = messages.REJECTED_NEEDLE
 #: anywhere else may sit in a nested object of an ignored field. Other records take the
 #: slower, equally correct path (runs by arrival ms).
 _TS_OK = re.compile(rb'[,{]\s*"ts"\s*:\s*\d{1,15}\s*\}\s*\Z')
+#: The same, capturing the `ts` (the event clock's offset from the arrival clock, candle_closer).
+_TS_END = re.compile(rb'[,{]\s*"ts"\s*:\s*(\d{1,15})\s*\}\s*\Z')
 
 
 class ShardState(enum.Enum):
@@ -177,6 +183,7 @@ class ShardWorker(threading.Thread):
         self.emitted: str | None = None        # last sequence number whose effects are all written
         self._emitted_saved: str | None = None
         self.replay_until: int | None = None   # effects up to here were written before: re-apply silently
+        self.candles = CandleCloser(svc.wall_clock)  # closes past minutes' candles by time
 
     # -- helpers ---------------------------------------------------------------------
     def _clock(self) -> int:
@@ -234,6 +241,7 @@ class ShardWorker(threading.Thread):
             if mark is not None and snap.seq is not None and int(mark) > int(snap.seq):
                 self.replay_until = int(mark)
                 self.emitted = self._emitted_saved = mark
+        self.candles.adopt(self.engine.symbols())  # a candle left open before a restart closes too
         log.info("event=shard_start shard=%s checkpoint=%s start=%s symbols=%d silent_until=%s", self.shard_id,
                  self.checkpoint, self.start_type if self.checkpoint is None else "AFTER_SEQUENCE_NUMBER",
                  len(self.engine.symbols()), self.replay_until)
@@ -282,8 +290,9 @@ class ShardWorker(threading.Thread):
             if time.monotonic() > self.lease_valid_until:
                 raise LeaseLost("lease not renewed in time; stopped matching")
             started = time.monotonic()
+            started_ms, asked = self.candles.now_ms(), limit.value
             try:
-                resp = reader.get_records(ShardIterator=iterator, Limit=limit.value)
+                resp = reader.get_records(ShardIterator=iterator, Limit=asked)
                 errors = 0
             except ReadTimeoutError:
                 # the page was too large to be served in time: ask for a smaller one (same iterator)
@@ -322,8 +331,10 @@ class ShardWorker(threading.Thread):
                 last_records = time.monotonic()
             else:
                 idle += 1
+            self.candles.read(started_ms, len(records), asked, self.millis_behind)
             self._reap()
             self._maybe_snapshot()
+            self._maybe_close_candles()
             nxt = resp.get("NextShardIterator")
             if nxt is None:
                 self._snapshot()
@@ -452,6 +463,9 @@ class ShardWorker(threading.Thread):
                         ev.get("reason"), ev.get("seq"))
 
         now_ms = int(time.time() * 1000)
+        now_minute = minute_of((self._batch_clock or now_ms) - self.candles.skew_ms)
+        self._note_event_clock(records[-1])
+        opened = self.candles.open
         updates: list[SymbolUpdate] = []
         for sym, u in res.touched.items():
             d = depths[sym]
@@ -463,6 +477,8 @@ class ShardWorker(threading.Thread):
                 msg = self.ticker.message(sym, tr[-1][1])
                 up.ticker_json = orjson.dumps(msg) if msg else b""
                 up.trades = [(seq, minute_of(t), p, q) for seq, t, p, q in tr]
+                up.now_minute = now_minute
+                opened[sym] = up.trades[-1][1]
             updates.append(up)
         self.svc.write_depth(updates)
 
@@ -487,6 +503,24 @@ class ShardWorker(threading.Thread):
                       self.shard_id, len(records), len(res.fills), len(res.statuses),
                       ",".join(res.touched), self.checkpoint)
 
+    def _note_event_clock(self, record: dict) -> None:
+        """The event clock (commands' `ts`, the minutes of the candles) vs the arrival clock, from
+        a batch's last record: closing by time follows the clock the candles' minutes are in."""
+        m = _TS_END.search(record["Data"])
+        self.candles.seen(self._arrival_ms(record), int(m.group(1)) if m else None)
+
+    def _maybe_close_candles(self) -> None:
+        """About once a second: close the candles of minutes the shard has been read past."""
+        due = self.candles.due()
+        if due is None:
+            return
+        cutoff, symbols = due
+        still_open = self.svc.close_candles(symbols, cutoff)
+        self.candles.checked(symbols, still_open)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("event=candles_close_check shard=%s cutoff=%s checked=%d closed=%d", self.shard_id,
+                      cutoff, len(symbols), len(symbols) - len(still_open))
+
     def _replay_silently(self, records: list[dict]) -> None:
         """Re-apply records whose effects a previous owner already wrote (up to the emitted
         mark): books and ticker state only, no Kinesis puts, no depth-cache writes."""
@@ -496,6 +530,8 @@ class ShardWorker(threading.Thread):
         for f in res.fills:
             d = orjson.loads(f)
             self.ticker.fold(d["s"], [(d["t"], d["p"], d["q"])])
+            self.candles.open.setdefault(d["s"], "")  # its candle, written before, may be open
+        self._note_event_clock(records[-1])
         self.checkpoint = records[-1]["SequenceNumber"]
         self.records_since_snapshot += len(records)
         self.svc.metrics.inc("silent_replay_records_total", len(records))

@@ -1,0 +1,197 @@
+"""1-minute candles close at the minute boundary, not only when a later trade arrives (SPEC §4,
+§6): `candle_close.lua` through `DepthWriter.close_candles`, candles.lua's handling of a late
+trade for a minute already closed, `CandleCloser`'s decision (caught up, event clock), and a
+running service with an injected wall clock."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import redis
+
+from chalice_app import cache, keys
+from engine_pkg.service.candle_closer import CandleCloser, minute_str
+from engine_pkg.service.depth_writer import DepthWriter, SymbolUpdate
+from engine_pkg.service.main import EngineService
+from tests.engine_pkg.service.helpers import all_reading, fast, put_orders
+from tests.waiting import wait_until
+
+M1, M2, M3, M4 = "202512161420", "202512161421", "202512161422", "202512161423"
+
+
+def _apply(writer: DepthWriter, u: int, trades, now_minute: str = "") -> None:
+    writer.write([SymbolUpdate("TEST", u, b'{"u":%d}' % u, b'{"e":"t"}', trades, now_minute)])
+
+
+def _closed(r: redis.Redis, sym: str = "TEST") -> list[dict]:
+    return [json.loads(x) for x in r.lrange(keys.candle_closed(sym), 0, -1)]
+
+
+def test_close_script_pushes_the_candle_keeps_seq_and_records_the_minute(depth_cache, settings):
+    writer = DepthWriter(redis.Redis.from_url(settings.depth_cache_url))
+    _apply(writer, 3, [(1, M1, 100, 5), (2, M1, 110, 1), (3, M1, 90, 2)])
+    # not due yet: the open minute is not before the cutoff; its t is reported
+    assert writer.close_candles(["TEST"], M1) == {"TEST": M1}
+    assert depth_cache.hget(keys.candle("TEST"), "t") == M1 and _closed(depth_cache) == []
+    # due: pushed exactly as a trade-time close pushes it; seq kept, ct = the closed minute
+    assert writer.close_candles(["TEST", "NONE"], M2) == {}
+    assert _closed(depth_cache) == [{"s": "TEST", "o": 100, "h": 110, "l": 90, "c": 90, "v": 8, "t": M1}]
+    assert depth_cache.hgetall(keys.candle("TEST")) == {"seq": "3", "ct": M1}
+    assert writer.close_candles(["TEST"], M3) == {}  # idempotent: nothing left to close
+    assert len(_closed(depth_cache)) == 1
+    # a replay of the closed minute's trades changes nothing (seq guard kept)
+    _apply(writer, 3, [(2, M1, 110, 1), (3, M1, 90, 2)], M3)
+    assert depth_cache.hgetall(keys.candle("TEST")) == {"seq": "3", "ct": M1}
+    # the next minute's trade opens a fresh candle; the closed minute is not pushed again
+    _apply(writer, 4, [(4, M2, 95, 3)], M2)
+    assert depth_cache.hgetall(keys.candle("TEST")) == {
+        "seq": "4", "ct": M1, "t": M2, "o": "95", "h": "95", "l": "95", "c": "95", "v": "3"}
+    _apply(writer, 5, [(5, M3, 96, 1)], M3)
+    assert [c["t"] for c in _closed(depth_cache)] == [M1, M2]
+
+
+def test_a_late_trade_of_a_closed_minute_never_reopens_it(depth_cache, settings):
+    writer = DepthWriter(redis.Redis.from_url(settings.depth_cache_url))
+    _apply(writer, 1, [(1, M1, 100, 5)])
+    writer.close_candles(["TEST"], M3)
+    # no open candle: the late trade opens the candle of the engine's current minute
+    _apply(writer, 2, [(2, M1, 120, 2)], M3)
+    h = depth_cache.hgetall(keys.candle("TEST"))
+    assert (h["t"], h["o"], h["v"], h["ct"]) == (M3, "120", "2", M1)
+    # an open candle: a late trade (minute <= ct) is folded into it
+    _apply(writer, 3, [(3, M1, 80, 1)], M3)
+    h = depth_cache.hgetall(keys.candle("TEST"))
+    assert (h["t"], h["l"], h["c"], h["v"]) == (M3, "80", "80", "3")
+    assert [c["t"] for c in _closed(depth_cache)] == [M1]
+    # the older call layout (no current minute): the minute after the closed one
+    writer.close_candles(["TEST"], M4)
+    assert depth_cache.hget(keys.candle("TEST"), "ct") == M3
+    _apply(writer, 4, [(4, M2, 70, 1)])
+    assert depth_cache.hget(keys.candle("TEST"), "t") == M4
+    # a current minute not after ct (clock skew) also falls back to the minute after ct
+    writer.close_candles(["TEST"], "202512161424")
+    _apply(writer, 5, [(5, M1, 60, 1)], M2)
+    assert depth_cache.hget(keys.candle("TEST"), "t") == "202512161424"
+    assert [c["t"] for c in _closed(depth_cache)] == [M1, M3, M4]
+
+
+@pytest.mark.parametrize(("ct", "nxt"), [
+    ("202512312359", "202601010000"), ("202402282359", "202402290000"), ("202302282359", "202303010000"),
+    ("210002282359", "210003010000"), ("200002282359", "200002290000"), ("202504302359", "202505010000"),
+    ("202512161459", "202512161500"),
+])
+def test_the_minute_after_a_closed_one_follows_the_calendar(depth_cache, settings, ct, nxt):
+    writer = DepthWriter(redis.Redis.from_url(settings.depth_cache_url))
+    depth_cache.hset(keys.candle("TEST"), mapping={"seq": 1, "ct": ct})
+    _apply(writer, 2, [(2, ct, 100, 1)])
+    assert depth_cache.hget(keys.candle("TEST"), "t") == nxt
+
+
+def test_the_closer_waits_for_a_caught_up_shard_and_checks_once_a_second():
+    now = [1_765_894_000.0]  # 2025-12-16 14:06:40 UTC
+    c = CandleCloser(lambda: now[0])
+    c.open["TEST"] = minute_str(int(now[0] * 1000) - 60_000)
+    assert c.due() is None  # nothing read yet: no horizon
+    c.read(c.now_ms(), 500, 500, 0)  # a full page: more records may be waiting
+    assert c.due() is None
+    c.read(c.now_ms(), 10, 500, 60_000)  # a short page, but far behind the tip (catch-up)
+    assert c.due() is None
+    c.read(c.now_ms(), 0, 500, 0)  # caught up
+    cutoff, syms = c.due()
+    assert (cutoff, syms) == (minute_str(int(now[0] * 1000) - 2000), ["TEST"])
+    c.checked(["TEST"], {})
+    assert c.open == {}
+    c.open["AAA"] = minute_str(int(now[0] * 1000))  # the current minute: not due
+    now[0] += 0.5
+    c.read(c.now_ms(), 0, 500, 0)
+    assert c.due() is None  # checked less than a second ago
+    now[0] += 61
+    c.read(c.now_ms(), 0, 500, 0)
+    assert c.due() is not None
+    c.checked(["AAA"], {"AAA": "209901010000"})  # the script saw a later open minute: keep watching it
+    assert c.open == {"AAA": "209901010000"}
+
+
+def test_the_closer_follows_the_clock_of_the_commands_ts():
+    now = [1_765_894_020.0]  # 2025-12-16 14:07:00 UTC
+    c = CandleCloser(lambda: now[0])
+    # live commands whose router clock runs 30 s behind the stream: minutes end on their clock
+    ts = int(now[0] * 1000) - 30_000
+    c.open["TEST"] = minute_str(ts)
+    c.seen(int(now[0] * 1000), ts)
+    c.read(c.now_ms(), 0, 500, 0)
+    assert c.due() is None  # the wall clock is past the minute, the commands' clock is not
+    now[0] += 30
+    c.read(c.now_ms(), 0, 500, 0)
+    assert c.due() is None  # 14:07:00 on the commands' clock: within the grace
+    now[0] += 3
+    c.read(c.now_ms(), 0, 500, 0)
+    assert c.due() == (minute_str(ts + 33_000 - 2000), ["TEST"]) == ("202512161407", ["TEST"])
+    # a replayed timeline (ts a year old): only the commands' own clock closes its minutes
+    old = CandleCloser(lambda: now[0])
+    old_ts = 1_733_896_390_000
+    old.open["TEST"] = minute_str(old_ts)
+    old.seen(int(now[0] * 1000), old_ts)
+    old.read(old.now_ms(), 0, 500, 0)
+    now[0] += 3600
+    old.read(old.now_ms(), 0, 500, 0)
+    assert old.due() is None  # an hour of wall clock later: still open
+    old.seen(int(now[0] * 1000), old_ts + 61_000)  # the timeline moved past the minute (+ grace)
+    now[0] += 1
+    assert old.due() == (minute_str(old_ts + 60_000), ["TEST"])
+    old.seen(int(now[0] * 1000), None)  # a command without ts: stamped with its arrival ms
+    assert old.skew_ms == 0
+
+
+def _cross(sym: str, i: int, ts: int, price: int = 1000, qty: int = 2) -> list[dict]:
+    return [
+        {"action": "ADD", "symbol": sym, "order_id": f"s{i}", "user_id": "u1", "is_buy": False,
+         "price": price, "quantity": qty, "ts": ts},
+        {"action": "ADD", "symbol": sym, "order_id": f"b{i}", "user_id": "u2", "is_buy": True,
+         "price": price, "quantity": qty, "ts": ts + 1},
+    ]
+
+
+def test_a_quiet_symbols_candle_closes_at_the_minute_boundary(settings, aws, depth_cache):
+    kinesis = aws.client("kinesis")
+    sym = "QUIET"
+    shift = [0.0]  # the service's wall clock runs `shift` seconds ahead of the real one
+    svc = EngineService(fast(settings), http_port=0)
+    svc.wall_clock = lambda: time.time() + shift[0]
+    svc.start()
+    try:
+        wait_until(lambda: all_reading(svc), 20, what="4 shards reading")
+        ts = (int(time.time() * 1000) // 60000) * 60000 + 1000  # 1 s into the current minute
+        minute = minute_str(ts)
+        put_orders(kinesis, settings.orders_stream, _cross(sym, 1, ts))
+        wait_until(lambda: depth_cache.hget(keys.candle(sym), "t") == minute, 20, what="the open candle")
+        time.sleep(1.5)  # a few close checks: the minute is still open
+        assert depth_cache.hget(keys.candle(sym), "t") == minute and _closed(depth_cache, sym) == []
+        shift[0] = 62.0  # the minute is over (with its grace) and no trade follows
+        closed = wait_until(lambda: _closed(depth_cache, sym), 10, what="the candle closed by time")
+        assert closed == [{"s": sym, "o": 1000, "h": 1000, "l": 1000, "c": 1000, "v": 2, "t": minute}]
+        h = depth_cache.hgetall(keys.candle(sym))
+        assert set(h) == {"seq", "ct"} and h["ct"] == minute
+        # a late trade of the closed minute opens the next minute's candle; the closed one stays once
+        put_orders(kinesis, settings.orders_stream, _cross(sym, 2, ts + 10, 1010, 3))
+        wait_until(lambda: "t" in depth_cache.hgetall(keys.candle(sym)), 20, what="a new open candle")
+        h = depth_cache.hgetall(keys.candle(sym))
+        assert h["t"] > minute and (h["o"], h["v"], h["ct"]) == ("1010", "3", minute)
+        assert len(_closed(depth_cache, sym)) == 1
+    finally:
+        svc.stop()
+
+
+def test_close_candles_on_a_cluster_mode_cache(valkey_cluster, cluster):
+    writer = DepthWriter(cache.client(valkey_cluster.url, "auto"))
+    assert cache.is_cluster(writer.client)
+    symbols = ["AAA", "BBB", "CCC", "DDD"]  # keys of different slots (and nodes)
+    writer.write([SymbolUpdate(s, 1, b'{"u":1}', b"", [(1, M1, 100, 1)]) for s in symbols])
+    writer.write([SymbolUpdate("DDD", 2, b'{"u":2}', b"", [(2, M2, 101, 1)])])
+    assert writer.close_candles(symbols, M2) == {"DDD": M2}
+    for s in symbols[:3]:
+        assert cluster.hgetall(keys.candle(s)) == {"seq": "1", "ct": M1}
+        assert [json.loads(x)["t"] for x in cluster.lrange(keys.candle_closed(s), 0, -1)] == [M1]
+    assert cluster.hget(keys.candle("DDD"), "t") == M2
