@@ -5,7 +5,10 @@ ticker (p c yc) and which connections were served. A tick then yields:
 
 - `depth` to the tier's `main` subscribers when `u` differs from the last push;
 - `candle_close` (once) when the 1-minute candle's `t` moved on, with that minute's final
-  values, followed by the new minute's `candle`;
+  values, followed by the new minute's `candle`; likewise (without a `candle`) when the
+  engine closed the minute by time: the hash lost its `t` and its `ct` reached the last
+  pushed minute. No candle is then open, and nothing is sent as `candle` (a new subscriber
+  gets none either, as the ws handlers' subscribe snapshot);
 - `candle` when any of o h l c v t changed;
 - `ticker` to `main` and `sub` subscribers (SPEC §6: a main subscription also receives the
   ticker) when p, c or yc changed (a new `t` alone is not a change);
@@ -74,6 +77,14 @@ def _ticker_tuple(t: dict | None) -> tuple | None:
     return (t.get("p"), t.get("c"), t.get("yc")) if t else None
 
 
+def _close_send(sym: str, main: frozenset[str], prev: tuple, closed: dict | None) -> Send:
+    """`candle_close` of the minute last pushed (`prev`): the engine's closed candle of that
+    minute when known (candle:closed:1m), else the last values seen."""
+    final = closed if closed is not None and str(closed.get("t")) == prev[5] else dict(
+        zip(CANDLE_FIELDS, prev, strict=True))
+    return Send(main, None, orjson.dumps(messages.candle_message(sym, final, closed=True)))
+
+
 def depth_bytes(symbol: str, d: dict) -> tuple[bytes, int, float]:
     u = int(d["u"])
     t = int(d.get("t") or 0)
@@ -127,16 +138,19 @@ def diff_symbol(
             st.u = u
 
     cand = _candle_tuple(data.candle)
+    prev = st.candle
     if cand is not None:
-        prev = st.candle
         if prev is not None and cand[5] > prev[5] and main:
-            final = closed if closed is not None and str(closed.get("t")) == prev[5] else dict(
-                zip(CANDLE_FIELDS, prev, strict=True))
-            out.append(Send(main, None, orjson.dumps(messages.candle_message(sym, final, closed=True))))
+            out.append(_close_send(sym, main, prev, closed))
         to = main if cand != prev else new_main
         if to:
             out.append(Send(to, ("c", sym), orjson.dumps(messages.candle_message(sym, data.candle or {}))))
         st.candle = cand
+    elif prev is not None and data.closed_t is not None and data.closed_t >= prev[5]:
+        # closed by time, no trade since: the close once, and no candle is open any more
+        if main:
+            out.append(_close_send(sym, main, prev, closed))
+        st.candle = None
 
     tick = _ticker_tuple(data.ticker)
     if tick is not None and tick_to:

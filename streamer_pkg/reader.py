@@ -22,7 +22,9 @@ Unchanged sets keep their identity (`is`) across re-reads, so per-tier partition
 from them (diff.py) are reused. A symbol that just joined `subscribed:symbols` costs one
 extra round trip for that symbol on the tick it appears. Payloads the engine wrote badly are
 logged, counted (`bad_data`, once per distinct bad payload) and treated as absent; they never
-stop a tick.
+stop a tick. A candle hash without any of `o h l c v t` (the engine closed the minute by time
+and keeps only `seq` and `ct`, the closed minute) is no open candle, not bad data:
+`SymbolData.candle` is None and `closed_t` = `ct`.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class SymbolData:
     depth: dict | None = None
     ticker: dict | None = None
     candle: dict[str, str] | None = None
+    closed_t: str | None = None  # the hash's `ct`: the last minute the engine closed by time
     main: frozenset[str] = frozenset()
     sub: frozenset[str] = frozenset()
 
@@ -296,15 +299,17 @@ class Reader:
         data.depth = old.depth if old and before[0] == depth_raw else self._json(symbol, "depth", depth_raw)
         data.ticker = old.ticker if old and before[1] == ticker_raw else self._json(symbol, "ticker", ticker_raw)
         if old and before[2] == candle_raw:
-            data.candle = old.candle
+            data.candle, data.closed_t = old.candle, old.closed_t
         elif candle_raw:
             if isinstance(candle_raw, list):  # HGETALL inside READ_SCRIPT: [field, value, …]
                 it = iter(candle_raw)
                 candle_raw = dict(zip(it, it, strict=True))
             if all(f in candle_raw for f in CANDLE_FIELDS):
                 data.candle = {f: candle_raw[f] for f in CANDLE_FIELDS}
-            else:
+            elif any(f in candle_raw for f in CANDLE_FIELDS) or "ct" not in candle_raw:
                 self._bad(symbol, "candle", f"missing fields in {sorted(candle_raw)}")
+            ct = candle_raw.get("ct")
+            data.closed_t = str(ct) if ct is not None else None
         self._last[symbol] = (now, data)
         return data
 

@@ -349,8 +349,12 @@ class Streamer:
                 fresh.append(sym)
         for sym, data in changed:
             prev = self.realtime.symbols.get(sym)
-            if data.candle and prev is not None and prev.candle is not None and data.candle["t"] > prev.candle[5]:
-                rolled.append(sym)
+            if prev is None or prev.candle is None:
+                continue
+            if data.candle and data.candle["t"] > prev.candle[5]:
+                rolled.append(sym)  # a later minute's trade closed it
+            elif data.candle is None and data.closed_t is not None and data.closed_t >= prev.candle[5]:
+                rolled.append(sym)  # the engine closed it by time (diff.py sends the close)
         if not snap.partial:
             for sym in [s for s in self.rollups.loaded if s not in snap.symbols]:
                 self.rollups.forget(sym)
@@ -375,8 +379,9 @@ class Streamer:
                 prev = self.realtime.symbols.get(sym)
                 if prev is not None and prev.candle == tuple(str(data.candle[f]) for f in ("o", "h", "l", "c", "v", "t")):
                     continue
-                closed = self.closed.get(sym) if sym in rolled else None
-                writes.update(self.rollups.update(sym, data.candle, closed))
+                # the final values of the roll-up's previous minute, also when it closed by time
+                # ticks ago (fold() uses them only for that very minute)
+                writes.update(self.rollups.update(sym, data.candle, self.closed.get(sym)))
         if writes:
             def op(pipe, w=writes):  # noqa: ANN001
                 for key, mapping in w.items():
