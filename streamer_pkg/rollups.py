@@ -10,8 +10,8 @@ the streamer keeps the hash `candle:{interval}:{SYM}`:
     bh bl bv    high / low / volume of the bucket's already closed minutes ("" when none)
 
 `o h l c v t` are what readers use; `m bh bl bv` let a restarted streamer carry on. The
-1-minute candle only changes when a trade arrives, so a roll-up's bucket likewise starts
-with its first trade. When a minute closes, its final values come from the engine's
+1-minute candle opens with a trade (and the engine closes it at its minute's end, or when a
+later minute's trade arrives), so a roll-up's bucket likewise starts with its first trade. When a minute closes, its final values come from the engine's
 closed candle (`candle:closed:1m:{SYM}`) when available, else from the last values seen.
 """
 

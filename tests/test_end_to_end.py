@@ -11,11 +11,12 @@ provisioning, REST in process, gateway, pump, engine, streamer, console. Then:
   trades_backup`, what `make invoke NAME=trades_backup` runs), the closed candle is in
   DynamoDB and in S3.
 
-The backup only moves CLOSED 1-minute candles, and a candle closes when a trade of a later
-minute arrives (SPEC §3a: event time = the command's `ts`). So before the REST orders
-the test writes one crossing pair straight onto `supernoba-orders` with a `ts` one minute
-in the past — a legitimate order command (§2), as a delayed producer would send — and the
-REST trade of the current minute then closes that candle. No waiting for the clock.
+The backup only moves CLOSED 1-minute candles. A candle closes at its minute's end (the
+engine's clock, docs/engine_service.md) or, sooner, when a trade of a later minute arrives
+(SPEC §3a: event time = the command's `ts`). So before the REST orders the test writes one
+crossing pair straight onto `supernoba-orders` with a `ts` one minute in the past — a
+legitimate order command (§2), as a delayed producer would send — and the REST trade of the
+current minute then closes that candle. No waiting for the clock.
 """
 
 from __future__ import annotations
