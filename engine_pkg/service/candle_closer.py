@@ -40,9 +40,9 @@ from collections.abc import Callable, Iterable
 CATCH_UP_MS = 3000
 #: A minute closes this long after its end (router/arrival lag of a command's `ts`).
 GRACE_MS = 2000
-#: Seconds between two close checks of one shard.
 #: Commands whose `ts` is within this of their arrival run on the live (wall) clock.
 LIVE_SKEW_MS = 300_000
+#: Seconds between two close checks of one shard.
 CHECK_EVERY_S = 1.0
 
 
