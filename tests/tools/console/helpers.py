@@ -3,7 +3,8 @@
 - `launch_chromium(playwright)`: Debian's Chromium, headless, sandbox off (never `playwright install`).
 - `PageWatch`: collects console errors / page errors / failed requests of one page, saves screenshots.
 - `FakeBackend`: a tiny REST + WebSocket stand-in for page-only behaviour (ladder rendering,
-  aggregation, reconnect). The console's real behaviour is tested against the local stack.
+  aggregation, reconnect, refused handshakes). The console's real behaviour is tested against
+  the local stack.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ class FakeBackend:
         self.rest_calls: list[tuple[str, str, dict[str, str], Any]] = []
         self.ws_received: list[dict] = []
         self.ws_paths: list[str] = []
+        self.refuse_users: set[str] = set()  # test-mode user ids whose handshake is refused (403)
+        self.refused_paths: list[str] = []
         self._clients: set[ServerConnection] = set()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -108,10 +111,18 @@ class FakeBackend:
 
     async def _main(self) -> None:
         self._stop = self._loop.create_future()
-        async with serve(self._ws_handler, "127.0.0.1", 0) as server:
+        async with serve(self._ws_handler, "127.0.0.1", 0, process_request=self._process_request) as server:
             self.ws_port = next(iter(server.sockets)).getsockname()[1]
             self._ready.set()
             await self._stop
+
+    def _process_request(self, conn: ServerConnection, request: Any) -> Any:
+        """Refuse the handshake of a user in `refuse_users`, like the gateway refuses a bad $connect."""
+        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(request.path).query))
+        if query.get("userId") in self.refuse_users:
+            self.refused_paths.append(request.path)
+            return conn.respond(403, "test mode refused\n")
+        return None
 
     async def _ws_handler(self, ws: ServerConnection) -> None:
         self.ws_paths.append(ws.request.path)

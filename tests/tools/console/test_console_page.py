@@ -333,3 +333,60 @@ def test_exported_static_site_talks_to_the_api_directly(new_page: Any, backend: 
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.mark.parametrize("bad", ["bad user!", "ü", "u" * 300])
+def test_invalid_test_mode_user_id_is_refused_on_the_page(new_page: Any, console: Any, backend: FakeBackend,
+                                                          bad: str) -> None:
+    page, watch = open_page(new_page, console)
+    page.wait_for_selector("#conn-state[data-state=open]")  # anonymous
+    page.select_option("#conn-mode", "test")
+    page.fill("#user-id", bad)
+    page.click("#btn-connect")
+    page.wait_for_selector("#user-id-error:not(:empty)")
+    assert "[A-Za-z0-9_.@:-]{1,64}" in page.inner_text("#user-id-error")
+    assert not page.inner_text("#whoami").startswith("as ")
+    assert page.get_attribute("#order-form", "data-guard") == "blocked"
+    assert page.evaluate("() => supernoba.session.mode") == "anonymous"
+    assert not any("userId=" in p for p in backend.ws_paths)
+    page.fill("#user-id", "u_ok.1@x:y-z")  # a good id clears the message and logs in
+    page.click("#btn-connect")
+    page.wait_for_selector("#order-form[data-guard=open]")
+    assert page.inner_text("#user-id-error") == ""
+    assert page.inner_text("#whoami") == "as u_ok.1@x:y-z"
+    assert watch.errors == []
+
+
+def test_invalid_user_id_in_the_query_does_not_log_in(new_page: Any, console: Any, backend: FakeBackend) -> None:
+    page, watch = open_page(new_page, console, "?user=bad%20user!")
+    page.wait_for_selector("#user-id-error:not(:empty)")
+    page.wait_for_timeout(300)
+    assert not page.inner_text("#whoami").startswith("as ")
+    assert page.get_attribute("#order-form", "data-guard") == "blocked"
+    assert not any("userId=" in p for p in backend.ws_paths)
+    assert watch.errors == []
+
+
+def test_refused_handshake_stops_retrying_and_says_what_was_refused(new_page: Any, console: Any,
+                                                                   backend: FakeBackend) -> None:
+    backend.refuse_users.add("u_banned")
+    page, watch = open_page(new_page, console, "?user=u_banned")
+    page.wait_for_selector("#conn-state[data-state=closed]")
+    state = page.inner_text("#conn-state")
+    assert "refused" in state and "u_banned" in state, state
+    assert "gateway down" not in state
+    page.wait_for_timeout(2500)  # no retry with backoff
+    assert len(backend.refused_paths) == 1
+    assert page.get_attribute("#conn-state", "data-state") == "closed"
+    assert not page.inner_text("#whoami").startswith("as ")
+    assert page.is_disabled("#btn-buy")
+    watch.screenshot("page_refused_handshake")
+    assert [e for e in watch.errors if "WebSocket" not in e] == []
+
+
+def test_unreachable_gateway_keeps_retrying_and_says_so(new_page: Any, console: Any, backend: FakeBackend) -> None:
+    page, watch = open_page(new_page, console, "?user=u_down&ws=ws://127.0.0.1:9/api")
+    page.wait_for_selector("#conn-state[data-state=reconnecting]:has-text('retry in')")
+    state = page.inner_text("#conn-state")
+    assert "unreachable" in state and "refused" not in state, state
+    assert [e for e in watch.errors if "WebSocket" not in e] == []

@@ -13,7 +13,7 @@ import { loadConfig } from './config.js';
 import { Ladder } from './ladder.js';
 import { MyFills, MyOrders, OrderEntry } from './orders.js';
 import { TickerStrip } from './ticker.js';
-import { Connection, connectUrl, State } from './ws.js';
+import { Connection, connectUrl, State, userIdProblem } from './ws.js';
 
 const $ = (sel) => document.querySelector(sel);
 const LOG_MAX = 80;
@@ -78,8 +78,10 @@ async function start() {
 
   function connect() {
     const next = readSession();
-    if (next.mode === 'test' && !next.userId) {
-      logLine('test mode needs a user id', 'error');
+    const badUser = next.mode === 'test' ? userIdProblem(next.userId) : '';
+    $('#user-id-error').textContent = badUser;
+    if (badUser) { // the gateway would refuse the handshake (400 INVALID_USER_ID): do not log in
+      logLine(badUser, 'error');
       $('#user-id').focus();
       return;
     }
@@ -125,7 +127,12 @@ async function start() {
     const badge = $('#conn-state');
     badge.dataset.state = state;
     badge.textContent = detail && state !== State.OPEN ? `${state} · ${detail}` : state;
-    logLine(`connection ${state}${detail ? ` (${detail})` : ''}`, state === State.OPEN ? 'ok' : '');
+    logLine(`connection ${state}${detail ? ` (${detail})` : ''}`, state === State.OPEN ? 'ok' : conn.refused ? 'error' : '');
+    if (state === State.CLOSED && conn.refused) {
+      $('#whoami').textContent = 'not logged in (refused)';
+      $('#whoami').dataset.user = '';
+      entry.setLoggedIn(false);
+    }
     if (state === State.OPEN && conn.opens > 1 && main) {
       ladder.refetch('reconnect', { force: true });
       chart.load(main, tf);
@@ -170,7 +177,10 @@ async function start() {
     $('#order-price').value = String(p);
   };
 
-  $('#conn-mode').addEventListener('change', showMode);
+  $('#conn-mode').addEventListener('change', () => {
+    showMode();
+    $('#user-id-error').textContent = '';
+  });
   $('#conn-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
     connect();

@@ -5,10 +5,17 @@
  *                          │  ▲                │ socket closed / failed (not by us)
  *                          ▼  │ timer          ▼
  *                       RECONNECTING ◀─────────┘     backoff 0.5 s, 1 s, 2 s … 15 s (+ jitter)
+ *   CONNECTING / RECONNECTING ──credentials refused──▶ CLOSED (no retry)
  *   any state ──disconnect()──▶ CLOSED
  *
  * On every OPEN the last subscription is sent again (resubscribe), and a ping keeps the
- * connection inside API Gateway's idle timeout. Messages are parsed once and handed to
+ * connection inside API Gateway's idle timeout.
+ *
+ * A browser hides a refused handshake's HTTP status, so when a socket with credentials
+ * (`?token=` or a test-mode user) never opens, an anonymous probe tells the two causes
+ * apart: the probe opens → the gateway refused the credentials → CLOSED, no retry, saying
+ * what was refused (`refused` is set); the probe fails too → the gateway is unreachable →
+ * reconnect with backoff. Messages are parsed once and handed to
  * listeners by their `e` field; listeners of `*` see every message.
  */
 
@@ -28,6 +35,32 @@ export const PING_EVERY_MS = 60000;
 export function backoffDelay(n, rand = Math.random) {
   const raw = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** n);
   return Math.round(raw * (0.75 + rand() * 0.5));
+}
+
+/** The server's test-mode user id pattern (chalice_app/auth.py USER_ID_RE, matched whole). */
+export const USER_ID_PATTERN = '[A-Za-z0-9_.@:-]{1,64}';
+const USER_ID_RE = new RegExp(`^${USER_ID_PATTERN}$`);
+
+/** '' for a user id the server accepts, else why it would refuse it. */
+export function userIdProblem(userId) {
+  if (!userId) return 'test mode needs a user id';
+  if (!USER_ID_RE.test(userId)) return `invalid user id: it must match ${USER_ID_PATTERN}`;
+  return '';
+}
+
+/** The same URL without credentials (no `token`, `testMode`, `userId`). */
+export function anonymousUrl(url) {
+  const u = new URL(url);
+  for (const k of ['token', 'testMode', 'userId']) u.searchParams.delete(k);
+  return u.toString();
+}
+
+/** What a refused handshake of this URL refused, in words. */
+export function refusedWhat(url) {
+  const q = new URL(url).searchParams;
+  if (q.get('token')) return 'the JWT (bad or expired?)';
+  if (q.get('userId')) return `test-mode user "${q.get('userId')}" (invalid id, or test mode off)`;
+  return 'the connection';
 }
 
 /** The connect URL for a session: `?token=` (JWT), `?testMode=true&userId=` or none. */
@@ -54,6 +87,8 @@ export class Connection {
     this.listeners = new Map();
     this.stateListeners = [];
     this.opens = 0;
+    this.prober = null; // the anonymous probe socket after a failed handshake
+    this.refused = ''; // what the gateway refused (set with State.CLOSED), else ''
   }
 
   on(event, fn) {
@@ -72,6 +107,7 @@ export class Connection {
 
   connect(url) {
     this.disconnect(false);
+    this.refused = '';
     this.url = url;
     this.attempt = 0;
     this.open();
@@ -112,10 +148,37 @@ export class Connection {
       if (ws !== this.ws) return;
       this.stopPing();
       this.ws = null;
-      // a browser hides the handshake's HTTP status: say what a socket that never opened means
-      this.scheduleReconnect(opened ? `closed (${ev.code})`
-        : `could not connect (${ev.code}): gateway down, or the token was refused (bad or expired?)`);
+      if (opened) this.scheduleReconnect(`closed (${ev.code})`);
+      else if (anonymousUrl(this.url) !== this.url) this.probe(ev.code);
+      else this.scheduleReconnect(`could not connect (${ev.code}): gateway unreachable`);
     };
+  }
+
+  /** After a credentialed handshake failed: refused credentials, or an unreachable gateway? */
+  probe(code) {
+    let probe;
+    try {
+      probe = new this.WebSocketImpl(anonymousUrl(this.url));
+    } catch {
+      this.scheduleReconnect(`could not connect (${code}): gateway unreachable`);
+      return;
+    }
+    this.prober = probe;
+    const done = (gatewayUp) => {
+      if (probe !== this.prober) return;
+      this.prober = null;
+      probe.onopen = null;
+      probe.onclose = null;
+      if (gatewayUp) probe.close(1000, 'probe');
+      if (gatewayUp) {
+        this.refused = refusedWhat(this.url);
+        this.setState(State.CLOSED, `refused: the gateway is up but refused ${this.refused}; fix it and Connect`);
+      } else {
+        this.scheduleReconnect(`could not connect (${code}): gateway unreachable`);
+      }
+    };
+    probe.onopen = () => done(true);
+    probe.onclose = () => done(false);
   }
 
   emit(msg) {
@@ -144,6 +207,8 @@ export class Connection {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     this.stopPing();
+    if (this.prober) this.prober.close(1000, 'client disconnect');
+    this.prober = null;
     const ws = this.ws;
     this.ws = null;
     if (ws) ws.close(1000, 'client disconnect');
