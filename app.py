@@ -10,7 +10,7 @@ from __future__ import annotations
 from chalice import Chalice, CORSConfig, Rate, Response
 
 from chalice_app.config import Settings
-from chalice_app.errors import http_errors, normalize_chalice_error, ws_connect_errors
+from chalice_app.errors import http_errors, normalize_chalice_error
 from chalice_app.models import PlaceOrder, ReplaceOrder, SymbolRef, SymbolSpec, check_size, parse_body
 from chalice_app.services import build, configure_logging
 
@@ -135,7 +135,7 @@ def remove_symbol_by_path(symbol):
 
 
 @app.on_ws_connect()
-@ws_connect_errors
+@http_errors
 def ws_connect(event):
     services.ws.connect(event.connection_id, event.to_dict().get("queryStringParameters"))
     return {"statusCode": 200}

@@ -2,9 +2,9 @@
 
 Services raise these; `app.py` wraps every route with `http_errors` (and a middleware
 rewrites Chalice's own error bodies) so that every HTTP error is a JSON body
-`{"code": "...", "message": "..."}` with a stable upper-case code; `ws_connect_errors` does the
-same for a refused WebSocket `$connect`. WebSocket messages turn the same errors into `error`
-events with `ws_error_event`.
+`{"code": "...", "message": "..."}` with a stable upper-case code; `http_errors` also wraps
+the WebSocket `$connect` handler, whose error response refuses the handshake. WebSocket
+messages turn the same errors into `error` events with `ws_error_event`.
 
     ApiError (code, message, status)
      ├── BadRequest            400  BAD_REQUEST, INVALID_JSON, VALIDATION_ERROR, INVALID_SYMBOL,
@@ -98,7 +98,8 @@ def error_response(err: ApiError) -> Response:
 
 
 def http_errors(view: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a Chalice view: ApiError → its JSON response; anything else → logged 500."""
+    """Wrap a Chalice view (or the `$connect` handler): ApiError → its JSON response; anything
+    else → logged 500."""
 
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -149,20 +150,6 @@ def normalize_chalice_error(response: Response) -> Response:
         response.body = {"code": _upper_code(str(body["Code"])), "message": str(body.get("Message", ""))}
         response.headers = {**(response.headers or {}), **JSON_HEADERS}
     return response
-
-
-def ws_connect_errors(handler: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap the ``$connect`` handler: an ApiError refuses the connection with its HTTP response."""
-
-    @functools.wraps(handler)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return handler(*args, **kwargs)
-        except ApiError as err:
-            log.info("event=ws_connect_refused status=%d code=%s message=%r", err.status, err.code, err.message)
-            return error_response(err)
-
-    return wrapper
 
 
 def ws_error_event(err: ApiError) -> dict[str, str]:
