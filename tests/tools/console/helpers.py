@@ -72,6 +72,8 @@ class FakeBackend:
         self.ws_received: list[dict] = []
         self.ws_paths: list[str] = []
         self.refuse_users: set[str] = set()  # test-mode user ids whose handshake is refused (403)
+        self.active_symbols: set[str] | None = None  # None: every well-formed symbol is listed
+        self.max_subs = 20
         self.refused_paths: list[str] = []
         self._clients: set[ServerConnection] = set()
         self._loop = asyncio.new_event_loop()
@@ -127,11 +129,43 @@ class FakeBackend:
     async def _ws_handler(self, ws: ServerConnection) -> None:
         self.ws_paths.append(ws.request.path)
         self._clients.add(ws)
+        state: dict[str, Any] = {"main": None, "subs": set()}
         try:
             async for raw in ws:
-                self.ws_received.append(json.loads(raw))
+                msg = json.loads(raw)
+                self.ws_received.append(msg)
+                reply = self._answer(msg, state)
+                if reply is not None:
+                    await ws.send(json.dumps(reply))
         finally:
             self._clients.discard(ws)
+
+    def _answer(self, msg: dict, state: dict[str, Any]) -> dict | None:
+        """What chalice_app/ws_handlers.py answers a subscribe / unsubscribe (SPEC §6), all-or-nothing."""
+        def error(code: str, message: str) -> dict:
+            return {"e": "error", "code": code, "message": message}
+
+        action = msg.get("action")
+        if action == "unsubscribe":
+            state["subs"] -= set(msg.get("sub") or [])
+            return {"e": "unsubscribed", "main": state["main"], "sub": sorted(state["subs"])}
+        if action != "subscribe":
+            return None
+        main, subs = msg.get("main"), list(msg.get("sub") or [])
+        if len(subs) > self.max_subs:
+            return error("TOO_MANY_SUBSCRIPTIONS", f"at most {self.max_subs} sub symbols per connection")
+        for s in ([main] if main is not None else []) + subs:
+            if not isinstance(s, str) or not re.fullmatch(r"[A-Z0-9][A-Z0-9._-]{0,15}", s):
+                return error("INVALID_SYMBOL", f"invalid symbol {str(s)[:40]!r}")
+        unknown = [s for s in ([main] if main else []) + subs
+                   if self.active_symbols is not None and s not in self.active_symbols]
+        if unknown:
+            return error("UNKNOWN_SYMBOL", f"unknown symbol(s): {', '.join(unknown)}")
+        if len(state["subs"] | set(subs)) > self.max_subs:
+            return error("TOO_MANY_SUBSCRIPTIONS", f"at most {self.max_subs} sub symbols per connection")
+        state["main"] = main if main is not None else state["main"]
+        state["subs"] |= set(subs)
+        return {"e": "subscribed", "main": state["main"], "sub": sorted(state["subs"])}
 
     def push(self, msg: dict) -> None:
         async def send() -> None:

@@ -390,3 +390,45 @@ def test_unreachable_gateway_keeps_retrying_and_says_so(new_page: Any, console: 
     state = page.inner_text("#conn-state")
     assert "unreachable" in state and "refused" not in state, state
     assert [e for e in watch.errors if "WebSocket" not in e] == []
+
+
+def test_a_refused_subscription_keeps_the_previous_symbols(new_page: Any, console: Any, backend: FakeBackend) -> None:
+    backend.active_symbols = {"TEST", "AAA"} | {f"S{i:02d}" for i in range(40)}
+    page, watch = open_page(new_page, console, "?main=TEST&sub=AAA&user=u_subs")
+    page.wait_for_selector("#event-log li.ok:has-text('subscribed main=TEST')")
+    page.wait_for_selector("#order-form[data-guard=open]")
+
+    def shown() -> tuple[str, str, str, list[str]]:
+        return (page.inner_text("#entry-symbol"), page.inner_text("#chart-title"),
+                page.get_attribute("#ladder", "data-symbol"),
+                page.eval_on_selector_all("#ticker-strip .tick", "els => els.map(e => e.dataset.symbol)"))
+
+    assert shown() == ("TEST", "TEST", "TEST", ["TEST", "AAA"])
+    for main, sub, code in [("nope", "AAA", "UNKNOWN_SYMBOL"), ("<script>", "AAA", "INVALID_SYMBOL"),
+                            ("TEST, TEST", "AAA", "INVALID_SYMBOL"),
+                            ("TEST", ", ".join(f"S{i:02d}" for i in range(40)), "TOO_MANY_SUBSCRIPTIONS")]:
+        page.fill("#main-symbol", main)
+        page.fill("#sub-symbols", sub)
+        page.click("#btn-subscribe")
+        page.wait_for_selector(f"#sub-error:has-text('{code}')")
+        page.wait_for_timeout(200)
+        assert shown() == ("TEST", "TEST", "TEST", ["TEST", "AAA"]), (main, code)
+        page.evaluate("() => document.querySelector('#sub-error').textContent = ''")
+    # the 40-symbol request had unsubscribed AAA first: the previous subscription is restored
+    wait_until(lambda: backend.subscribes()[-1] == {"action": "subscribe", "main": "TEST", "sub": ["AAA"]},
+               what="restoring subscribe")
+    assert page.evaluate("() => supernoba.conn.subscription") == {"main": "TEST", "sub": ["AAA"]}
+    page.fill("#order-price", "5")
+    page.fill("#order-qty", "1")
+    page.click("#btn-buy")
+    wait_until(lambda: backend.calls("POST", "/orders"), what="POST /orders")
+    assert backend.calls("POST", "/orders")[-1][3]["symbol"] == "TEST"
+    # an acknowledged change is applied
+    page.fill("#main-symbol", "aaa")
+    page.fill("#sub-symbols", "S01")
+    page.click("#btn-subscribe")
+    page.wait_for_selector("#event-log li.ok:has-text('subscribed main=AAA')")
+    wait_until(lambda: shown() == ("AAA", "AAA", "AAA", ["AAA", "S01"]), what="new main applied")
+    assert page.inner_text("#sub-error") == ""
+    watch.screenshot("page_refused_subscription")
+    assert [e for e in watch.errors if "status of 400" not in e] == []

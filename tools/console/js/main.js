@@ -3,7 +3,9 @@
  * ladder, chart, ticker strip, order entry, my orders/fills, admin panel, event log.
  *
  * On load it connects (anonymous, or as the test-mode user of `?user=`) and subscribes to
- * the main symbol field (`?main=`, `?sub=`) unless the page was opened with `?auto=0`. `window.supernoba` exposes the parts for debugging and tests.
+ * the main symbol field (`?main=`, `?sub=`) unless the page was opened with `?auto=0`.
+ * A subscription becomes the page's (entry symbol, ladder, chart, ticker strip) only when
+ * the server acknowledges it; a refused one keeps the previous symbols and shows the error. `window.supernoba` exposes the parts for debugging and tests.
  */
 
 import { AdminPanel, jwtPayload } from './admin.js';
@@ -13,11 +15,10 @@ import { loadConfig } from './config.js';
 import { Ladder } from './ladder.js';
 import { MyFills, MyOrders, OrderEntry } from './orders.js';
 import { TickerStrip } from './ticker.js';
-import { Connection, connectUrl, State, userIdProblem } from './ws.js';
+import { Connection, connectUrl, State, SUBSCRIBE_ERRORS, userIdProblem } from './ws.js';
 
 const $ = (sel) => document.querySelector(sel);
 const LOG_MAX = 80;
-const SUBSCRIBE_ERRORS = new Set(['UNKNOWN_SYMBOL', 'INVALID_SYMBOL', 'TOO_MANY_SUBSCRIPTIONS']);
 
 function parseSubs(text) {
   return [...new Set(String(text).split(/[\s,]+/).map((s) => s.trim().toUpperCase()).filter(Boolean))];
@@ -44,11 +45,11 @@ async function start() {
   const myOrders = new MyOrders($('#my-orders'), api);
   const myFills = new MyFills($('#my-fills'));
   const admin = new AdminPanel($('#admin-panel'), api);
-  let main = null;
+  let main = null; // the acknowledged subscription
   let subs = [];
   let tf = '1m';
   let counts = { d: 0, candle: 0 };
-  const entry = new OrderEntry($('#order-form'), api, () => main || $('#main-symbol').value.trim().toUpperCase(),
+  const entry = new OrderEntry($('#order-form'), api, () => main || '',
     (o) => {
       myOrders.addPlaced(o);
       logLine(`placed ${o.side} ${o.quantity}@${o.price ?? 'MKT'} ${o.symbol} → ${o.order_id}`);
@@ -103,19 +104,24 @@ async function start() {
     conn.connect(connectUrl(config.wsUrl, session));
   }
 
+  /** Ask the server; `applySubscription` runs when it acknowledges. */
   function subscribe(newMain, newSubs) {
     if (!newMain) return;
+    const wanted = newSubs.filter((s) => s !== newMain);
+    if (conn.state === State.IDLE || conn.state === State.CLOSED) connect();
+    conn.subscribe(newMain, wanted);
+    logLine(`subscribe main=${newMain} sub=[${wanted.join(',')}]`);
+  }
+
+  function applySubscription(newMain, newSubs) {
     const mainChanged = newMain !== main;
     main = newMain;
     subs = newSubs.filter((s) => s !== main);
     $('#main-symbol').value = main;
     $('#sub-symbols').value = subs.join(', ');
-    if (conn.state === State.IDLE || conn.state === State.CLOSED) connect();
-    conn.subscribe(main, subs);
     ticker.setSymbols(main, subs);
     $('#entry-symbol').textContent = main;
     $('#chart-title').textContent = main;
-    logLine(`subscribe main=${main} sub=[${subs.join(',')}]`);
     if (mainChanged) {
       ladder.reset(main);
       ladder.refetch('subscribe');
@@ -162,10 +168,17 @@ async function start() {
   });
   conn.on('error', (m) => {
     logLine(`server error ${m.code}: ${m.message}`, 'error');
-    if (SUBSCRIBE_ERRORS.has(m.code)) $('#sub-error').textContent = `${m.code}: ${m.message}`;
+    if (SUBSCRIBE_ERRORS.has(m.code)) {
+      $('#sub-error').textContent = `${m.code}: ${m.message}${main ? ` (still on ${main})` : ''}`;
+    }
   });
   conn.on('subscribed', (m) => {
-    $('#sub-error').textContent = '';
+    // the request it answers, in the page's order; the server's symbols win where they differ
+    const req = m.request || { main: m.main, sub: m.sub || [] };
+    const server = Array.isArray(m.sub) ? m.sub : req.sub;
+    const newSubs = [...req.sub.filter((s) => server.includes(s)), ...server.filter((s) => !req.sub.includes(s))];
+    if (!req.restore) $('#sub-error').textContent = '';
+    applySubscription(m.main || req.main, newSubs);
     logLine(`subscribed main=${m.main} sub=[${(m.sub || []).join(',')}]`, 'ok');
   });
 

@@ -15,7 +15,13 @@
  * (`?token=` or a test-mode user) never opens, an anonymous probe tells the two causes
  * apart: the probe opens → the gateway refused the credentials → CLOSED, no retry, saying
  * what was refused (`refused` is set); the probe fails too → the gateway is unreachable →
- * reconnect with backoff. Messages are parsed once and handed to
+ * reconnect with backoff.
+ *
+ * Subscriptions are acknowledged (SPEC §6): every subscribe sent waits in `pending` for its
+ * answer, a `subscribed` event (handed on with `request`, the {main, sub} it answers) or an
+ * `error` with a subscribe code (all-or-nothing: nothing changed on the server). A refused
+ * request leaves `subscription` at the last acknowledged one, sent again if the request
+ * had unsubscribed symbols first, so the server keeps the previous subscription. Messages are parsed once and handed to
  * listeners by their `e` field; listeners of `*` see every message.
  */
 
@@ -30,6 +36,8 @@ export const State = Object.freeze({
 export const BACKOFF_BASE_MS = 500;
 export const BACKOFF_MAX_MS = 15000;
 export const PING_EVERY_MS = 60000;
+/** `error` codes that answer (refuse) a subscribe. */
+export const SUBSCRIBE_ERRORS = new Set(['UNKNOWN_SYMBOL', 'INVALID_SYMBOL', 'TOO_MANY_SUBSCRIPTIONS']);
 
 /** Delay before reconnect attempt `n` (0-based): exponential, capped, with ±25 % jitter. */
 export function backoffDelay(n, rand = Math.random) {
@@ -83,7 +91,9 @@ export class Connection {
     this.attempt = 0;
     this.timer = null;
     this.pinger = null;
-    this.subscription = null; // {main, sub}
+    this.subscription = null; // {main, sub}: the latest wanted (sent again on every OPEN)
+    this.acked = null; // the last {main, sub} the server acknowledged
+    this.pending = []; // subscribe requests sent on this socket, waiting for their answer
     this.listeners = new Map();
     this.stateListeners = [];
     this.opens = 0;
@@ -130,7 +140,7 @@ export class Connection {
       this.attempt = 0;
       this.opens += 1;
       this.setState(State.OPEN);
-      if (this.subscription) this.sendJson({ action: 'subscribe', ...this.subscription });
+      if (this.subscription) this.sendSubscribe(this.subscription);
       this.pinger = setInterval(() => this.sendJson({ action: 'ping' }), PING_EVERY_MS);
     };
     ws.onmessage = (ev) => {
@@ -148,6 +158,7 @@ export class Connection {
       if (ws !== this.ws) return;
       this.stopPing();
       this.ws = null;
+      this.pending = [];
       if (opened) this.scheduleReconnect(`closed (${ev.code})`);
       else if (anonymousUrl(this.url) !== this.url) this.probe(ev.code);
       else this.scheduleReconnect(`could not connect (${ev.code}): gateway unreachable`);
@@ -183,6 +194,13 @@ export class Connection {
 
   emit(msg) {
     const kind = msg && msg.e;
+    if (kind === 'subscribed' && this.pending.length) {
+      msg.request = this.pending.shift();
+      this.acked = { main: msg.request.main, sub: msg.request.sub };
+    } else if (kind === 'error' && SUBSCRIBE_ERRORS.has(msg.code) && this.pending.length) {
+      msg.request = this.pending.shift();
+      this.refusedSubscribe(msg.request);
+    }
     for (const fn of this.listeners.get(kind) || []) fn(msg);
     for (const fn of this.listeners.get('*') || []) fn(msg);
   }
@@ -209,6 +227,7 @@ export class Connection {
     this.stopPing();
     if (this.prober) this.prober.close(1000, 'client disconnect');
     this.prober = null;
+    this.pending = [];
     const ws = this.ws;
     this.ws = null;
     if (ws) ws.close(1000, 'client disconnect');
@@ -221,13 +240,31 @@ export class Connection {
     return true;
   }
 
-  /** Remember and send the subscription; it is sent again after every reconnect. */
+  /** Send one subscribe request and wait for its answer (see `emit`). */
+  sendSubscribe(request) {
+    const sent = this.sendJson({ action: 'subscribe', main: request.main, sub: request.sub });
+    if (sent) this.pending.push(request);
+    return sent;
+  }
+
+  /** Refused: back to the last acknowledged subscription, restored on the server if need be. */
+  refusedSubscribe(request) {
+    if (this.pending.length) return; // a later request is on its way; its answer decides
+    this.subscription = this.acked;
+    if (request.unsubscribed && request.unsubscribed.length && this.acked) {
+      this.sendSubscribe({ ...this.acked, restore: true });
+    }
+  }
+
+  /** Ask for a subscription; it becomes `subscription` (and is resent after every reconnect),
+   * but only an acknowledgement (`subscribed`, with `request`) makes it the page's. */
   subscribe(main, sub) {
+    const request = { main, sub, unsubscribed: [] };
     if (this.subscription) {
       const gone = this.subscription.sub.filter((s) => !sub.includes(s));
-      if (gone.length) this.sendJson({ action: 'unsubscribe', sub: gone });
+      if (gone.length && this.sendJson({ action: 'unsubscribe', sub: gone })) request.unsubscribed = gone;
     }
     this.subscription = { main, sub };
-    return this.sendJson({ action: 'subscribe', main, sub });
+    return this.sendSubscribe(request);
   }
 }
