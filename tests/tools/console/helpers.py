@@ -74,6 +74,7 @@ class FakeBackend:
         self.refuse_users: set[str] = set()  # test-mode user ids whose handshake is refused (403)
         self.active_symbols: set[str] | None = None  # None: every well-formed symbol is listed
         self.max_subs = 20
+        self.order_refused_symbols: set[str] = set()  # POST /orders answers 400 INVALID_SYMBOL
         self.refused_paths: list[str] = []
         self._clients: set[ServerConnection] = set()
         self._loop = asyncio.new_event_loop()
@@ -237,6 +238,9 @@ class FakeBackend:
                 if path == "/orders" and self.command == "POST":
                     if not (headers.get("x-test-user") or headers.get("authorization")):
                         return self._reply(401, {"code": "UNAUTHORIZED", "message": "log in"})
+                    if body.get("symbol") in backend.order_refused_symbols:
+                        return self._reply(400, {"code": "INVALID_SYMBOL", "message": "symbol not tradable",
+                                                 "field": "symbol"})
                     if not isinstance(body.get("price"), int) and body.get("type") != "MARKET":
                         return self._reply(400, {"code": "BAD_PRICE", "message": "price must be a positive integer",
                                                  "field": "price"})

@@ -432,3 +432,27 @@ def test_a_refused_subscription_keeps_the_previous_symbols(new_page: Any, consol
     assert page.inner_text("#sub-error") == ""
     watch.screenshot("page_refused_subscription")
     assert [e for e in watch.errors if "status of 400" not in e] == []
+
+
+def test_order_entry_errors_clear_when_the_symbol_changes(new_page: Any, console: Any, backend: FakeBackend) -> None:
+    backend.order_refused_symbols.add("AAA")
+    page, watch = open_page(new_page, console, "?main=AAA&user=u_stale")
+    page.wait_for_selector("#event-log li.ok:has-text('subscribed main=AAA')")
+    page.fill("#order-price", "5")
+    page.fill("#order-qty", "1")
+    page.click("#btn-buy")
+    page.wait_for_selector("#err-symbol:has-text('INVALID_SYMBOL')")
+    page.click("[data-testid=ticker-AAA]")  # same symbol: the error stays
+    page.fill("#main-symbol", "TEST")
+    page.click("#btn-subscribe")
+    page.wait_for_selector("#entry-symbol:has-text('TEST')")
+    assert page.inner_text("#err-symbol") == ""
+    assert page.get_attribute("#err-symbol", "data-code") is None
+    page.fill("#order-price", "x")  # a field error goes too
+    page.click("#btn-buy")
+    page.wait_for_selector("#err-price:has-text('BAD_PRICE')")
+    page.fill("#main-symbol", "AAA")
+    page.click("#btn-subscribe")
+    page.wait_for_selector("#entry-symbol:has-text('AAA')")
+    assert page.inner_text("#err-price") == ""
+    assert [e for e in watch.errors if "status of 400" not in e] == []

@@ -123,6 +123,7 @@ async function start() {
     $('#entry-symbol').textContent = main;
     $('#chart-title').textContent = main;
     if (mainChanged) {
+      entry.clearErrors();
       ladder.reset(main);
       ladder.refetch('subscribe');
       chart.load(main, tf);

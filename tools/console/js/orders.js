@@ -2,8 +2,9 @@
  * orders.js — order entry, "my orders" and "my fills".
  *
  * Order entry posts to `POST /orders` (SPEC §5) and shows the server's validation errors
- * next to the field they name (`[data-error-for=price]` …, else under the buttons). It is
- * disabled while nobody is logged in (the login guard; api.js refuses too).
+ * next to the field they name (`[data-error-for=price]` …, else under the buttons) until the
+ * next submit or a change of symbol (`clearErrors`). It is disabled while nobody is logged
+ * in (the login guard; api.js refuses too).
  * My orders starts a row at QUEUED from the 202 answer and follows the owner's `order`
  * events (SPEC §3); a REJECTED status for a cancel/replace of a known order is shown as a
  * note and does not overwrite the order's own status. Rows of open orders have cancel
@@ -71,6 +72,11 @@ export class OrderEntry {
     this.guard.hidden = loggedIn;
     this.form.dataset.guard = loggedIn ? 'open' : 'blocked';
     if (loggedIn) this.price.disabled = this.type.value === 'MARKET';
+  }
+
+  /** Forget the last submit's errors (they were about another order, e.g. another symbol). */
+  clearErrors() {
+    clearErrors(this.form);
   }
 
   async submit(side) {
