@@ -456,3 +456,39 @@ def test_order_entry_errors_clear_when_the_symbol_changes(new_page: Any, console
     page.wait_for_selector("#entry-symbol:has-text('AAA')")
     assert page.inner_text("#err-price") == ""
     assert [e for e in watch.errors if "status of 400" not in e] == []
+
+
+def test_order_form_and_order_buttons_are_off_while_disconnected(new_page: Any, console: Any,
+                                                                 backend: FakeBackend) -> None:
+    page, watch = open_page(new_page, console, "?user=u_off")
+    page.wait_for_selector("#order-form[data-guard=open]")
+    page.fill("#order-price", "5")
+    page.fill("#order-qty", "1")
+    page.click("#btn-buy")
+    page.wait_for_selector("[data-testid=order-row][data-status=QUEUED]")
+    row = page.locator("[data-testid=order-row]").first
+    assert row.locator("[data-testid=cancel]").is_enabled()
+    row.locator("[data-testid=replace]").click()  # an open replace editor is switched off too
+    page.click("#btn-disconnect")
+    page.wait_for_selector("#conn-state[data-state=closed]")
+    assert page.get_attribute("#order-form", "data-guard") == "offline"
+    assert page.is_visible("#login-guard") and "connect" in page.inner_text("#login-guard").lower()
+    assert page.is_disabled("#btn-buy") and page.is_disabled("#btn-sell") and page.is_disabled("#order-price")
+    assert row.locator("[data-testid=replace-send]").is_disabled()
+    row.locator("[data-testid=replace-cancel]").click()
+    assert row.locator("[data-testid=cancel]").is_disabled()
+    assert row.locator("[data-testid=replace]").is_disabled()
+    n_posts = len(backend.calls("POST", "/orders"))
+    page.locator("#btn-buy").click(force=True)
+    page.wait_for_timeout(300)
+    assert len(backend.calls("POST", "/orders")) == n_posts
+    page.click("#btn-connect")  # back on: enabled again
+    page.wait_for_selector("#order-form[data-guard=open]")
+    assert page.is_enabled("#btn-buy") and row.locator("[data-testid=cancel]").is_enabled()
+    backend.drop_clients()  # a dropped connection switches it off until the reconnect
+    page.wait_for_selector("#order-form[data-guard=offline]")
+    assert page.is_disabled("#btn-sell") and row.locator("[data-testid=cancel]").is_disabled()
+    page.wait_for_selector("#order-form[data-guard=open]", timeout=5000)
+    assert page.is_enabled("#btn-sell") and row.locator("[data-testid=cancel]").is_enabled()
+    watch.screenshot("page_offline_guard")
+    assert watch.errors == []

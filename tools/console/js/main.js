@@ -108,6 +108,8 @@ async function start() {
   function subscribe(newMain, newSubs) {
     if (!newMain) return;
     const wanted = newSubs.filter((s) => s !== newMain);
+    $('#main-symbol').value = newMain; // what was asked for (a refusal's error sits next to it)
+    $('#sub-symbols').value = wanted.join(', ');
     if (conn.state === State.IDLE || conn.state === State.CLOSED) connect();
     conn.subscribe(newMain, wanted);
     logLine(`subscribe main=${newMain} sub=[${wanted.join(',')}]`);
@@ -117,8 +119,6 @@ async function start() {
     const mainChanged = newMain !== main;
     main = newMain;
     subs = newSubs.filter((s) => s !== main);
-    $('#main-symbol').value = main;
-    $('#sub-symbols').value = subs.join(', ');
     ticker.setSymbols(main, subs);
     $('#entry-symbol').textContent = main;
     $('#chart-title').textContent = main;
@@ -135,6 +135,8 @@ async function start() {
     badge.dataset.state = state;
     badge.textContent = detail && state !== State.OPEN ? `${state} · ${detail}` : state;
     logLine(`connection ${state}${detail ? ` (${detail})` : ''}`, state === State.OPEN ? 'ok' : conn.refused ? 'error' : '');
+    entry.setConnected(state === State.OPEN); // no order/fill events would arrive otherwise
+    myOrders.setConnected(state === State.OPEN);
     if (state === State.CLOSED && conn.refused) {
       $('#whoami').textContent = 'not logged in (refused)';
       $('#whoami').dataset.user = '';

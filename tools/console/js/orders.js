@@ -4,7 +4,8 @@
  * Order entry posts to `POST /orders` (SPEC §5) and shows the server's validation errors
  * next to the field they name (`[data-error-for=price]` …, else under the buttons) until the
  * next submit or a change of symbol (`clearErrors`). It is disabled while nobody is logged
- * in (the login guard; api.js refuses too).
+ * in (the login guard; api.js refuses too) and while the WebSocket is not open (no order or
+ * fill events would arrive); so are my orders' cancel/replace buttons.
  * My orders starts a row at QUEUED from the 202 answer and follows the owner's `order`
  * events (SPEC §3); a REJECTED status for a cancel/replace of a known order is shown as a
  * note and does not overwrite the order's own status. Rows of open orders have cancel
@@ -16,6 +17,9 @@ import { ApiError } from './api.js';
 
 export const OPEN_STATUSES = new Set(['QUEUED', 'ACCEPTED', 'PARTIALLY_FILLED', 'REPLACED']);
 const MAX_ROWS = 200;
+const GUARD_LOGIN = 'Log in (test-mode user or JWT) to trade.';
+const GUARD_OFFLINE = 'Not connected: trading is off until the connection is open again (Connect).';
+const NEEDS_CONNECTION = new Set(['cancel', 'replace', 'replace-send']);
 
 /** "123" → 123; anything that is not a plain integer is sent as typed (the server judges). */
 export function intOrRaw(text) {
@@ -64,14 +68,29 @@ export class OrderEntry {
     this.type.addEventListener('change', () => {
       this.price.disabled = this.type.value === 'MARKET';
     });
-    this.setLoggedIn(false);
+    this.loggedIn = false;
+    this.connected = false;
+    this.update();
   }
 
   setLoggedIn(loggedIn) {
-    this.fieldset.disabled = !loggedIn;
-    this.guard.hidden = loggedIn;
-    this.form.dataset.guard = loggedIn ? 'open' : 'blocked';
-    if (loggedIn) this.price.disabled = this.type.value === 'MARKET';
+    this.loggedIn = loggedIn;
+    this.update();
+  }
+
+  setConnected(connected) {
+    this.connected = connected;
+    this.update();
+  }
+
+  /** data-guard: `blocked` (nobody logged in), `offline` (not connected) or `open`. */
+  update() {
+    const guard = !this.loggedIn ? 'blocked' : !this.connected ? 'offline' : 'open';
+    this.fieldset.disabled = guard !== 'open';
+    this.guard.hidden = guard === 'open';
+    this.guard.textContent = guard === 'offline' ? GUARD_OFFLINE : GUARD_LOGIN;
+    this.form.dataset.guard = guard;
+    if (guard === 'open') this.price.disabled = this.type.value === 'MARKET';
   }
 
   /** Forget the last submit's errors (they were about another order, e.g. another symbol). */
@@ -101,6 +120,15 @@ export class MyOrders {
     this.tbody = table.querySelector('tbody');
     this.api = api;
     this.rows = new Map();
+    this.connected = false;
+  }
+
+  /** Cancel/replace only while connected (their outcome arrives as `order` events). */
+  setConnected(connected) {
+    this.connected = connected;
+    for (const b of this.tbody.querySelectorAll('button[data-testid]')) {
+      if (NEEDS_CONNECTION.has(b.dataset.testid)) b.disabled = !connected;
+    }
   }
 
   clear() {
@@ -195,6 +223,7 @@ export class MyOrders {
     b.type = 'button';
     b.textContent = label;
     b.dataset.testid = testid;
+    if (NEEDS_CONNECTION.has(testid)) b.disabled = !this.connected;
     b.addEventListener('click', fn);
     return b;
   }
