@@ -169,3 +169,33 @@ def test_server_validation_errors_show_next_to_the_field(new_page: Any, stack: D
     assert page.inner_text("#err-price") == ""
     watch.screenshot("stack_validation")
     assert [e for e in watch.errors if "status of 400" not in e] == []
+
+
+def test_a_refused_jwt_handshake_stops_and_says_so(new_page: Any, stack: DevStack, symbol: str) -> None:
+    page, watch = open_console(new_page, stack, symbol)
+    page.select_option("#conn-mode", "jwt")
+    page.fill("#jwt", "not.a.jwt")
+    page.click("#btn-connect")
+    page.wait_for_selector("#conn-state[data-state=closed]")
+    state = page.inner_text("#conn-state")
+    assert "refused" in state and "JWT" in state, state
+    page.wait_for_timeout(1500)
+    assert page.get_attribute("#conn-state", "data-state") == "closed"  # no retry loop
+    assert page.is_disabled("#btn-buy")
+    watch.screenshot("stack_refused_jwt")
+    assert [e for e in watch.errors if "WebSocket" not in e] == []
+
+
+def test_a_refused_subscription_keeps_the_main_symbol(new_page: Any, stack: DevStack, symbol: str) -> None:
+    page, watch = open_console(new_page, stack, symbol, user="u_nope")
+    for bad, code in [("nope", "UNKNOWN_SYMBOL"), ("<script>", "INVALID_SYMBOL")]:
+        page.fill("#main-symbol", bad)
+        page.click("#btn-subscribe")
+        page.wait_for_selector(f"#sub-error:has-text('{code}')")
+        assert page.inner_text("#entry-symbol") == symbol
+        assert page.get_attribute("#ladder", "data-symbol") == symbol
+    place(page, "BUY", 10, 1)
+    page.wait_for_selector("[data-testid=order-row][data-status=ACCEPTED]")
+    assert page.locator("[data-testid=order-row] td").nth(1).inner_text() == symbol
+    watch.screenshot("stack_refused_subscription")
+    assert watch.errors == []
