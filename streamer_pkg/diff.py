@@ -41,6 +41,8 @@ class Send:
     key: Any  # coalescing key; None = never coalesce
     data: bytes
     born: float = 0.0  # epoch seconds of the data's origin (depth `t`), for push lag
+    #: the symbol whose pushed state this send changes when its key does not say (candle_close)
+    symbol: str | None = None
 
 
 @dataclass
@@ -82,7 +84,7 @@ def _close_send(sym: str, main: frozenset[str], prev: tuple, closed: dict | None
     minute when known (candle:closed:1m), else the last values seen."""
     final = closed if closed is not None and str(closed.get("t")) == prev[5] else dict(
         zip(CANDLE_FIELDS, prev, strict=True))
-    return Send(main, None, orjson.dumps(messages.candle_message(sym, final, closed=True)))
+    return Send(main, None, orjson.dumps(messages.candle_message(sym, final, closed=True)), symbol=sym)
 
 
 def depth_bytes(symbol: str, d: dict) -> tuple[bytes, int, float]:

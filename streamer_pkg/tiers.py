@@ -439,7 +439,9 @@ class Streamer:
         self._anon_seed.clear()
 
     def _mirror_anon(self, sends: list[Send]) -> None:
+        # a candle closed by time sends only its candle_close: its symbol's state changed too
         changed = {s.key[1] for s in sends if isinstance(s.key, tuple) and s.key[0] in ("d", "c", "t")}
+        changed.update(s.symbol for s in sends if s.symbol)
         if not changed:
             return
         rows = {}

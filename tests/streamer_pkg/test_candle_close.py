@@ -139,3 +139,22 @@ def test_chart_and_subscribe_snapshot_read_a_closed_hash_as_no_open_candle(depth
     r.hset(keys.candle("TEST"), mapping={"t": M2, "o": 5, "h": 5, "l": 5, "c": 5, "v": 1})  # open again
     replies = WsService(r, None, None)._snapshot("TEST", [])  # type: ignore[arg-type]
     assert [x["t"] for x in replies if isinstance(x, dict) and x.get("e") == "candle"] == [M2]
+
+
+def test_a_restart_does_not_repeat_a_time_close_to_anonymous_subscribers(settings, depth_cache, server):
+    """The anonymous tier's cache (seed of a restart without --init) forgets a candle closed by
+    time; before, it kept it and the restarted streamer sent that candle_close again."""
+    r = depth_cache
+    writer = DepthWriter(redis.Redis.from_url(settings.depth_cache_url))
+    connect(r, "anon", logged_in=False, main="TEST")
+    with RunningStreamer(settings, server.endpoint, anon_interval=0.1):
+        write_candle(r, "TEST", M1, 100, 120, 95, 110, 4)
+        wait_until(lambda: of(server.messages("anon"), "candle"), what="the open candle")
+        assert writer.close_candles(["TEST"], M2) == {}
+        wait_until(lambda: of(server.messages("anon"), "candle_close"), what="the close")
+        wait_until(lambda: orjson.loads(r.hget(keys.STREAMER_ANON_CACHE, "TEST") or b"{}").get("candle", 0) is None,
+                   what="the anonymous cache forgets the closed candle")
+    with RunningStreamer(settings, server.endpoint, anon_interval=0.1):  # restart, no --init
+        r.publish(keys.DEPTH_CHANGED_CHANNEL, orjson.dumps(["TEST"]))
+        time.sleep(1.0)  # ten anonymous ticks: a repeated close would have gone out by now
+    assert len(of(server.messages("anon"), "candle_close")) == 1
