@@ -463,8 +463,8 @@ class ShardWorker(threading.Thread):
                         ev.get("reason"), ev.get("seq"))
 
         now_ms = int(time.time() * 1000)
+        self._note_event_clock(records[-1])  # first: this batch's skew places its late trades
         now_minute = minute_of((self._batch_clock or now_ms) - self.candles.skew_ms)
-        self._note_event_clock(records[-1])
         opened = self.candles.open
         updates: list[SymbolUpdate] = []
         for sym, u in res.touched.items():
