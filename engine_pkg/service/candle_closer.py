@@ -8,26 +8,24 @@ worker runs `candle_close.lua` (through `DepthWriter.close_candles`), from:
   and its effects written. After a GetRecords that reached the tip (a page shorter than its
   Limit and MillisBehindLatest below `CATCH_UP_MS`) it is the wall clock at the start of that
   request minus MillisBehindLatest; a full page or a shard far behind (catch-up after a
-  restart, commands with old `ts`) does not move it, so the wall clock never closes a minute
-  that records still to be read may update. kinesalite always reports MillisBehindLatest 0:
-  there the short page is what tells. Nothing closes before the shard was caught up once.
-- the *event clock*: a candle's minute is that of its trades' `t` = the command's `ts` (the
-  router's clock), or its arrival ms when it has none. From each batch's last record the
-  worker notes `skew_ms` = arrival ms - `ts` and the newest `ts`. Live commands (|skew| up to
-  `LIVE_SKEW_MS`; milliseconds in production) map the horizon onto their clock: the cutoff
-  is `horizon - skew - grace`, so a router clock running a little behind does not make its
-  own trades late. Commands whose `ts` is further from their arrival (a replayed or
-  generated timeline: tests, load tools) carry their own clock, and the wall clock says
-  nothing about when their minutes end: then the cutoff is `newest ts - grace` (a minute
-  closes once the shard's own timeline has passed it, as a later trade would close it).
+  restart) does not move it, so the clock never closes a minute that records still to be
+  read may update. kinesalite always reports MillisBehindLatest 0: there the short page is
+  what tells. Nothing closes before the shard was caught up once.
+- the cutoff: a candle closes once the horizon is `GRACE_MS` past its minute's end (the
+  router stamps `ts` as it puts the command, milliseconds before it arrives).
+- the live window: only candles of the last `LIVE_WINDOW_MS` close by time. An older open
+  candle belongs to a replayed or generated timeline (a tool writing commands with old
+  `ts`): the wall clock says nothing about it, and it closes as before, when a trade of a
+  later minute arrives. One command's `ts`, early or late, never moves any other candle's
+  close: the clock is the shard's read horizon, not the commands' `ts`.
 - the open candles: symbol → the newest trade minute the worker wrote (one dict store per
   symbol per batch on the hot path). A restored worker starts with every symbol of its
-  engine (minute unknown), so a candle left open before a restart closes too.
+  engine (minute unknown, checked once), so a recent candle left open before a restart closes.
 
-Every `interval` seconds, `due()` returns the cutoff minute and the symbols whose recorded
-minute is before it; the script closes a candle only when the hash's own `t` is before the
-cutoff, and reports the `t` of a candle still open, which `checked` records for a later
-check. A trade whose `ts` lags by more than `grace` may land in a minute already closed:
+Every `interval` seconds, `due()` returns the cutoff, the window's first minute and the
+symbols whose recorded minute falls between them; the script closes a candle only when the
+hash's own `t` does, and reports the `t` of a candle it left open, which `checked` records.
+A trade whose `ts` lags by more than the grace may land in a minute already closed:
 candles.lua folds it into the open candle (or opens the current minute), never reopening it.
 """
 
@@ -38,10 +36,10 @@ from collections.abc import Callable, Iterable
 
 #: MillisBehindLatest below this counts as caught up (with a page shorter than its Limit).
 CATCH_UP_MS = 3000
-#: A minute closes this long after its end (router/arrival lag of a command's `ts`).
+#: A minute closes this long after its end (router-to-engine lag of a command's `ts`).
 GRACE_MS = 2000
-#: Commands whose `ts` is within this of their arrival run on the live (wall) clock.
-LIVE_SKEW_MS = 300_000
+#: Only candles of minutes that ended less than this before the horizon close by time.
+LIVE_WINDOW_MS = 300_000
 #: Seconds between two close checks of one shard.
 CHECK_EVERY_S = 1.0
 
@@ -55,15 +53,15 @@ class CandleCloser:
     """The close-by-time bookkeeping of one shard worker (used by its thread only)."""
 
     def __init__(self, clock: Callable[[], float] = time.time, *, grace_ms: int = GRACE_MS,
-                 catch_up_ms: int = CATCH_UP_MS, interval: float = CHECK_EVERY_S) -> None:
+                 catch_up_ms: int = CATCH_UP_MS, window_ms: int = LIVE_WINDOW_MS,
+                 interval: float = CHECK_EVERY_S) -> None:
         self.clock = clock  # wall clock, epoch seconds (injectable for tests)
         self.grace_ms = grace_ms
         self.catch_up_ms = catch_up_ms
+        self.window_ms = window_ms
         self.interval = interval
         self.open: dict[str, str] = {}  # symbol -> newest trade minute written ("" = unknown)
         self.horizon_ms = 0
-        self.skew_ms = 0  # arrival clock - event clock (commands' ts) of the newest record read
-        self.event_ms = 0  # the newest `ts` read (the event clock of commands off the live clock)
         self._checked_at = 0.0
 
     def now_ms(self) -> int:
@@ -79,35 +77,21 @@ class CandleCloser:
         if n_records < limit and millis_behind < self.catch_up_ms:
             self.horizon_ms = max(self.horizon_ms, started_ms - millis_behind)
 
-    def seen(self, arrival_ms: int, ts_ms: int | None) -> None:
-        """A batch's last record: arrived at `arrival_ms`, its command's `ts` (None: no ts, the
-        engine stamped it with the arrival ms)."""
-        if ts_ms is None:
-            self.skew_ms = 0
-        else:
-            self.skew_ms = arrival_ms - ts_ms
-            self.event_ms = max(self.event_ms, ts_ms)
-
-    def clock_ms(self) -> int:
-        """The event-clock ms up to which the shard's minutes may be considered over (0: none)."""
-        if not self.horizon_ms:
-            return 0
-        if -LIVE_SKEW_MS <= self.skew_ms <= LIVE_SKEW_MS:
-            return self.horizon_ms - self.skew_ms
-        return min(self.event_ms, self.horizon_ms - self.skew_ms)
-
-    def due(self) -> tuple[str, list[str]] | None:
-        """(cutoff minute, symbols to close) when a check is due and something may close."""
+    def due(self) -> tuple[str, str, list[str]] | None:
+        """(cutoff minute, the live window's first minute, symbols to check) when a check is
+        due and a candle may close: those with an unknown minute or one in [first, cutoff)."""
         now = self.clock()
         if now - self._checked_at < self.interval or not self.open or not self.horizon_ms:
             return None
         self._checked_at = now
-        cutoff = minute_str(self.clock_ms() - self.grace_ms)
-        syms = [s for s, m in self.open.items() if m < cutoff]
-        return (cutoff, syms) if syms else None
+        cutoff = minute_str(self.horizon_ms - self.grace_ms)
+        first = minute_str(self.horizon_ms - self.grace_ms - self.window_ms)
+        syms = [s for s, m in self.open.items() if m == "" or first <= m < cutoff]
+        return (cutoff, first, syms) if syms else None
 
     def checked(self, symbols: list[str], still_open: dict[str, str]) -> None:
-        """The close script ran for `symbols`; `still_open` = those whose candle is not due."""
+        """The close script ran for `symbols`; `still_open` = those whose candle it left open
+        (not due yet, or older than the live window: those wait for a later trade)."""
         for s in symbols:
             t = still_open.get(s)
             if t:

@@ -86,25 +86,25 @@ class DepthWriter:
         cache.execute_and_publish(self.client, pipe, keys.DEPTH_CHANGED_CHANNEL,
                                   orjson.dumps([u.symbol for u in updates]))
 
-    def close_candles(self, symbols: list[str], cutoff: str) -> dict[str, str]:
-        """Close the open 1-minute candle of each symbol whose minute is before `cutoff`
-        (`YYYYMMDDHHMM`), then PUBLISH the symbols checked. Returns {symbol: open minute} of the
-        symbols whose candle is still open (its minute is not before the cutoff)."""
+    def close_candles(self, symbols: list[str], cutoff: str, first: str = "") -> dict[str, str]:
+        """Close the open 1-minute candle of each symbol whose minute is before `cutoff` and not
+        before `first` (`YYYYMMDDHHMM`; "" = no lower bound), then PUBLISH the symbols checked.
+        Returns {symbol: open minute} of the symbols whose candle is still open."""
         if not symbols:
             return {}
         if not self._close_loaded:
             cache.load_script(self.client, self.close_script)
             self._close_loaded = True
         try:
-            replies = self._close(symbols, cutoff)
+            replies = self._close(symbols, cutoff, first)
         except redis.exceptions.NoScriptError:
             log.warning("event=script_reload script=candle_close.lua sha=%s", self.close_script.sha)
             cache.load_script(self.client, self.close_script)
-            replies = self._close(symbols, cutoff)  # idempotent: a closed candle is not there any more
+            replies = self._close(symbols, cutoff, first)  # idempotent: a closed candle is not there any more
         return {s: cache.as_str(reply) for s, reply in zip(symbols, replies, strict=True) if reply}
 
-    def _close(self, symbols: list[str], cutoff: str) -> list:
+    def _close(self, symbols: list[str], cutoff: str, first: str) -> list:
         pipe = self.client.pipeline(transaction=False)
         for s in symbols:
-            cache.queue_script(pipe, self.close_script, [keys.candle(s), keys.candle_closed(s)], [s, cutoff])
+            cache.queue_script(pipe, self.close_script, [keys.candle(s), keys.candle_closed(s)], [s, cutoff, first])
         return cache.execute_and_publish(self.client, pipe, keys.DEPTH_CHANGED_CHANNEL, orjson.dumps(symbols))

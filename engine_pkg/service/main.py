@@ -118,9 +118,9 @@ class EngineService:
     def write_depth(self, updates: list[SymbolUpdate]) -> None:
         self._retry("depth", lambda: self.depth_writer.write(updates))
 
-    def close_candles(self, symbols: list[str], cutoff: str) -> dict[str, str]:
-        """Close the symbols' 1-minute candles of minutes before `cutoff` (DepthWriter.close_candles)."""
-        return self._retry("candle_close", lambda: self.depth_writer.close_candles(symbols, cutoff))
+    def close_candles(self, symbols: list[str], cutoff: str, first: str = "") -> dict[str, str]:
+        """Close the symbols' 1-minute candles of minutes in [first, cutoff) (DepthWriter.close_candles)."""
+        return self._retry("candle_close", lambda: self.depth_writer.close_candles(symbols, cutoff, first))
 
     def _retry(self, what: str, fn) -> Any:
         attempt = 0

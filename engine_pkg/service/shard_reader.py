@@ -74,8 +74,6 @@ REJECTED_NEEDLE = messages.REJECTED_NEEDLE
 #: anywhere else may sit in a nested object of an ignored field. Other records take the
 #: slower, equally correct path (runs by arrival ms).
 _TS_OK = re.compile(rb'[,{]\s*"ts"\s*:\s*\d{1,15}\s*\}\s*\Z')
-#: The same, capturing the `ts` (the event clock's offset from the arrival clock, candle_closer).
-_TS_END = re.compile(rb'[,{]\s*"ts"\s*:\s*(\d{1,15})\s*\}\s*\Z')
 
 
 class ShardState(enum.Enum):
@@ -463,8 +461,7 @@ class ShardWorker(threading.Thread):
                         ev.get("reason"), ev.get("seq"))
 
         now_ms = int(time.time() * 1000)
-        self._note_event_clock(records[-1])  # first: this batch's skew places its late trades
-        now_minute = minute_of((self._batch_clock or now_ms) - self.candles.skew_ms)
+        now_minute = minute_of(self._batch_clock or now_ms)  # where a late trade of a closed minute goes
         opened = self.candles.open
         updates: list[SymbolUpdate] = []
         for sym, u in res.touched.items():
@@ -503,19 +500,13 @@ class ShardWorker(threading.Thread):
                       self.shard_id, len(records), len(res.fills), len(res.statuses),
                       ",".join(res.touched), self.checkpoint)
 
-    def _note_event_clock(self, record: dict) -> None:
-        """The event clock (commands' `ts`, the minutes of the candles) vs the arrival clock, from
-        a batch's last record: closing by time follows the clock the candles' minutes are in."""
-        m = _TS_END.search(record["Data"])
-        self.candles.seen(self._arrival_ms(record), int(m.group(1)) if m else None)
-
     def _maybe_close_candles(self) -> None:
         """About once a second: close the candles of minutes the shard has been read past."""
         due = self.candles.due()
         if due is None:
             return
-        cutoff, symbols = due
-        still_open = self.svc.close_candles(symbols, cutoff)
+        cutoff, first, symbols = due
+        still_open = self.svc.close_candles(symbols, cutoff, first)
         self.candles.checked(symbols, still_open)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("event=candles_close_check shard=%s cutoff=%s checked=%d closed=%d", self.shard_id,
@@ -531,7 +522,6 @@ class ShardWorker(threading.Thread):
             d = orjson.loads(f)
             self.ticker.fold(d["s"], [(d["t"], d["p"], d["q"])])
             self.candles.open.setdefault(d["s"], "")  # its candle, written before, may be open
-        self._note_event_clock(records[-1])
         self.checkpoint = records[-1]["SequenceNumber"]
         self.records_since_snapshot += len(records)
         self.svc.metrics.inc("silent_replay_records_total", len(records))

@@ -21,8 +21,8 @@ from tests.waiting import wait_until
 M1, M2, M3, M4 = "202512161420", "202512161421", "202512161422", "202512161423"
 
 
-def _apply(writer: DepthWriter, u: int, trades, now_minute: str = "") -> None:
-    writer.write([SymbolUpdate("TEST", u, b'{"u":%d}' % u, b'{"e":"t"}', trades, now_minute)])
+def _apply(writer: DepthWriter, u: int, trades, now_minute: str = "", sym: str = "TEST") -> None:
+    writer.write([SymbolUpdate(sym, u, b'{"u":%d}' % u, b'{"e":"t"}', trades, now_minute)])
 
 
 def _closed(r: redis.Redis, sym: str = "TEST") -> list[dict]:
@@ -99,8 +99,9 @@ def test_the_closer_waits_for_a_caught_up_shard_and_checks_once_a_second():
     c.read(c.now_ms(), 10, 500, 60_000)  # a short page, but far behind the tip (catch-up)
     assert c.due() is None
     c.read(c.now_ms(), 0, 500, 0)  # caught up
-    cutoff, syms = c.due()
+    cutoff, first, syms = c.due()
     assert (cutoff, syms) == (minute_str(int(now[0] * 1000) - 2000), ["TEST"])
+    assert first == minute_str(int(now[0] * 1000) - 2000 - 300_000)
     c.checked(["TEST"], {})
     assert c.open == {}
     c.open["AAA"] = minute_str(int(now[0] * 1000))  # the current minute: not due
@@ -114,35 +115,48 @@ def test_the_closer_waits_for_a_caught_up_shard_and_checks_once_a_second():
     assert c.open == {"AAA": "209901010000"}
 
 
-def test_the_closer_follows_the_clock_of_the_commands_ts():
+def test_only_candles_of_the_live_window_close_by_time():
     now = [1_765_894_020.0]  # 2025-12-16 14:07:00 UTC
     c = CandleCloser(lambda: now[0])
-    # live commands whose router clock runs 30 s behind the stream: minutes end on their clock
-    ts = int(now[0] * 1000) - 30_000
-    c.open["TEST"] = minute_str(ts)
-    c.seen(int(now[0] * 1000), ts)
+    c.open.update({"LIVE": "202512161405", "OLD": "202412110000", "NEW": ""})
     c.read(c.now_ms(), 0, 500, 0)
-    assert c.due() is None  # the wall clock is past the minute, the commands' clock is not
-    now[0] += 30
+    cutoff, first, syms = c.due()
+    assert (cutoff, first) == ("202512161406", "202512161401")
+    assert sorted(syms) == ["LIVE", "NEW"], "a replayed timeline's old candle waits for a later trade"
+    # the script reports what it left open: the unknown one turned out old, so it is not asked again
+    c.checked(syms, {"NEW": "202412110000"})
+    now[0] += 2
     c.read(c.now_ms(), 0, 500, 0)
-    assert c.due() is None  # 14:07:00 on the commands' clock: within the grace
-    now[0] += 3
+    assert c.due() is None
+
+
+def test_an_odd_ts_on_one_symbol_never_moves_another_symbols_close(depth_cache, settings):
+    """The clock is the shard's read horizon, not the commands' `ts`: a command stamped two
+    minutes ahead opens its own candle in that minute and leaves the others alone."""
+    writer = DepthWriter(redis.Redis.from_url(settings.depth_cache_url))
+    _apply(writer, 1, [(1, "202512161406", 100, 1)], sym="AAA")
+    _apply(writer, 1, [(1, "202512161409", 100, 1)], sym="BBB")  # ts two minutes ahead
+    now = [1_765_894_000.0]  # 14:06:40
+    c = CandleCloser(lambda: now[0])
+    c.open.update({"AAA": "202512161406", "BBB": "202512161409"})
     c.read(c.now_ms(), 0, 500, 0)
-    assert c.due() == (minute_str(ts + 33_000 - 2000), ["TEST"]) == ("202512161407", ["TEST"])
-    # a replayed timeline (ts a year old): only the commands' own clock closes its minutes
-    old = CandleCloser(lambda: now[0])
-    old_ts = 1_733_896_390_000
-    old.open["TEST"] = minute_str(old_ts)
-    old.seen(int(now[0] * 1000), old_ts)
-    old.read(old.now_ms(), 0, 500, 0)
-    now[0] += 3600
-    old.read(old.now_ms(), 0, 500, 0)
-    assert old.due() is None  # an hour of wall clock later: still open
-    old.seen(int(now[0] * 1000), old_ts + 61_000)  # the timeline moved past the minute (+ grace)
-    now[0] += 1
-    assert old.due() == (minute_str(old_ts + 60_000), ["TEST"])
-    old.seen(int(now[0] * 1000), None)  # a command without ts: stamped with its arrival ms
-    assert old.skew_ms == 0
+    assert c.due() is None  # 14:06 is not over
+    now[0] += 22  # 14:07:02, past the grace
+    c.read(c.now_ms(), 0, 500, 0)
+    cutoff, first, syms = c.due()
+    assert syms == ["AAA"]
+    c.checked(syms, writer.close_candles(syms, cutoff, first))
+    assert depth_cache.hget(keys.candle("AAA"), "t") is None
+    assert depth_cache.hget(keys.candle("BBB"), "t") == "202512161409"
+    assert c.open == {"BBB": "202512161409"}
+
+
+def test_the_close_script_leaves_a_candle_older_than_the_window_open(depth_cache, settings):
+    writer = DepthWriter(redis.Redis.from_url(settings.depth_cache_url))
+    _apply(writer, 1, [(1, "202412110000", 100, 1)])
+    assert writer.close_candles(["TEST"], "202512161406", "202512161401") == {"TEST": "202412110000"}
+    assert depth_cache.lrange(keys.candle_closed("TEST"), 0, -1) == []
+    assert writer.close_candles(["TEST"], "202512161406") == {}, "no window: closed"
 
 
 def _cross(sym: str, i: int, ts: int, price: int = 1000, qty: int = 2) -> list[dict]:
