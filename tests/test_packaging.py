@@ -31,3 +31,17 @@ def test_chalice_package_zip_contains_chalice_app_and_imports(tmp_path):
     )
     assert probe.returncode == 0, probe.stderr
     assert probe.stdout.strip() == "supernoba"
+
+
+def test_every_file_the_engine_loads_as_a_resource_is_package_data():
+    """A wheel (`pip install .`) carries only .py files and package-data: the engine service
+    reads its Lua scripts through importlib.resources and would not start without them."""
+    import fnmatch
+    import tomllib
+
+    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["engine_pkg"]
+    pkg = REPO / "engine_pkg"
+    resources = [p.relative_to(pkg).as_posix() for p in (pkg / "service").glob("*.lua")]
+    assert resources, "the engine service's Lua scripts"
+    missing = [r for r in resources if not any(fnmatch.fnmatch(r, pat) for pat in patterns)]
+    assert missing == []

@@ -36,7 +36,7 @@ from pathlib import Path
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalice_app.config import Settings
+from chalice_app.config import ENV, Settings
 from chalice_app.logs import setup_logging
 
 log = logging.getLogger("supernoba.provision")
@@ -106,13 +106,23 @@ _PLACEHOLDER_RE = re.compile(r"change-me|^(subnet|sg)-0+[1-9]?$")
 
 
 def stage_placeholders(stage: str, config_path: Path | str = DEFAULT_CONFIG) -> list[str]:
-    """Settings of `stage` that still hold the config's placeholders ("change-me", zero ids)."""
+    """Settings of `stage` that still hold the config's placeholders ("change-me", zero ids),
+    and an IAM policy file whose S3 bucket is not the stage's BACKUP_BUCKET (renaming the
+    bucket in config.json alone would leave the backup without write access)."""
     config = json.loads(Path(config_path).read_text())
     st = config.get("stages", {}).get(stage, {})
     found = [k for k, v in st.get("environment_variables", {}).items() if _PLACEHOLDER_RE.search(str(v))]
     for key in ("subnet_ids", "security_group_ids"):
         if any(_PLACEHOLDER_RE.search(str(v)) for v in st.get(key, [])):
             found.append(key)
+    policy_file = st.get("iam_policy_file")
+    bucket = stage_environment(stage, config_path).get(ENV.BACKUP_BUCKET)
+    policy_path = Path(config_path).parent / policy_file if policy_file else None
+    if policy_path is not None and policy_path.exists() and bucket:
+        policy = policy_path.read_text()
+        buckets = set(re.findall(r"arn:aws:s3:::([^/\"]+)", policy))
+        if buckets and buckets != {bucket}:
+            found.append(f"{policy_file} (S3 bucket {', '.join(sorted(buckets))}, not BACKUP_BUCKET {bucket})")
     return found
 
 

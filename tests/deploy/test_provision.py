@@ -211,3 +211,18 @@ def test_in_process_dry_run_returns_the_plan_lines(aws, stage):
     lines = provision(settings, dry_run=True, session=aws)
     assert len(lines) == 6 and all("would create" in line for line in lines)
     assert all(v is None for v in _state(aws, env).values())
+
+
+def test_a_policy_left_on_the_old_bucket_is_reported(tmp_path):
+    """docs/deploy.md step 3 renames BACKUP_BUCKET: the stage's IAM policy must follow."""
+    src = Path(__file__).resolve().parents[2] / ".chalice"
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["stages"]["prod"]["environment_variables"]["BACKUP_BUCKET"] = "supernoba-backup-prod-123456789012"
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    policy = (src / "policy-prod.json").read_text()
+    (tmp_path / "policy-prod.json").write_text(policy)
+    left = stage_placeholders("prod", tmp_path / "config.json")
+    assert any(item.startswith("policy-prod.json (S3 bucket supernoba-backup-prod-change-me") for item in left), left
+    (tmp_path / "policy-prod.json").write_text(policy.replace("supernoba-backup-prod-change-me",
+                                                              "supernoba-backup-prod-123456789012"))
+    assert not any(item.startswith("policy-prod.json") for item in stage_placeholders("prod", tmp_path / "config.json"))
