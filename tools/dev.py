@@ -547,6 +547,10 @@ class LocalStack:
         rest_log = logging.getLogger("supernoba.rest")
 
         class _LoggedHandler(ChaliceRequestHandler):
+            # chalice writes the headers and the body in two sends: with Nagle on, the body
+            # waits for the client's delayed ACK, ~40 ms on every response
+            disable_nagle_algorithm = True
+
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
                 rest_log.info("client=%s %s", self.address_string(), format % args)
 
