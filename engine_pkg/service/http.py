@@ -34,6 +34,7 @@ MAX_BOOK_LEVELS = 100_000
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two sends: no delayed-ACK stall
 
     def log_message(self, fmt: str, *args) -> None:  # route http.server's access log to logging
         log.debug("event=http " + fmt, *args)

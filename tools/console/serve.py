@@ -80,6 +80,7 @@ def console_config(rest_url: str, ws_url: str, admin_key: str | None, *, proxy: 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two sends: no delayed-ACK stall
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("http client=%s %s", self.address_string(), format % args)
