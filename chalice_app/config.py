@@ -204,11 +204,14 @@ def _trigger_settings(env: Mapping[str, str]) -> dict:
     which `chalice package/deploy` does with the stage's environment variables, so each stage
     of .chalice/config.json sets them (TRIM_HORIZON for fills: a new deploy persists every
     retained trade, idempotently; LATEST for order status: old notifications are noise)."""
+    d = Settings
     return {
-        "fills_trigger_batch_size": int(env.get(ENV.FILLS_TRIGGER_BATCH_SIZE) or 100),
-        "fills_trigger_starting_position": env.get(ENV.FILLS_TRIGGER_STARTING_POSITION) or "TRIM_HORIZON",
-        "status_trigger_batch_size": int(env.get(ENV.STATUS_TRIGGER_BATCH_SIZE) or 100),
-        "status_trigger_starting_position": env.get(ENV.STATUS_TRIGGER_STARTING_POSITION) or "LATEST",
+        "fills_trigger_batch_size": int(env.get(ENV.FILLS_TRIGGER_BATCH_SIZE) or d.fills_trigger_batch_size),
+        "fills_trigger_starting_position": (env.get(ENV.FILLS_TRIGGER_STARTING_POSITION)
+                                            or d.fills_trigger_starting_position),
+        "status_trigger_batch_size": int(env.get(ENV.STATUS_TRIGGER_BATCH_SIZE) or d.status_trigger_batch_size),
+        "status_trigger_starting_position": (env.get(ENV.STATUS_TRIGGER_STARTING_POSITION)
+                                             or d.status_trigger_starting_position),
     }
 
 
