@@ -82,6 +82,9 @@ class CBook:
         return int(lib.sb_book_seq(self._e, book))
 
     def depth(self, book: int, side: int, levels: int) -> list[list[int]]:
+        # a side has at most as many levels as there are resting orders: the buffer never
+        # grows past that, however many levels are asked for (--depth 10**21)
+        levels = min(levels, int(lib.sb_open_orders(self._e)))
         if levels <= 0:
             return []
         if levels > self._depth_cap:

@@ -392,6 +392,15 @@ def test_unread_event_lists_behave_as_their_items_everywhere() -> None:
     assert pickle.loads(pickle.dumps(fresh().statuses)) == expect and copy.deepcopy(fresh().fills) == list(fresh().fills)
 
 
+def test_depth_of_more_levels_than_any_book_holds_is_the_whole_book() -> None:
+    eng = Engine()
+    eng.process([b'{"action":"ADD","symbol":"D","order_id":"o%d","user_id":"u","is_buy":true,"price":%d,"quantity":1}'
+                 % (i, 100 + i) for i in range(3)])
+    for levels in (3, 2**31, 2**64, 10**21):  # no buffer of 2 x levels, no overflow
+        assert eng.depth("D", levels) == {"b": [[102, 1], [101, 1], [100, 1]], "a": []}
+    assert eng.depth("D", 2) == {"b": [[102, 1], [101, 1]], "a": []}
+
+
 def test_depth_of_unknown_symbol_is_empty() -> None:
     assert Engine().depth("NOPE") == {"b": [], "a": []}
     assert Engine().depth("bad symbol") == {"b": [], "a": []}
