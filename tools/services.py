@@ -328,6 +328,9 @@ class _NodeEmulator(Service):
     kind: str = ""
 
     def command(self) -> list[str]:
+        if not (NODE_DIR / "node_modules" / self.name).is_dir():
+            raise ServiceStartError(f"{self.name} is not installed in {NODE_DIR / 'node_modules'}: run `make setup` "
+                                    "(or `npm ci` in tools/)")
         node = shutil.which("node") or "/usr/bin/node"
         cmd = [node, str(EMULATOR_JS), self.kind, str(self.port)]
         if self.data_dir is not None:

@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from chalice_app import keys
+from tools import services
 from tools.provision import provision
 from tools.services import ValkeyService, port_open
 
@@ -110,3 +111,9 @@ def test_symbol_keys_refuse_strings_that_reach_other_keys():
     for bad in ("TEST}:x", "*", "test", "", "A" * 17, "TEST\n"):
         with pytest.raises(ValueError):
             keys.depth(bad)
+
+
+def test_a_missing_npm_emulator_is_a_clear_error_naming_make_setup(monkeypatch, tmp_path):
+    monkeypatch.setattr(services, "NODE_DIR", tmp_path)  # a clone where `npm ci` never ran
+    with pytest.raises(services.ServiceStartError, match=r"kinesalite is not installed .*make setup"):
+        services.KinesisService().start()
