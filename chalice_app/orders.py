@@ -10,10 +10,13 @@ Checks made here, before anything is sent (the engine re-validates everything):
 - `client_order_id`: the first request claims `idem:USER:COID` with SET NX (24 h TTL,
   state pending), sends, then marks it sent; a retry with the same body gets the same
   order_id and sends nothing — unless the claim stayed pending for PENDING_STALE_MS (the
-  first Lambda died mid-way), then the retry resends the same order_id once. A retry that
-  arrives while the first request's PutRecord is still in flight waits for its outcome (up to
-  PENDING_WAIT_S): sent → the same order_id; failed (claim released) → the retry claims and
-  sends itself; still undecided → 503, so that a 202 always names an order on the stream.
+  first Lambda died mid-way), then the retry resends the same order_id once. A PutRecord
+  that fails (503) leaves the claim marked failed, with its order_id: the record may have
+  reached the stream all the same (a read timeout), so the retry resends that same order_id
+  and the engine applies it at most once. A retry that arrives while the first request's
+  PutRecord is still in flight waits for its outcome (up to PENDING_WAIT_S): sent → the same
+  order_id; failed → it resends that order_id; still undecided → 503, so that a 202 always
+  names an order on the stream.
   The same id with a different body is 409 IDEMPOTENCY_CONFLICT.
 
 Order ids are sortable and unique: `ord_` + 26 Crockford base-32 characters (48-bit
@@ -198,7 +201,10 @@ class OrderRouter:
             self._put(command)
         except Unavailable:
             if idem_key:
-                self.r.delete(idem_key)  # let the client's retry go through
+                # the record may have reached the stream all the same (a read timeout): the
+                # retry resends this same order_id, which the engine applies at most once
+                self.r.set(idem_key, dumps({"id": order_id, "fp": fingerprint, "st": "F", "at": _now_ms()}),
+                           ex=IDEMPOTENCY_TTL_S)
             raise
         if idem_key:
             self.r.set(idem_key, dumps({"id": order_id, "fp": fingerprint, "st": "S", "at": _now_ms()}),
@@ -209,10 +215,11 @@ class OrderRouter:
         """(order_id, must_send) for a request with a client_order_id.
 
         must_send is True for the first request (it claimed the id with ``order_id``), and for
-        the one retry that takes over a claim left pending for PENDING_STALE_MS (its Lambda
-        died): that retry sends the earlier order_id again — the engine refuses a second copy
-        as DUPLICATE_ORDER_ID, so it is never applied twice. False: the earlier request's
-        record is on the stream; answer with its order_id and send nothing.
+        the one retry that takes over a claim whose PutRecord failed (503) or stayed pending for
+        PENDING_STALE_MS (its Lambda died): that retry sends the earlier order_id again — if the
+        first copy did reach the stream after all, the engine refuses the second as
+        DUPLICATE_ORDER_ID, so it is never applied twice. False: the earlier request's record is
+        on the stream; answer with its order_id and send nothing.
         """
         deadline = time.monotonic() + PENDING_WAIT_S
         while True:
@@ -233,7 +240,7 @@ class OrderRouter:
         claim vanished meanwhile (its PutRecord failed, or the key expired).
 
         state: "sent" (on the stream), "pending" (its PutRecord in flight), or "resend" (this
-        caller took over a claim pending for PENDING_STALE_MS and must send it).
+        caller took over a failed claim, or one pending for PENDING_STALE_MS, and must send it).
         """
         raw = self.r.get(idem_key)
         if raw is None:
@@ -247,9 +254,9 @@ class OrderRouter:
         if prev_fp != fingerprint:
             raise Conflict(f"client_order_id {client_order_id} was already used for a different order",
                            "IDEMPOTENCY_CONFLICT")
-        if state != "P":
+        if state not in ("P", "F"):
             return prev_id, "sent"
-        if _now_ms() - at > PENDING_STALE_MS:
+        if state == "F" or _now_ms() - at > PENDING_STALE_MS:
             claim = dumps({"id": prev_id, "fp": fingerprint, "st": "P", "at": _now_ms()})
             # take the stale claim over atomically: only one retry resends
             if self.r.set(idem_key, claim, xx=True, ex=IDEMPOTENCY_TTL_S, get=True) == raw:

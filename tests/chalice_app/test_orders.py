@@ -184,12 +184,20 @@ def test_cancel_replace_errors(client, svc, sym):
     assert records(svc, 0, timeout=0) == []
 
 
-def test_kinesis_outage_is_503_and_frees_the_client_order_id(client, svc, sym, make_svc):
+def test_kinesis_outage_is_503_and_the_retry_resends_the_same_order_id(client, svc, sym, make_svc):
+    """A failed PutRecord may still have reached the stream (a read timeout): the retry must
+    send the same order_id, so that the engine applies it at most once (DUPLICATE_ORDER_ID)."""
     broken = make_svc(orders_stream="no-such-stream")
     body = {"symbol": "TEST", "side": "BUY", "price": 1, "quantity": 1, "client_order_id": "retry-me"}
     resp = post_json(client, "/orders", body, U1)
     assert resp.status_code == 503 and resp.json_body["code"] == "ORDER_STREAM_UNAVAILABLE"
-    assert not broken.redis.exists(keys.idempotency("u1", "retry-me"))
+    claim = json.loads(broken.redis.get(keys.idempotency("u1", "retry-me")))
+    assert claim["st"] == "F"
+    make_svc()  # the stream is back
+    resp = post_json(client, "/orders", body, U1)
+    assert resp.status_code == 202 and resp.json_body["order_id"] == claim["id"]
+    assert post_json(client, "/orders", body, U1).json_body["order_id"] == claim["id"]
+    assert [r["order_id"] for _, r in records(svc, 1)] == [claim["id"]], "sent once by the retry"
 
 
 def test_client_order_id_of_a_dead_attempt_is_resent_once(client, svc, sym, cache):
@@ -226,16 +234,16 @@ def test_retry_during_an_in_flight_first_attempt_waits_for_it_to_be_sent(client,
     assert [r["order_id"] for _, r in records(svc, 1)] == [first], "the retry sent nothing"
 
 
-def test_retry_after_the_in_flight_first_attempt_failed_sends_its_own_order(client, svc, sym, cache):
-    body, first, _ = _pending_claim(client, svc, cache, "inflight-failed")
-    timer = threading.Timer(0.3, lambda: cache.delete(keys.idempotency("u1", "inflight-failed")))
+def test_retry_after_the_in_flight_first_attempt_failed_resends_its_order_id(client, svc, sym, cache):
+    body, first, rec = _pending_claim(client, svc, cache, "inflight-failed")
+    key = keys.idempotency("u1", "inflight-failed")
+    timer = threading.Timer(0.3, lambda: cache.set(key, json.dumps({**rec, "st": "F"})))  # its PutRecord failed
     timer.start()
     resp = post_json(client, "/orders", body, U1)
     timer.join()
-    assert resp.status_code == 202
-    retry_id = resp.json_body["order_id"]
-    assert retry_id != first, "the failed attempt's id never reached the stream"
-    assert [r["order_id"] for _, r in records(svc, 2)] == [first, retry_id]
+    assert resp.status_code == 202 and resp.json_body["order_id"] == first
+    # the first copy did reach the stream here: the engine refuses the second as a duplicate
+    assert [r["order_id"] for _, r in records(svc, 2)] == [first, first]
 
 
 def test_retry_while_the_first_attempt_stays_undecided_is_503_not_202(client, svc, sym, cache, monkeypatch):
