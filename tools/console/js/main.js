@@ -171,18 +171,16 @@ async function start() {
   });
   conn.on('error', (m) => {
     logLine(`server error ${m.code}: ${m.message}`, 'error');
-    if (SUBSCRIBE_ERRORS.has(m.code)) {
+    if (m.request || SUBSCRIBE_ERRORS.has(m.code)) { // it refused a subscribe request
       $('#sub-error').textContent = `${m.code}: ${m.message}${main ? ` (still on ${main})` : ''}`;
     }
   });
   conn.on('subscribed', (m) => {
-    // the request it answers, in the page's order; the server's symbols win where they differ
-    const req = m.request || { main: m.main, sub: m.sub || [] };
-    const server = Array.isArray(m.sub) ? m.sub : req.sub;
-    const newSubs = [...req.sub.filter((s) => server.includes(s)), ...server.filter((s) => !req.sub.includes(s))];
-    if (!req.restore) $('#sub-error').textContent = '';
-    applySubscription(m.main || req.main, newSubs);
-    logLine(`subscribed main=${m.main} sub=[${(m.sub || []).join(',')}]`, 'ok');
+    if (m.request) { // else it answers no request we wait for (ws.js reconciles)
+      if (!m.request.restore) $('#sub-error').textContent = '';
+      applySubscription(m.state.main, m.state.sub); // the request's order; the server's symbols win
+    }
+    logLine(`subscribed main=${m.main} sub=[${(m.sub || []).join(',')}]`, m.request ? 'ok' : '');
   });
 
   ticker.onPick = (sym) => {

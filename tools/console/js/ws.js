@@ -17,12 +17,22 @@
  * what was refused (`refused` is set); the probe fails too → the gateway is unreachable →
  * reconnect with backoff.
  *
- * Subscriptions are acknowledged (SPEC §6): every subscribe sent waits in `pending` for its
- * answer, a `subscribed` event (handed on with `request`, the {main, sub} it answers) or an
- * `error` with a subscribe code (all-or-nothing: nothing changed on the server). A refused
- * request leaves `subscription` at the last acknowledged one, sent again if the request
- * had unsubscribed symbols first, so the server keeps the previous subscription. Messages are parsed once and handed to
- * listeners by their `e` field; listeners of `*` see every message.
+ * Subscriptions are acknowledged (SPEC §6) and reconciled: `subscription` is the one wanted
+ * state, `acked` the last one the server acknowledged (what the page shows), `server` what the
+ * server last reported for this socket (`subscribed` / `unsubscribed` echo the connection's
+ * whole main + sub). Every subscribe sent waits in `pending`. A `subscribed` event answers the
+ * first pending request it matches by content (its main, and every sub symbol asked for), so
+ * acks out of order cannot be paired with the wrong request; it is handed on with `request`
+ * and `state` ({main, sub} in the request's order), or with `request: null` when it answers
+ * nothing pending (the page then ignores it). Any `error` (whatever the code, or an API Gateway
+ * failure without an `e` field, handed on as `INTERNAL_ERROR`) while requests are pending
+ * refuses the oldest one (a subscribe is all-or-nothing). When nothing is pending any more the
+ * outcome is settled: the latest request sent that was acknowledged wins, else the previous
+ * acknowledged state; if anything was refused or the server reports another state, one
+ * restoring subscribe (with an `unsubscribe` of the extra sub symbols first) re-establishes it.
+ * A refused restore is not retried. After a reconnect the wanted subscription is sent again;
+ * if that is refused, the acknowledged one is restored on the new connection. Messages are
+ * parsed once and handed to listeners by their `e` field; listeners of `*` see every message.
  */
 
 export const State = Object.freeze({
@@ -36,8 +46,29 @@ export const State = Object.freeze({
 export const BACKOFF_BASE_MS = 500;
 export const BACKOFF_MAX_MS = 15000;
 export const PING_EVERY_MS = 60000;
-/** `error` codes that answer (refuse) a subscribe. */
+/** `error` codes that refuse a subscribe's symbols (any other error refuses it too). */
 export const SUBSCRIBE_ERRORS = new Set(['UNKNOWN_SYMBOL', 'INVALID_SYMBOL', 'TOO_MANY_SUBSCRIPTIONS']);
+
+/** Does a `subscribed` ack ({main, sub}: the connection's whole state) answer this request? */
+export function ackMatches(ack, request) {
+  const sub = Array.isArray(ack.sub) ? ack.sub : [];
+  return ack.main === request.main && request.sub.every((s) => sub.includes(s));
+}
+
+/** Same main and the same set of sub symbols. */
+export function sameState(a, b) {
+  if (!a || !b) return a === b;
+  return a.main === b.main && a.sub.length === b.sub.length && a.sub.every((s) => b.sub.includes(s));
+}
+
+/** A server answer without an `e` (API Gateway's `{"message": "Internal server error", …}` when
+ * the Lambda fails) as an `error` event. */
+function asEvent(msg) {
+  if (msg && typeof msg === 'object' && !('e' in msg) && typeof msg.message === 'string') {
+    return { ...msg, e: 'error', code: msg.code || 'INTERNAL_ERROR' };
+  }
+  return msg;
+}
 
 /** Delay before reconnect attempt `n` (0-based): exponential, capped, with ±25 % jitter. */
 export function backoffDelay(n, rand = Math.random) {
@@ -91,9 +122,12 @@ export class Connection {
     this.attempt = 0;
     this.timer = null;
     this.pinger = null;
-    this.subscription = null; // {main, sub}: the latest wanted (sent again on every OPEN)
-    this.acked = null; // the last {main, sub} the server acknowledged
+    this.subscription = null; // {main, sub}: the wanted state (sent again on every OPEN)
+    this.acked = null; // the last {main, sub} the server acknowledged (the page's)
+    this.server = null; // the {main, sub} this socket's server side last reported
     this.pending = []; // subscribe requests sent on this socket, waiting for their answer
+    this.batch = []; // the requests sent since everything was last settled, with their outcome
+    this.base = null; // `acked` when the batch started
     this.listeners = new Map();
     this.stateListeners = [];
     this.opens = 0;
@@ -139,8 +173,9 @@ export class Connection {
       opened = true;
       this.attempt = 0;
       this.opens += 1;
+      this.server = { main: null, sub: [] };
       this.setState(State.OPEN);
-      if (this.subscription) this.sendSubscribe(this.subscription);
+      if (this.subscription) this.sendSubscribe({ main: this.subscription.main, sub: this.subscription.sub });
       this.pinger = setInterval(() => this.sendJson({ action: 'ping' }), PING_EVERY_MS);
     };
     ws.onmessage = (ev) => {
@@ -158,7 +193,7 @@ export class Connection {
       if (ws !== this.ws) return;
       this.stopPing();
       this.ws = null;
-      this.pending = [];
+      this.forgetPending();
       if (opened) this.scheduleReconnect(`closed (${ev.code})`);
       else if (anonymousUrl(this.url) !== this.url) this.probe(ev.code);
       else this.scheduleReconnect(`could not connect (${ev.code}): gateway unreachable`);
@@ -192,14 +227,15 @@ export class Connection {
     probe.onclose = () => done(false);
   }
 
-  emit(msg) {
+  emit(raw) {
+    const msg = asEvent(raw);
     const kind = msg && msg.e;
-    if (kind === 'subscribed' && this.pending.length) {
-      msg.request = this.pending.shift();
-      this.acked = { main: msg.request.main, sub: msg.request.sub };
-    } else if (kind === 'error' && SUBSCRIBE_ERRORS.has(msg.code) && this.pending.length) {
-      msg.request = this.pending.shift();
-      this.refusedSubscribe(msg.request);
+    if (kind === 'subscribed') this.onSubscribed(msg);
+    else if (kind === 'unsubscribed') this.server = { main: msg.main ?? null, sub: msg.sub || [] };
+    else if (kind === 'error' && this.pending.length) {
+      msg.request = this.pending.shift(); // errors name no request: the oldest one is refused
+      msg.request.outcome = 'refused';
+      if (!this.pending.length) this.settle();
     }
     for (const fn of this.listeners.get(kind) || []) fn(msg);
     for (const fn of this.listeners.get('*') || []) fn(msg);
@@ -227,7 +263,7 @@ export class Connection {
     this.stopPing();
     if (this.prober) this.prober.close(1000, 'client disconnect');
     this.prober = null;
-    this.pending = [];
+    this.forgetPending();
     const ws = this.ws;
     this.ws = null;
     if (ws) ws.close(1000, 'client disconnect');
@@ -240,31 +276,74 @@ export class Connection {
     return true;
   }
 
+  /** The socket is gone: its requests will never be answered (the next OPEN resends). */
+  forgetPending() {
+    this.pending = [];
+    this.batch = [];
+    this.server = null;
+  }
+
   /** Send one subscribe request and wait for its answer (see `emit`). */
   sendSubscribe(request) {
     const sent = this.sendJson({ action: 'subscribe', main: request.main, sub: request.sub });
-    if (sent) this.pending.push(request);
+    if (sent) {
+      if (!this.batch.length) this.base = this.acked;
+      this.pending.push(request);
+      this.batch.push(request);
+    }
     return sent;
   }
 
-  /** Refused: back to the last acknowledged subscription, restored on the server if need be. */
-  refusedSubscribe(request) {
-    if (this.pending.length) return; // a later request is on its way; its answer decides
-    this.subscription = this.acked;
-    if (request.unsubscribed && request.unsubscribed.length && this.acked) {
-      this.sendSubscribe({ ...this.acked, restore: true });
+  /** A `subscribed` ack: the first pending request with that content is acknowledged. */
+  onSubscribed(msg) {
+    const sub = Array.isArray(msg.sub) ? msg.sub : [];
+    this.server = { main: msg.main ?? null, sub };
+    const i = this.pending.findIndex((r) => ackMatches(msg, r));
+    if (i < 0) {
+      msg.request = null; // answers nothing we wait for: only the server's state is learnt
+      if (!this.pending.length && !sameState(this.server, this.acked)) this.settle();
+      return;
     }
+    const [request] = this.pending.splice(i, 1);
+    request.outcome = 'acked';
+    // the request's order first; the server's symbols win where they differ
+    request.state = { main: msg.main, sub: [...request.sub.filter((s) => sub.includes(s)),
+      ...sub.filter((s) => !request.sub.includes(s))] };
+    msg.request = request;
+    msg.state = request.state;
+    this.acked = request.state;
+    if (!this.pending.length) this.settle();
+  }
+
+  /** Nothing is pending: the latest acknowledged request sent wins (else the state before the
+   * batch); if anything was refused or the server says otherwise, restore it once. */
+  settle() {
+    const batch = this.batch;
+    this.batch = [];
+    const won = [...batch].reverse().find((r) => r.outcome === 'acked');
+    const target = won ? won.state : batch.length ? this.base : this.acked;
+    this.acked = target;
+    this.subscription = target;
+    if (!target || !this.server) return;
+    const refused = batch.some((r) => r.outcome === 'refused');
+    if (!refused && sameState(this.server, target)) return;
+    if (batch.length && batch.every((r) => r.restore)) {
+      console.warn(`event=subscribe_restore_failed main=${target.main} sub=${target.sub.join(',')}`);
+      return; // a refused restore is not retried (no loop)
+    }
+    const asked = new Set([...this.server.sub, ...batch.flatMap((r) => r.sub)]);
+    const extra = [...asked].filter((s) => !target.sub.includes(s));
+    if (extra.length) this.sendJson({ action: 'unsubscribe', sub: extra });
+    this.sendSubscribe({ main: target.main, sub: target.sub, restore: true });
   }
 
   /** Ask for a subscription; it becomes `subscription` (and is resent after every reconnect),
-   * but only an acknowledgement (`subscribed`, with `request`) makes it the page's. */
+   * but only an acknowledgement (`subscribed`, with `request` and `state`) makes it the page's. */
   subscribe(main, sub) {
-    const request = { main, sub, unsubscribed: [] };
-    if (this.subscription) {
-      const gone = this.subscription.sub.filter((s) => !sub.includes(s));
-      if (gone.length && this.sendJson({ action: 'unsubscribe', sub: gone })) request.unsubscribed = gone;
-    }
+    const have = new Set([...(this.subscription ? this.subscription.sub : []), ...(this.server ? this.server.sub : [])]);
+    const gone = [...have].filter((s) => !sub.includes(s));
+    if (gone.length) this.sendJson({ action: 'unsubscribe', sub: gone });
     this.subscription = { main, sub };
-    return this.sendSubscribe(request);
+    return this.sendSubscribe({ main, sub });
   }
 }
