@@ -45,7 +45,7 @@ from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 
 from chalice_app import messages
 from engine_pkg import Engine
-from engine_pkg.service.candle_closer import CandleCloser
+from engine_pkg.service.candle_closer import LIVE_SKEW_MS, CandleCloser
 from engine_pkg.service.depth_writer import SymbolUpdate
 from engine_pkg.service.errors import (
     CorruptSnapshot,
@@ -461,8 +461,8 @@ class ShardWorker(threading.Thread):
                         ev.get("reason"), ev.get("seq"))
 
         now_ms = int(time.time() * 1000)
-        now_minute = minute_of(self._batch_clock or now_ms)  # where a late trade of a closed minute goes
-        opened = self.candles.open
+        arrived_ms = self._batch_clock or now_ms
+        now_minute = minute_of(arrived_ms)  # where a late trade of a closed minute goes
         updates: list[SymbolUpdate] = []
         for sym, u in res.touched.items():
             d = depths[sym]
@@ -475,7 +475,7 @@ class ShardWorker(threading.Thread):
                 up.ticker_json = orjson.dumps(msg) if msg else b""
                 up.trades = [(seq, minute_of(t), p, q) for seq, t, p, q in tr]
                 up.now_minute = now_minute
-                opened[sym] = up.trades[-1][1]
+                self.candles.note(sym, up.trades[-1][1], abs(arrived_ms - tr[-1][1]) <= LIVE_SKEW_MS)
             updates.append(up)
         self.svc.write_depth(updates)
 
@@ -505,12 +505,19 @@ class ShardWorker(threading.Thread):
         due = self.candles.due()
         if due is None:
             return
-        cutoff, first, symbols = due
-        still_open = self.svc.close_candles(symbols, cutoff, first)
-        self.candles.checked(symbols, still_open)
+        cutoff, first, live, unknown = due
+        left = 0
+        if live:
+            still_open = self.svc.close_candles(live, cutoff)
+            self.candles.checked(live, still_open)
+            left += len(still_open)
+        if unknown:  # restored: liveness unknown, so only recent candles close
+            still_open = self.svc.close_candles(unknown, cutoff, first)
+            self.candles.checked(unknown, still_open, first)
+            left += len(still_open)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("event=candles_close_check shard=%s cutoff=%s checked=%d closed=%d", self.shard_id,
-                      cutoff, len(symbols), len(symbols) - len(still_open))
+                      cutoff, len(live) + len(unknown), len(live) + len(unknown) - left)
 
     def _replay_silently(self, records: list[dict]) -> None:
         """Re-apply records whose effects a previous owner already wrote (up to the emitted

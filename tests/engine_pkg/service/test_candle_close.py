@@ -92,19 +92,19 @@ def test_the_minute_after_a_closed_one_follows_the_calendar(depth_cache, setting
 def test_the_closer_waits_for_a_caught_up_shard_and_checks_once_a_second():
     now = [1_765_894_000.0]  # 2025-12-16 14:06:40 UTC
     c = CandleCloser(lambda: now[0])
-    c.open["TEST"] = minute_str(int(now[0] * 1000) - 60_000)
+    c.note("TEST", minute_str(int(now[0] * 1000) - 60_000), live=True)
     assert c.due() is None  # nothing read yet: no horizon
     c.read(c.now_ms(), 500, 500, 0)  # a full page: more records may be waiting
     assert c.due() is None
     c.read(c.now_ms(), 10, 500, 60_000)  # a short page, but far behind the tip (catch-up)
     assert c.due() is None
     c.read(c.now_ms(), 0, 500, 0)  # caught up
-    cutoff, first, syms = c.due()
-    assert (cutoff, syms) == (minute_str(int(now[0] * 1000) - 2000), ["TEST"])
+    cutoff, first, live, unknown = c.due()
+    assert (cutoff, live, unknown) == (minute_str(int(now[0] * 1000) - 2000), ["TEST"], [])
     assert first == minute_str(int(now[0] * 1000) - 2000 - 300_000)
     c.checked(["TEST"], {})
     assert c.open == {}
-    c.open["AAA"] = minute_str(int(now[0] * 1000))  # the current minute: not due
+    c.note("AAA", minute_str(int(now[0] * 1000)), live=True)  # the current minute: not due
     now[0] += 0.5
     c.read(c.now_ms(), 0, 500, 0)
     assert c.due() is None  # checked less than a second ago
@@ -115,19 +115,30 @@ def test_the_closer_waits_for_a_caught_up_shard_and_checks_once_a_second():
     assert c.open == {"AAA": "209901010000"}
 
 
-def test_only_candles_of_the_live_window_close_by_time():
+def test_live_candles_close_however_old_replayed_ones_wait_for_a_trade_restored_ones_use_the_window():
     now = [1_765_894_020.0]  # 2025-12-16 14:07:00 UTC
     c = CandleCloser(lambda: now[0])
-    c.open.update({"LIVE": "202512161405", "OLD": "202412110000", "NEW": ""})
+    c.note("BACKLOG", "202512161350", live=True)  # read after a 17-minute outage: its ts ~ its arrival
+    c.note("REPLAY", "202412110000", live=False)  # a tool's commands with year-old ts
+    c.adopt(["RESTORED"])  # from a snapshot: minute and liveness unknown
     c.read(c.now_ms(), 0, 500, 0)
-    cutoff, first, syms = c.due()
+    cutoff, first, live, unknown = c.due()
     assert (cutoff, first) == ("202512161406", "202512161401")
-    assert sorted(syms) == ["LIVE", "NEW"], "a replayed timeline's old candle waits for a later trade"
-    # the script reports what it left open: the unknown one turned out old, so it is not asked again
-    c.checked(syms, {"NEW": "202412110000"})
+    assert (live, unknown) == (["BACKLOG"], ["RESTORED"])
+    c.checked(live, {})
+    c.checked(unknown, {"RESTORED": "202412110000"}, first)  # left open by the window: not asked again
     now[0] += 2
     c.read(c.now_ms(), 0, 500, 0)
     assert c.due() is None
+
+
+def test_a_late_trade_never_moves_its_symbols_recorded_candle():
+    c = CandleCloser(lambda: 1_765_894_020.0)
+    c.note("TEST", "202512161406", live=True)
+    c.note("TEST", "202412110000", live=False)  # a year-old ts, folded into the open candle
+    assert (c.open, c.replayed) == ({"TEST": "202512161406"}, set())
+    c.note("TEST", "202512161407", live=False)  # a newer minute from a replayed timeline
+    assert (c.open, c.replayed) == ({"TEST": "202512161407"}, {"TEST"})
 
 
 def test_an_odd_ts_on_one_symbol_never_moves_another_symbols_close(depth_cache, settings):
@@ -138,14 +149,15 @@ def test_an_odd_ts_on_one_symbol_never_moves_another_symbols_close(depth_cache, 
     _apply(writer, 1, [(1, "202512161409", 100, 1)], sym="BBB")  # ts two minutes ahead
     now = [1_765_894_000.0]  # 14:06:40
     c = CandleCloser(lambda: now[0])
-    c.open.update({"AAA": "202512161406", "BBB": "202512161409"})
+    c.note("AAA", "202512161406", live=True)
+    c.note("BBB", "202512161409", live=True)
     c.read(c.now_ms(), 0, 500, 0)
     assert c.due() is None  # 14:06 is not over
     now[0] += 22  # 14:07:02, past the grace
     c.read(c.now_ms(), 0, 500, 0)
-    cutoff, first, syms = c.due()
-    assert syms == ["AAA"]
-    c.checked(syms, writer.close_candles(syms, cutoff, first))
+    cutoff, _, live, unknown = c.due()
+    assert (live, unknown) == (["AAA"], [])
+    c.checked(live, writer.close_candles(live, cutoff))
     assert depth_cache.hget(keys.candle("AAA"), "t") is None
     assert depth_cache.hget(keys.candle("BBB"), "t") == "202512161409"
     assert c.open == {"BBB": "202512161409"}
@@ -209,3 +221,20 @@ def test_close_candles_on_a_cluster_mode_cache(valkey_cluster, cluster):
         assert cluster.hgetall(keys.candle(s)) == {"seq": "1", "ct": M1}
         assert [json.loads(x)["t"] for x in cluster.lrange(keys.candle_closed(s), 0, -1)] == [M1]
     assert cluster.hget(keys.candle("DDD"), "t") == M2
+
+
+def test_a_backlog_candle_closes_by_time_after_a_long_outage(settings, aws, depth_cache):
+    """Orders traded while no engine ran for 10 minutes: read on restart, their `ts` is close to
+    their arrival, so their candle is live and closes by time, not only at the next trade."""
+    kinesis = aws.client("kinesis")
+    sym = "GAP"
+    put_orders(kinesis, settings.orders_stream, _cross(sym, 1, int(time.time() * 1000)))
+    svc = EngineService(fast(settings), http_port=0)
+    svc.wall_clock = lambda: time.time() + 600  # the engine comes back 10 minutes later
+    svc.start()
+    try:
+        wait_until(lambda: all_reading(svc), 20, what="4 shards reading")
+        wait_until(lambda: _closed(depth_cache, sym), 20, what="the outage's candle closed by time")
+        assert depth_cache.hget(keys.candle(sym), "t") is None
+    finally:
+        svc.stop()
