@@ -61,6 +61,14 @@ PENDING_STALE_MS = 30_000
 #: how long a retry waits for an in-flight first attempt's PutRecord before answering 503
 PENDING_WAIT_S = 3.0
 PENDING_POLL_S = 0.02
+#: SET the key to ARGV[2] (EX ARGV[3]) only if it still holds ARGV[1]; 1 when it did.
+_TAKE_OVER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  return 1
+end
+return 0
+"""
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
@@ -172,20 +180,24 @@ class OrderRouter:
         is_buy = req.side == "BUY"
         tif = req.tif
         price = req.price
+        idem_key = keys.idempotency(user_id, req.client_order_id) if req.client_order_id else None
+        # a retry of a client_order_id already claimed is answered from its claim: the market
+        # checks below may have changed their answer since (its first copy may have traded)
+        retry = idem_key is not None and bool(self.r.exists(idem_key))
         if req.type == "MARKET":
             tif = "FOK" if req.tif == "FOK" else "IOC"
             price = None
-            if self._opposite_side_empty(symbol, is_buy):
+            if not retry and self._opposite_side_empty(symbol, is_buy):
                 raise Conflict(f"no {'asks' if is_buy else 'bids'} on {symbol} for a market order", "NO_LIQUIDITY")
         else:
             if price is None:
                 raise BadRequest("price is required for a LIMIT order", "PRICE_REQUIRED")
-            self._check_price(self.symbols.meta(symbol), price)
+            if not retry:
+                self._check_price(self.symbols.meta(symbol), price)
 
         order_id = self.new_id()
-        idem_key = fingerprint = None
-        if req.client_order_id:
-            idem_key = keys.idempotency(user_id, req.client_order_id)
+        fingerprint = None
+        if idem_key is not None:
             fingerprint = hashlib.sha256(dumps(req.model_dump(exclude={"client_order_id"}))).hexdigest()[:16]
             order_id, must_send = self._claim(idem_key, fingerprint, order_id, req.client_order_id)
             if not must_send:
@@ -258,8 +270,9 @@ class OrderRouter:
             return prev_id, "sent"
         if state == "F" or _now_ms() - at > PENDING_STALE_MS:
             claim = dumps({"id": prev_id, "fp": fingerprint, "st": "P", "at": _now_ms()})
-            # take the stale claim over atomically: only one retry resends
-            if self.r.set(idem_key, claim, xx=True, ex=IDEMPOTENCY_TTL_S, get=True) == raw:
+            # take the claim over with a compare-and-set: only one retry resends, and a retry
+            # that lost the race never overwrites the winner's newer claim
+            if self.r.eval(_TAKE_OVER, 1, idem_key, raw, claim, IDEMPOTENCY_TTL_S):
                 return prev_id, "resend"
         return prev_id, "pending"
 

@@ -270,3 +270,38 @@ def test_orders_of_a_removed_symbol_stay_cancellable_but_not_tradable(client, sv
     assert resp.status_code == 404 and resp.json_body["code"] == "UNKNOWN_SYMBOL", "never listed: still unknown"
     add_symbol(client, "TEST")
     assert cache.smembers(keys.REMOVED_SYMBOLS) == set()
+
+
+def test_a_market_retry_after_a_failed_put_is_answered_from_its_claim(client, svc, sym, cache, make_svc):
+    """The first copy may have reached the stream and traded the book away: the retry must not
+    be refused NO_LIQUIDITY by the pre-check for an order that executed; it resends the id."""
+    cache.set(keys.depth("TEST"), json.dumps({"e": "d", "s": "TEST", "t": 1, "u": 3, "b": [], "a": [[101, 5]]}))
+    body = {"symbol": "TEST", "side": "BUY", "quantity": 5, "type": "MARKET", "client_order_id": "mkt-1"}
+    make_svc(orders_stream="no-such-stream")
+    assert post_json(client, "/orders", body, U1).status_code == 503
+    first = json.loads(cache.get(keys.idempotency("u1", "mkt-1")))["id"]
+    make_svc()
+    cache.set(keys.depth("TEST"), json.dumps({"e": "d", "s": "TEST", "t": 2, "u": 5, "b": [], "a": []}))
+    resp = post_json(client, "/orders", body, U1)
+    assert resp.status_code == 202 and resp.json_body["order_id"] == first
+    new = {**body, "client_order_id": "mkt-2"}
+    assert post_json(client, "/orders", new, U1).status_code == 409, "a new MARKET order is still checked"
+
+
+def test_a_retry_that_lost_the_takeover_race_never_overwrites_the_winners_claim(svc, sym, cache, monkeypatch):
+    router = svc.orders
+    key = keys.idempotency("u1", "race-1")
+    failed = json.dumps({"id": "ord_A", "fp": "f" * 16, "st": "F", "at": 1})
+    cache.set(key, failed)
+    real_get = router.r.get
+
+    def stale_get(k):  # this retry read the failed claim, then the winner resent and confirmed it
+        value = real_get(k)
+        cache.set(key, json.dumps({"id": "ord_A", "fp": "f" * 16, "st": "S", "at": 2}))
+        return value
+
+    monkeypatch.setattr(router.r, "get", stale_get)
+    assert router._previous(key, "f" * 16, "race-1") == ("ord_A", "pending")
+    monkeypatch.undo()
+    assert json.loads(cache.get(key))["st"] == "S", "the loser left the winner's claim alone"
+    assert router._previous(key, "f" * 16, "race-1") == ("ord_A", "sent")
