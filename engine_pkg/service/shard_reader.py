@@ -463,6 +463,10 @@ class ShardWorker(threading.Thread):
         now_ms = int(time.time() * 1000)
         arrived_ms = self._batch_clock or now_ms
         now_minute = minute_of(arrived_ms)  # where a late trade of a closed minute goes
+        # a trade is live when its ts falls among its batch's arrivals (give or take the skew):
+        # one backlog batch can span minutes of arrivals
+        live_from = self._arrival_ms(records[0]) - LIVE_SKEW_MS
+        live_to = max(arrived_ms, self._arrival_ms(records[-1])) + LIVE_SKEW_MS
         updates: list[SymbolUpdate] = []
         for sym, u in res.touched.items():
             d = depths[sym]
@@ -475,7 +479,7 @@ class ShardWorker(threading.Thread):
                 up.ticker_json = orjson.dumps(msg) if msg else b""
                 up.trades = [(seq, minute_of(t), p, q) for seq, t, p, q in tr]
                 up.now_minute = now_minute
-                self.candles.note(sym, up.trades[-1][1], abs(arrived_ms - tr[-1][1]) <= LIVE_SKEW_MS)
+                self.candles.note(sym, up.trades[-1][1], live_from <= tr[-1][1] <= live_to)
             updates.append(up)
         self.svc.write_depth(updates)
 

@@ -5,9 +5,11 @@ running service with an injected wall clock."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 
+import orjson
 import pytest
 import redis
 
@@ -15,7 +17,8 @@ from chalice_app import cache, keys
 from engine_pkg.service.candle_closer import CandleCloser, minute_str
 from engine_pkg.service.depth_writer import DepthWriter, SymbolUpdate
 from engine_pkg.service.main import EngineService
-from tests.engine_pkg.service.helpers import all_reading, fast, put_orders
+from engine_pkg.service.shard_reader import ShardWorker
+from tests.engine_pkg.service.helpers import all_reading, fast, put_orders, running_service
 from tests.waiting import wait_until
 
 M1, M2, M3, M4 = "202512161420", "202512161421", "202512161422", "202512161423"
@@ -238,3 +241,24 @@ def test_a_backlog_candle_closes_by_time_after_a_long_outage(settings, aws, dept
         assert depth_cache.hget(keys.candle(sym), "t") is None
     finally:
         svc.stop()
+
+
+def test_a_backlog_batch_spanning_minutes_of_arrivals_keeps_early_trades_live(settings, aws, depth_cache,
+                                                                              monkeypatch):
+    """One GetRecords page of a backlog can hold records put minutes apart: a trade is live when
+    its ts falls among its batch's arrivals, not only near the batch's last one."""
+    kinesis = aws.client("kinesis")
+    shards = kinesis.list_shards(StreamName=settings.orders_stream)["Shards"]
+
+    def shard_of(sym: str) -> str:
+        h = int(hashlib.md5(sym.encode()).hexdigest(), 16)
+        return next(s["ShardId"] for s in shards if int(s["HashKeyRange"]["StartingHashKey"]) <= h
+                    <= int(s["HashKeyRange"]["EndingHashKey"]))
+
+    late = next(f"LATE{i}" for i in range(1000) if shard_of(f"LATE{i}") == shard_of("EARLY"))
+    # kinesalite stamps arrival at put time (now); AWS stamps it when the router put the order
+    monkeypatch.setattr(ShardWorker, "_arrival_ms", staticmethod(lambda r: int(orjson.loads(r["Data"])["ts"]) + 5))
+    now = int(time.time() * 1000)
+    put_orders(kinesis, settings.orders_stream, _cross("EARLY", 1, now - 7 * 60_000) + _cross(late, 2, now - 30_000))
+    with running_service(fast(settings)):
+        wait_until(lambda: _closed(depth_cache, "EARLY"), 20, what="the early outage trade's candle closed by time")
