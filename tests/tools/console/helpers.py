@@ -142,11 +142,14 @@ class FakeBackend:
             self._clients.discard(ws)
 
     def _answer(self, msg: dict, state: dict[str, Any]) -> dict | None:
-        """What chalice_app/ws_handlers.py answers a subscribe / unsubscribe (SPEC §6), all-or-nothing."""
+        """What chalice_app/ws_handlers.py answers a subscribe / unsubscribe / ping (SPEC §6), a
+        subscribe all-or-nothing."""
         def error(code: str, message: str) -> dict:
             return {"e": "error", "code": code, "message": message}
 
         action = msg.get("action")
+        if action == "ping":
+            return {"e": "pong", "t": 0}
         if action == "unsubscribe":
             state["subs"] -= set(msg.get("sub") or [])
             return {"e": "unsubscribed", "main": state["main"], "sub": sorted(state["subs"])}

@@ -3,13 +3,16 @@ on demand (tests/tools/console/helpers.py `FakeBackend`, extended here).
 
 The page applies a subscription only on the server's `subscribed` ack; whatever happens to
 the requests in flight (several refused at once, the socket dropped before an answer, an
-error code that is not a subscribe code, a Lambda error without an `e` field, acks out of
-order), the page and the server must end on the same subscription. Scenarios from the
-review's console_races.py.
+error code that is not a subscribe code, a Lambda error without an `e` field, answers out of
+order, an error answering an `unsubscribe` or `ping`, an answer that never comes), the page
+and the server must end on the same subscription. The page keeps one request in flight per
+socket, so every answer pairs with exactly one request. Scenarios from the reviews'
+console_races.py and console_ooo.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -26,44 +29,52 @@ LAMBDA_ERROR = {"message": "Internal server error", "connectionId": "c1", "reque
 
 class RaceBackend(FakeBackend):
     """`swallow`: subscribes (by main) never answered; `fail`: subscribes answered with the
-    given message instead (once); `hold`: subscribes applied at once but answered only after
-    the next subscribe's answer (API Gateway running two messages concurrently)."""
+    given message instead (once); `fail_action`: the same for an `unsubscribe` / `ping` (by
+    action, once); `slow`: subscribes (by main) applied at once but answered after that many
+    seconds, each answer from its own task (API Gateway running two messages of one connection
+    concurrently, a Lambda slow to post its answer)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.swallow: set[str] = set()
         self.fail: dict[str, dict] = {}
-        self.hold: set[str] = set()
+        self.fail_action: dict[str, dict] = {}
+        self.slow: dict[str, float] = {}
         self.states: list[dict[str, Any]] = []  # every connection's server-side state, newest last
+        self.overlapped: list[dict] = []  # messages received while an earlier one was unanswered
 
     async def _ws_handler(self, ws: ServerConnection) -> None:
         self.ws_paths.append(ws.request.path)
         self._clients.add(ws)
         state: dict[str, Any] = {"main": None, "subs": set()}
         self.states.append(state)
-        held: list[dict] = []
+        tasks: set[asyncio.Task] = set()  # answers not sent yet
+
+        async def send(reply: dict, delay: float) -> None:
+            await asyncio.sleep(delay)
+            await ws.send(json.dumps(reply))
+
         try:
             async for raw in ws:
                 msg = json.loads(raw)
                 self.ws_received.append(msg)
-                main = msg.get("main") if msg.get("action") == "subscribe" else None
+                if tasks:
+                    self.overlapped.append(msg)
+                action = msg.get("action")
+                main = msg.get("main") if action == "subscribe" else None
                 if main in self.swallow:
                     self.swallow.discard(main)
                     continue
                 if main in self.fail:
-                    await ws.send(json.dumps(self.fail.pop(main)))
-                    continue
-                reply = self._answer(msg, state)
-                if main in self.hold:
-                    self.hold.discard(main)
-                    held.append(reply)
-                    continue
+                    reply: dict | None = self.fail.pop(main)
+                elif action in self.fail_action:
+                    reply = self.fail_action.pop(action)
+                else:
+                    reply = self._answer(msg, state)
                 if reply is not None:
-                    await ws.send(json.dumps(reply))
-                if main is not None:
-                    for r in held:
-                        await ws.send(json.dumps(r))
-                    held.clear()
+                    task = asyncio.create_task(send(reply, self.slow.get(main, 0.0) if main else 0.0))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
         finally:
             self._clients.discard(ws)
 
@@ -178,13 +189,14 @@ def test_any_error_answers_a_subscribe_and_acks_are_matched_by_content(
     page.wait_for_selector("#sub-error:has-text('UNKNOWN_SYMBOL')")
     wait_until(lambda: settled(page), what="settled", timeout=5)
     assert shown(page) == ("AAA", ["AAA", "TEST"])
-    # acks out of order (two messages run concurrently): the page and the server end on the last request
-    backend.hold.add("BBB")
+    # a slow ack (two messages could run concurrently): the next request waits for it, so the
+    # page and the server end on the last request without a restoring subscribe
+    backend.slow["BBB"] = 0.5
     submit(page, ("BBB", "TEST"), ("CCC", "AAA"))
     wait_until(lambda: settled(page) and server_state(backend) == {"main": "CCC", "subs": {"AAA"}}
                and shown(page) == ("CCC", ["CCC", "AAA"]), what="CCC on both sides", timeout=5)
-    # BBB's ack came last, so CCC was asked for once more (the page had shown BBB meanwhile)
-    assert [m["main"] for m in backend.subscribes()[-3:]] == ["BBB", "CCC", "CCC"]
+    assert [m["main"] for m in backend.subscribes()[-2:]] == ["BBB", "CCC"]
+    assert page.inner_text("#sub-error") == ""
     # a reconnect resubscribes what the page shows
     n = len(backend.states)
     backend.drop_clients()
@@ -193,4 +205,86 @@ def test_any_error_answers_a_subscribe_and_acks_are_matched_by_content(
     assert backend.subscribes()[-1] == {"action": "subscribe", "main": "CCC", "sub": ["AAA"]}
     assert shown(page) == ("CCC", ["CCC", "AAA"])
     watch.screenshot("page_subscription_races")
+    assert [e for e in watch.errors if "WebSocket" not in e] == []
+
+
+def in_flight(page: Any) -> int:
+    return page.evaluate("() => supernoba.conn.inflight ? 1 : 0")
+
+
+def test_answers_out_of_order_pair_with_their_own_requests(
+        new_page: Any, console: Any, backend: RaceBackend) -> None:
+    """console_ooo.py: a valid subscribe answered slowly, then an invalid one the server would
+    refuse at once; concurrent, the error would arrive first. One request in flight at a time:
+    the error answers the invalid request, the valid one is applied, both sides agree."""
+    page, watch = open_on_test(new_page, console)
+    backend.slow["AAA"] = 0.5
+    backend.slow["CCC"] = 0.5
+    submit(page, ("AAA", "TEST"), ("NOPE", "TEST"))
+    page.wait_for_selector("#sub-error:has-text('UNKNOWN_SYMBOL')")
+    wait_until(lambda: settled(page) and not in_flight(page) and server_state(backend) == {"main": "AAA", "subs": {"TEST"}}
+               and shown(page) == ("AAA", ["AAA", "TEST"]), what="AAA on both sides", timeout=5)
+    assert page.evaluate("() => supernoba.conn.acked") == {"main": "AAA", "sub": ["TEST"]}
+    assert "still on AAA" in page.inner_text("#sub-error")
+    # a valid subscribe answered slowly, then a refused one that drops TEST first
+    submit(page, ("CCC", "TEST, BBB"), ("NOPE2", "BBB"))
+    page.wait_for_selector("#sub-error:has-text('NOPE2')")
+    wait_until(lambda: settled(page) and not in_flight(page)
+               and server_state(backend) == {"main": "CCC", "subs": {"TEST", "BBB"}}
+               and shown(page) == ("CCC", ["CCC", "TEST", "BBB"]), what="CCC on both sides", timeout=5)
+    assert page.evaluate("() => supernoba.conn.subscription") == {"main": "CCC", "sub": ["TEST", "BBB"]}
+    # the queue still flows
+    submit(page, ("BBB", "CCC"))
+    wait_until(lambda: settled(page) and shown(page) == ("BBB", ["BBB", "CCC"]), what="BBB applied", timeout=5)
+    assert page.inner_text("#sub-error") == ""
+    # never two requests in flight: each message went out after the previous one was answered
+    assert backend.overlapped == []
+    watch.screenshot("page_subscription_out_of_order")
+    assert [e for e in watch.errors if "WebSocket" not in e] == []
+
+
+def test_an_error_answering_an_unsubscribe_or_ping_refuses_no_subscribe(
+        new_page: Any, console: Any, backend: RaceBackend) -> None:
+    page, watch = open_on_test(new_page, console)
+    cache_down = {"e": "error", "code": "CACHE_UNAVAILABLE", "message": "the cache is unavailable; retry"}
+    # AAA, TEST drops AAA and BBB first; that unsubscribe fails, the subscribe itself is acknowledged
+    backend.fail_action["unsubscribe"] = dict(cache_down)
+    submit(page, ("AAA", "TEST"))
+    page.wait_for_selector("#event-log li.ok:has-text('subscribed main=AAA')")
+    wait_until(lambda: settled(page) and not in_flight(page) and shown(page)[0] == "AAA", what="AAA applied", timeout=5)
+    assert page.inner_text("#sub-error") == ""
+    # the server kept BBB (its unsubscribe failed): the page shows what the server acknowledged
+    assert server_state(backend) == {"main": "AAA", "subs": {"AAA", "BBB", "TEST"}}
+    assert shown(page) == ("AAA", ["AAA", "TEST", "BBB"])
+    # a ping answered by an error, with a subscribe right behind it
+    backend.fail_action["ping"] = dict(cache_down)
+    page.evaluate("() => supernoba.conn.ping()")
+    submit(page, ("CCC", "AAA, TEST, BBB"))
+    page.wait_for_selector("#event-log li.ok:has-text('subscribed main=CCC')")
+    wait_until(lambda: settled(page) and not in_flight(page) and shown(page) == ("CCC", ["CCC", "AAA", "TEST", "BBB"]),
+               what="CCC applied", timeout=5)
+    assert page.inner_text("#sub-error") == ""
+    assert server_state(backend) == {"main": "CCC", "subs": {"AAA", "BBB", "TEST"}}
+    assert {"action": "ping"} in backend.ws_received
+    assert [e for e in watch.errors if "WebSocket" not in e] == []
+
+
+def test_a_lost_answer_does_not_block_the_queue(new_page: Any, console: Any, backend: RaceBackend) -> None:
+    page, watch = open_on_test(new_page, console)
+    page.evaluate("() => { supernoba.conn.answerTimeoutMs = 1000; }")
+    backend.swallow.add("CCC")  # never answered (and not applied)
+    submit(page, ("CCC", "AAA, BBB"), ("BBB", "AAA"))
+    # CCC counts as refused after 1 s, then BBB goes out and is acknowledged
+    page.wait_for_selector("#event-log li:has-text('NO_ANSWER')")
+    wait_until(lambda: settled(page) and not in_flight(page) and shown(page) == ("BBB", ["BBB", "AAA"])
+               and server_state(backend) == {"main": "BBB", "subs": {"AAA"}}, what="BBB on both sides", timeout=5)
+    assert page.evaluate("() => supernoba.conn.subscription") == {"main": "BBB", "sub": ["AAA"]}
+    # a lost answer alone: refused, the acknowledged subscription is restored
+    backend.swallow.add("CCC")
+    submit(page, ("CCC", "AAA"))
+    page.wait_for_selector("#sub-error:has-text('NO_ANSWER')")
+    wait_until(lambda: settled(page) and not in_flight(page) and server_state(backend) == {"main": "BBB", "subs": {"AAA"}},
+               what="back on BBB", timeout=5)
+    assert shown(page) == ("BBB", ["BBB", "AAA"])
+    assert "still on BBB" in page.inner_text("#sub-error")
     assert [e for e in watch.errors if "WebSocket" not in e] == []

@@ -170,7 +170,7 @@ async function start() {
     logLine(`fill ${m.trade_id} ${m.q}@${m.p}`, 'ok');
   });
   conn.on('error', (m) => {
-    logLine(`server error ${m.code}: ${m.message}`, 'error');
+    logLine(`${m.local ? 'request failed' : 'server error'} ${m.code}: ${m.message}`, 'error');
     if (m.request || SUBSCRIBE_ERRORS.has(m.code)) { // it refused a subscribe request
       $('#sub-error').textContent = `${m.code}: ${m.message}${main ? ` (still on ${main})` : ''}`;
     }

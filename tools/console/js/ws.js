@@ -17,22 +17,34 @@
  * what was refused (`refused` is set); the probe fails too → the gateway is unreachable →
  * reconnect with backoff.
  *
+ * One request in flight per socket: the server answers every `subscribe`, `unsubscribe` and
+ * `ping` with exactly one message, but its events name no request, and API Gateway may run two
+ * messages of one connection concurrently (answers out of order). So requests wait in `queue`
+ * and the next one is sent only when the one in flight (`inflight`) is answered — by its
+ * `subscribed` / `unsubscribed` / `pong`, or by any `error` (whatever the code, or an API
+ * Gateway failure without an `e` field, handed on as `INTERNAL_ERROR`) — or when no answer
+ * came within `answerTimeoutMs` (5 s; a subscribe then counts as refused, handed on as a local
+ * `NO_ANSWER` error, so a lost answer cannot block the queue). Every answer thus pairs with
+ * exactly one request; only an answer arriving after its timeout could still be taken for the
+ * next request's.
+ *
  * Subscriptions are acknowledged (SPEC §6) and reconciled: `subscription` is the one wanted
  * state, `acked` the last one the server acknowledged (what the page shows), `server` what the
  * server last reported for this socket (`subscribed` / `unsubscribed` echo the connection's
- * whole main + sub). Every subscribe sent waits in `pending`. A `subscribed` event answers the
- * first pending request it matches by content (its main, and every sub symbol asked for), so
- * acks out of order cannot be paired with the wrong request; it is handed on with `request`
- * and `state` ({main, sub} in the request's order), or with `request: null` when it answers
- * nothing pending (the page then ignores it). Any `error` (whatever the code, or an API Gateway
- * failure without an `e` field, handed on as `INTERNAL_ERROR`) while requests are pending
- * refuses the oldest one (a subscribe is all-or-nothing). When nothing is pending any more the
- * outcome is settled: the latest request sent that was acknowledged wins, else the previous
- * acknowledged state; if anything was refused or the server reports another state, one
- * restoring subscribe (with an `unsubscribe` of the extra sub symbols first) re-establishes it.
- * A refused restore is not retried. After a reconnect the wanted subscription is sent again;
- * if that is refused, the acknowledged one is restored on the new connection. Messages are
- * parsed once and handed to listeners by their `e` field; listeners of `*` see every message.
+ * whole main + sub). Every subscribe queued or in flight waits in `pending`. A `subscribed`
+ * event that matches the subscribe in flight by content (its main, and every sub symbol asked
+ * for) acknowledges it and is handed on with `request` and `state` ({main, sub} in the
+ * request's order); one that matches nothing in flight (a late answer) is handed on with
+ * `request: null` (the page then ignores it). An `error` answering a subscribe refuses it (a
+ * subscribe is all-or-nothing) and is handed on with `request`; one answering an
+ * `unsubscribe` or `ping` refuses no subscribe (`answers` names the action). When nothing is
+ * pending any more the outcome is settled: the latest request sent that was acknowledged
+ * wins, else the previous acknowledged state; if anything was refused or the server reports
+ * another state, one restoring subscribe (with an `unsubscribe` of the extra sub symbols
+ * first) re-establishes it. A refused restore is not retried. After a reconnect the wanted
+ * subscription is sent again; if that is refused, the acknowledged one is restored on the new
+ * connection. Messages are parsed once and handed to listeners by their `e` field; listeners
+ * of `*` see every message.
  */
 
 export const State = Object.freeze({
@@ -46,6 +58,8 @@ export const State = Object.freeze({
 export const BACKOFF_BASE_MS = 500;
 export const BACKOFF_MAX_MS = 15000;
 export const PING_EVERY_MS = 60000;
+/** A request unanswered this long counts as answered (a subscribe: refused) and the next one goes out. */
+export const ANSWER_TIMEOUT_MS = 5000;
 /** `error` codes that refuse a subscribe's symbols (any other error refuses it too). */
 export const SUBSCRIBE_ERRORS = new Set(['UNKNOWN_SYMBOL', 'INVALID_SYMBOL', 'TOO_MANY_SUBSCRIPTIONS']);
 
@@ -125,7 +139,11 @@ export class Connection {
     this.subscription = null; // {main, sub}: the wanted state (sent again on every OPEN)
     this.acked = null; // the last {main, sub} the server acknowledged (the page's)
     this.server = null; // the {main, sub} this socket's server side last reported
-    this.pending = []; // subscribe requests sent on this socket, waiting for their answer
+    this.queue = []; // {msg, request} to send on this socket, each after the previous one's answer
+    this.inflight = null; // the {msg, request} sent and not answered yet
+    this.answerTimer = null;
+    this.answerTimeoutMs = ANSWER_TIMEOUT_MS;
+    this.pending = []; // subscribe requests queued or in flight on this socket, waiting for their answer
     this.batch = []; // the requests sent since everything was last settled, with their outcome
     this.base = null; // `acked` when the batch started
     this.listeners = new Map();
@@ -176,7 +194,7 @@ export class Connection {
       this.server = { main: null, sub: [] };
       this.setState(State.OPEN);
       if (this.subscription) this.sendSubscribe({ main: this.subscription.main, sub: this.subscription.sub });
-      this.pinger = setInterval(() => this.sendJson({ action: 'ping' }), PING_EVERY_MS);
+      this.pinger = setInterval(() => this.ping(), PING_EVERY_MS);
     };
     ws.onmessage = (ev) => {
       if (ws !== this.ws) return;
@@ -231,14 +249,86 @@ export class Connection {
     const msg = asEvent(raw);
     const kind = msg && msg.e;
     if (kind === 'subscribed') this.onSubscribed(msg);
-    else if (kind === 'unsubscribed') this.server = { main: msg.main ?? null, sub: msg.sub || [] };
-    else if (kind === 'error' && this.pending.length) {
-      msg.request = this.pending.shift(); // errors name no request: the oldest one is refused
-      msg.request.outcome = 'refused';
-      if (!this.pending.length) this.settle();
+    else if (kind === 'unsubscribed') {
+      this.server = { main: msg.main ?? null, sub: msg.sub || [] };
+      if (this.inflightIs('unsubscribe')) this.answered();
+    } else if (kind === 'pong') {
+      if (this.inflightIs('ping')) this.answered();
+    } else if (kind === 'error' && this.inflight) {
+      const item = this.answered(); // errors name no request: it answers the one in flight
+      msg.answers = item.msg.action;
+      if (item.request) {
+        msg.request = item.request;
+        this.refuse(item.request);
+      }
     }
+    this.pump();
+    this.dispatch(msg);
+  }
+
+  dispatch(msg) {
+    const kind = msg && msg.e;
     for (const fn of this.listeners.get(kind) || []) fn(msg);
     for (const fn of this.listeners.get('*') || []) fn(msg);
+  }
+
+  inflightIs(action) {
+    return Boolean(this.inflight) && this.inflight.msg.action === action;
+  }
+
+  /** Queue one request (only on an open socket); it goes out once nothing else is in flight. */
+  enqueue(msg, request = null) {
+    if (!this.ws || this.ws.readyState !== 1) return false;
+    this.queue.push({ msg, request });
+    this.pump();
+    return true;
+  }
+
+  /** Send the next queued request if nothing is in flight. */
+  pump() {
+    if (this.inflight || !this.queue.length) return;
+    const item = this.queue.shift();
+    if (!this.sendJson(item.msg)) return; // the socket is closing: onclose forgets everything
+    this.inflight = item;
+    this.answerTimer = setTimeout(() => this.onNoAnswer(item), this.answerTimeoutMs);
+  }
+
+  /** The request in flight is answered: it is returned, and the next one may go out. */
+  answered() {
+    const item = this.inflight;
+    if (this.answerTimer) clearTimeout(this.answerTimer);
+    this.answerTimer = null;
+    this.inflight = null;
+    return item;
+  }
+
+  /** No answer in time: a subscribe counts as refused (reconciled like any refusal). */
+  onNoAnswer(item) {
+    if (item !== this.inflight) return;
+    this.answered();
+    console.warn(`event=ws_no_answer action=${item.msg.action} timeout_ms=${this.answerTimeoutMs}`);
+    let msg = null;
+    if (item.request) {
+      msg = { e: 'error', code: 'NO_ANSWER', local: true, answers: item.msg.action, request: item.request,
+        message: `no answer from the server within ${this.answerTimeoutMs / 1000} s` };
+      this.refuse(item.request);
+    }
+    this.pump();
+    if (msg) this.dispatch(msg);
+  }
+
+  /** A subscribe request was refused; settle once nothing is pending. */
+  refuse(request) {
+    request.outcome = 'refused';
+    const i = this.pending.indexOf(request);
+    if (i >= 0) this.pending.splice(i, 1);
+    if (!this.pending.length) this.settle();
+  }
+
+  /** A ping (keeps API Gateway's idle timeout away), unless one is already waiting. */
+  ping() {
+    if (this.inflightIs('ping') || this.queue.some((i) => i.msg.action === 'ping')) return false;
+    return this.enqueue({ action: 'ping' });
   }
 
   scheduleReconnect(why) {
@@ -278,33 +368,34 @@ export class Connection {
 
   /** The socket is gone: its requests will never be answered (the next OPEN resends). */
   forgetPending() {
+    this.answered();
+    this.queue = [];
     this.pending = [];
     this.batch = [];
     this.server = null;
   }
 
-  /** Send one subscribe request and wait for its answer (see `emit`). */
+  /** Queue one subscribe request; it waits in `pending` for its answer (see `emit`). */
   sendSubscribe(request) {
-    const sent = this.sendJson({ action: 'subscribe', main: request.main, sub: request.sub });
-    if (sent) {
-      if (!this.batch.length) this.base = this.acked;
-      this.pending.push(request);
-      this.batch.push(request);
-    }
-    return sent;
+    if (!this.ws || this.ws.readyState !== 1) return false;
+    if (!this.batch.length) this.base = this.acked;
+    this.pending.push(request);
+    this.batch.push(request);
+    return this.enqueue({ action: 'subscribe', main: request.main, sub: request.sub }, request);
   }
 
-  /** A `subscribed` ack: the first pending request with that content is acknowledged. */
+  /** A `subscribed` ack: it acknowledges the subscribe in flight if it matches its content. */
   onSubscribed(msg) {
     const sub = Array.isArray(msg.sub) ? msg.sub : [];
     this.server = { main: msg.main ?? null, sub };
-    const i = this.pending.findIndex((r) => ackMatches(msg, r));
-    if (i < 0) {
-      msg.request = null; // answers nothing we wait for: only the server's state is learnt
+    const request = this.inflight && this.inflight.request;
+    if (!request || !ackMatches(msg, request)) {
+      msg.request = null; // answers nothing in flight (a late answer): only the server's state is learnt
       if (!this.pending.length && !sameState(this.server, this.acked)) this.settle();
       return;
     }
-    const [request] = this.pending.splice(i, 1);
+    this.answered();
+    this.pending.splice(this.pending.indexOf(request), 1);
     request.outcome = 'acked';
     // the request's order first; the server's symbols win where they differ
     request.state = { main: msg.main, sub: [...request.sub.filter((s) => sub.includes(s)),
@@ -333,7 +424,7 @@ export class Connection {
     }
     const asked = new Set([...this.server.sub, ...batch.flatMap((r) => r.sub)]);
     const extra = [...asked].filter((s) => !target.sub.includes(s));
-    if (extra.length) this.sendJson({ action: 'unsubscribe', sub: extra });
+    if (extra.length) this.enqueue({ action: 'unsubscribe', sub: extra });
     this.sendSubscribe({ main: target.main, sub: target.sub, restore: true });
   }
 
@@ -342,7 +433,7 @@ export class Connection {
   subscribe(main, sub) {
     const have = new Set([...(this.subscription ? this.subscription.sub : []), ...(this.server ? this.server.sub : [])]);
     const gone = [...have].filter((s) => !sub.includes(s));
-    if (gone.length) this.sendJson({ action: 'unsubscribe', sub: gone });
+    if (gone.length) this.enqueue({ action: 'unsubscribe', sub: gone });
     this.subscription = { main, sub };
     return this.sendSubscribe({ main, sub });
   }
