@@ -47,7 +47,7 @@ import redis
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalice_app import keys
-from chalice_app.errors import BadRequest, Conflict, Unavailable
+from chalice_app.errors import ApiError, BadRequest, Conflict, Unavailable
 from chalice_app.messages import dumps, order_command
 from chalice_app.models import PlaceOrder, ReplaceOrder
 from chalice_app.symbols import SymbolMeta, SymbolRegistry
@@ -178,32 +178,34 @@ class OrderRouter:
     def place(self, user_id: str, req: PlaceOrder) -> Queued:
         symbol = self.symbols.require_active(req.symbol)
         is_buy = req.side == "BUY"
-        tif = req.tif
-        price = req.price
-        idem_key = keys.idempotency(user_id, req.client_order_id) if req.client_order_id else None
-        # a retry of a client_order_id already claimed is answered from its claim: the market
-        # checks below may have changed their answer since (its first copy may have traded)
-        retry = idem_key is not None and bool(self.r.exists(idem_key))
-        if req.type == "MARKET":
-            tif = "FOK" if req.tif == "FOK" else "IOC"
-            price = None
-            if not retry and self._opposite_side_empty(symbol, is_buy):
-                raise Conflict(f"no {'asks' if is_buy else 'bids'} on {symbol} for a market order", "NO_LIQUIDITY")
-        else:
-            if price is None:
-                raise BadRequest("price is required for a LIMIT order", "PRICE_REQUIRED")
-            if not retry:
-                self._check_price(self.symbols.meta(symbol), price)
+        market = req.type == "MARKET"
+        tif = ("FOK" if req.tif == "FOK" else "IOC") if market else req.tif
+        price = None if market else req.price
+        if not market and price is None:
+            raise BadRequest("price is required for a LIMIT order", "PRICE_REQUIRED")
 
         order_id = self.new_id()
-        fingerprint = None
-        if idem_key is not None:
+        idem_key = fingerprint = None
+        if req.client_order_id:
+            idem_key = keys.idempotency(user_id, req.client_order_id)
             fingerprint = hashlib.sha256(dumps(req.model_dump(exclude={"client_order_id"}))).hexdigest()[:16]
-            order_id, must_send = self._claim(idem_key, fingerprint, order_id, req.client_order_id)
+            claimed, must_send = self._claim(idem_key, fingerprint, order_id, req.client_order_id)
             if not must_send:
                 log.info("event=order_retry symbol=%s order=%s client_order_id=%s",
-                         symbol, order_id, req.client_order_id)
-                return Queued(order_id, duplicate=True)
+                         symbol, claimed, req.client_order_id)
+                return Queued(claimed, duplicate=True)
+            if claimed != order_id:  # resending an earlier attempt's order: answered from its claim,
+                order_id = claimed   # the market checks may have changed their answer since it went
+                idem_fresh = False
+            else:
+                idem_fresh = True
+        if idem_key is None or idem_fresh:
+            try:
+                self._check_market(symbol, is_buy, price)
+            except ApiError:
+                if idem_key is not None:
+                    self.r.delete(idem_key)  # refused before anything was sent: the id is free again
+                raise
 
         command = order_command(
             "ADD", symbol, order_id, user_id, ts=_now_ms(), is_buy=is_buy, price=price,
@@ -246,6 +248,15 @@ class OrderRouter:
                 raise Unavailable(f"an earlier request with client_order_id {client_order_id} is still "
                                   "being queued; retry", "ORDER_STREAM_UNAVAILABLE")
             time.sleep(PENDING_POLL_S)
+
+    def _check_market(self, symbol: str, is_buy: bool, price: int | None) -> None:
+        """The checks against the market's state: MARKET needs an opposite side (409
+        NO_LIQUIDITY); a LIMIT price the symbol's tick, min/max and band."""
+        if price is None:
+            if self._opposite_side_empty(symbol, is_buy):
+                raise Conflict(f"no {'asks' if is_buy else 'bids'} on {symbol} for a market order", "NO_LIQUIDITY")
+        else:
+            self._check_price(self.symbols.meta(symbol), price)
 
     def _previous(self, idem_key: str, fingerprint: str, client_order_id: str) -> tuple[str, str] | None:
         """(order_id, state) of an earlier request with this client_order_id, or None when its

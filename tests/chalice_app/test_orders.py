@@ -305,3 +305,14 @@ def test_a_retry_that_lost_the_takeover_race_never_overwrites_the_winners_claim(
     monkeypatch.undo()
     assert json.loads(cache.get(key))["st"] == "S", "the loser left the winner's claim alone"
     assert router._previous(key, "f" * 16, "race-1") == ("ord_A", "sent")
+
+
+def test_a_new_client_order_id_refused_by_the_market_checks_leaves_no_claim(client, svc, sym, cache):
+    body = {"symbol": "TEST", "side": "BUY", "quantity": 5, "type": "MARKET", "client_order_id": "mkt-fresh"}
+    resp = post_json(client, "/orders", body, U1)
+    assert resp.status_code == 409 and resp.json_body["code"] == "NO_LIQUIDITY"
+    assert not cache.exists(keys.idempotency("u1", "mkt-fresh")), "nothing was sent: the id is free"
+    cache.set(keys.depth("TEST"), json.dumps({"e": "d", "s": "TEST", "t": 1, "u": 3, "b": [], "a": [[101, 5]]}))
+    resp = post_json(client, "/orders", body, U1)
+    assert resp.status_code == 202, "checked again, now with liquidity"
+    assert [r["order_id"] for _, r in records(svc, 1)] == [resp.json_body["order_id"]]
