@@ -69,6 +69,9 @@ GET_LIMIT_FLOOR = 100
 GET_LIMIT_GROW_AFTER = 3
 #: a status event holds this iff it is a rejection (chalice_app.messages; bytes, for a fast `in`)
 REJECTED_NEEDLE = messages.REJECTED_NEEDLE
+#: A batch whose records arrived further apart than this (a backlog) judges each traded
+#: symbol's liveness by that symbol's own records.
+WIDE_BATCH_MS = 60_000
 #: A command whose events cannot depend on the engine clock: it carries an integer `ts` at the
 #: top level. Only a `ts` that closes the object counts (the router writes it last): a `"ts"`
 #: anywhere else may sit in a nested object of an ignored field. Other records take the
@@ -463,10 +466,10 @@ class ShardWorker(threading.Thread):
         now_ms = int(time.time() * 1000)
         arrived_ms = self._batch_clock or now_ms
         now_minute = minute_of(arrived_ms)  # where a late trade of a closed minute goes
-        # a trade is live when its ts falls among its batch's arrivals (give or take the skew):
-        # one backlog batch can span minutes of arrivals
-        live_from = self._arrival_ms(records[0]) - LIVE_SKEW_MS
-        live_to = max(arrived_ms, self._arrival_ms(records[-1])) + LIVE_SKEW_MS
+        # a trade is live when its ts falls among its symbol's records' arrivals (give or take
+        # the skew); in a narrow batch (live traffic) the batch's arrivals stand for them
+        batch_span = (self._arrival_ms(records[0]), max(arrived_ms, self._arrival_ms(records[-1])))
+        spans = self._arrival_spans(records, trades) if batch_span[1] - batch_span[0] > WIDE_BATCH_MS else {}
         updates: list[SymbolUpdate] = []
         for sym, u in res.touched.items():
             d = depths[sym]
@@ -479,7 +482,8 @@ class ShardWorker(threading.Thread):
                 up.ticker_json = orjson.dumps(msg) if msg else b""
                 up.trades = [(seq, minute_of(t), p, q) for seq, t, p, q in tr]
                 up.now_minute = now_minute
-                self.candles.note(sym, up.trades[-1][1], live_from <= tr[-1][1] <= live_to)
+                lo, hi = spans.get(sym, batch_span)
+                self.candles.note(sym, up.trades[-1][1], lo - LIVE_SKEW_MS <= tr[-1][1] <= hi + LIVE_SKEW_MS)
             updates.append(up)
         self.svc.write_depth(updates)
 
@@ -503,6 +507,17 @@ class ShardWorker(threading.Thread):
             log.debug("event=batch shard=%s records=%d fills=%d statuses=%d symbols=%s checkpoint=%s",
                       self.shard_id, len(records), len(res.fills), len(res.statuses),
                       ",".join(res.touched), self.checkpoint)
+
+    def _arrival_spans(self, records: list[dict], symbols) -> dict[str, tuple[int, int]]:  # noqa: ANN001
+        """(first, last) arrival ms of the records of each traded symbol (partition key = symbol)."""
+        spans: dict[str, tuple[int, int]] = {}
+        for r in records:
+            sym = r.get("PartitionKey")
+            if sym in symbols:
+                a = self._arrival_ms(r)
+                lo, hi = spans.get(sym, (a, a))
+                spans[sym] = (min(lo, a), max(hi, a))
+        return spans
 
     def _maybe_close_candles(self) -> None:
         """About once a second: close the candles of minutes the shard has been read past."""

@@ -243,10 +243,11 @@ def test_a_backlog_candle_closes_by_time_after_a_long_outage(settings, aws, dept
         svc.stop()
 
 
-def test_a_backlog_batch_spanning_minutes_of_arrivals_keeps_early_trades_live(settings, aws, depth_cache,
-                                                                              monkeypatch):
+def test_a_backlog_batch_judges_each_symbols_liveness_by_its_own_records(settings, aws, depth_cache,
+                                                                         monkeypatch):
     """One GetRecords page of a backlog can hold records put minutes apart: a trade is live when
-    its ts falls among its batch's arrivals, not only near the batch's last one."""
+    its ts falls among its own symbol's arrivals — an early outage trade closes by time, an old
+    timeline put just now (a tool) does not, though both share the batch."""
     kinesis = aws.client("kinesis")
     shards = kinesis.list_shards(StreamName=settings.orders_stream)["Shards"]
 
@@ -255,10 +256,22 @@ def test_a_backlog_batch_spanning_minutes_of_arrivals_keeps_early_trades_live(se
         return next(s["ShardId"] for s in shards if int(s["HashKeyRange"]["StartingHashKey"]) <= h
                     <= int(s["HashKeyRange"]["EndingHashKey"]))
 
-    late = next(f"LATE{i}" for i in range(1000) if shard_of(f"LATE{i}") == shard_of("EARLY"))
-    # kinesalite stamps arrival at put time (now); AWS stamps it when the router put the order
-    monkeypatch.setattr(ShardWorker, "_arrival_ms", staticmethod(lambda r: int(orjson.loads(r["Data"])["ts"]) + 5))
+    late, rep = (next(f"{p}{i}" for i in range(1000) if shard_of(f"{p}{i}") == shard_of("EARLY"))
+                 for p in ("LATE", "REP"))
     now = int(time.time() * 1000)
-    put_orders(kinesis, settings.orders_stream, _cross("EARLY", 1, now - 7 * 60_000) + _cross(late, 2, now - 30_000))
-    with running_service(fast(settings)):
+    put_now = {}  # order id -> arrival; the others arrived when their router stamped them (AWS)
+
+    def arrival_ms(r: dict) -> int:
+        d = orjson.loads(r["Data"])
+        return put_now.get(d["order_id"], int(d["ts"]) + 5)
+
+    monkeypatch.setattr(ShardWorker, "_arrival_ms", staticmethod(arrival_ms))
+    replayed = _cross(rep, 3, now - 8 * 60_000)  # a tool writes an old timeline ...
+    put_now.update({o["order_id"]: now - 1000 for o in replayed})  # ... put just now
+    put_orders(kinesis, settings.orders_stream,
+               _cross("EARLY", 1, now - 7 * 60_000) + _cross(late, 2, now - 30_000) + replayed)
+    with running_service(fast(settings)) as svc:
         wait_until(lambda: _closed(depth_cache, "EARLY"), 20, what="the early outage trade's candle closed by time")
+        worker = next(w for w in svc.workers.values() if w.shard_id == shard_of(rep))
+        wait_until(lambda: rep in worker.candles.replayed, 10, what="the old timeline taken as replayed")
+        assert _closed(depth_cache, rep) == [] and depth_cache.hget(keys.candle(rep), "t") is not None
