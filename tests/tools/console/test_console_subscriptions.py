@@ -288,3 +288,23 @@ def test_a_lost_answer_does_not_block_the_queue(new_page: Any, console: Any, bac
     assert shown(page) == ("BBB", ["BBB", "AAA"])
     assert "still on BBB" in page.inner_text("#sub-error")
     assert [e for e in watch.errors if "WebSocket" not in e] == []
+
+
+def test_a_first_subscribe_answered_after_its_timeout_is_still_the_pages(
+        new_page: Any, console: Any, backend: RaceBackend) -> None:
+    """Nothing acknowledged yet and nothing asked since: the late ack is the server's state, so it
+    becomes the page's (before, the page showed nothing while the server pushed TEST)."""
+    page = new_page()
+    watch = PageWatch(page)
+    page.goto(console.url + "?auto=0&user=u_late")
+    page.wait_for_selector("body[data-ready=true]")
+    page.evaluate("() => { supernoba.conn.answerTimeoutMs = 1000; }")
+    backend.slow["TEST"] = 1.5  # a cold Lambda
+    submit(page, ("TEST", "AAA"))
+    page.wait_for_selector("#event-log li:has-text('NO_ANSWER')")
+    wait_until(lambda: settled(page) and shown(page) == ("TEST", ["TEST", "AAA"]), what="the late ack adopted",
+               timeout=5)
+    assert server_state(backend) == {"main": "TEST", "subs": {"AAA"}}
+    assert page.evaluate("() => supernoba.conn.subscription") == {"main": "TEST", "sub": ["AAA"]}
+    assert page.inner_text("#sub-error") == ""
+    assert [e for e in watch.errors if "WebSocket" not in e] == []

@@ -144,6 +144,7 @@ export class Connection {
     this.answerTimer = null;
     this.answerTimeoutMs = ANSWER_TIMEOUT_MS;
     this.pending = []; // subscribe requests queued or in flight on this socket, waiting for their answer
+    this.unanswered = null; // the subscribe last given up on (no answer in time), if nothing followed
     this.batch = []; // the requests sent since everything was last settled, with their outcome
     this.base = null; // `acked` when the batch started
     this.listeners = new Map();
@@ -311,6 +312,7 @@ export class Connection {
     if (item.request) {
       msg = { e: 'error', code: 'NO_ANSWER', local: true, answers: item.msg.action, request: item.request,
         message: `no answer from the server within ${this.answerTimeoutMs / 1000} s` };
+      this.unanswered = item.request; // a late ack of it is still taken (see onSubscribed)
       this.refuse(item.request);
     }
     this.pump();
@@ -372,6 +374,7 @@ export class Connection {
     this.queue = [];
     this.pending = [];
     this.batch = [];
+    this.unanswered = null;
     this.server = null;
   }
 
@@ -379,6 +382,7 @@ export class Connection {
   sendSubscribe(request) {
     if (!this.ws || this.ws.readyState !== 1) return false;
     if (!this.batch.length) this.base = this.acked;
+    this.unanswered = null; // a new request: a late answer to an old one no longer decides
     this.pending.push(request);
     this.batch.push(request);
     return this.enqueue({ action: 'subscribe', main: request.main, sub: request.sub }, request);
@@ -388,13 +392,27 @@ export class Connection {
   onSubscribed(msg) {
     const sub = Array.isArray(msg.sub) ? msg.sub : [];
     this.server = { main: msg.main ?? null, sub };
-    const request = this.inflight && this.inflight.request;
+    let request = this.inflight && this.inflight.request;
+    const late = this.unanswered;
+    if ((!request || !ackMatches(msg, request)) && late && !this.pending.length && ackMatches(msg, late)) {
+      // the answer to the request given up on after its timeout: the server did take it, and
+      // nothing was asked since — it is the page's after all
+      this.unanswered = null;
+      const state = { main: msg.main, sub: [...late.sub.filter((s) => sub.includes(s)),
+        ...sub.filter((s) => !late.sub.includes(s))] };
+      this.acked = state;
+      this.subscription = state;
+      msg.request = late;
+      msg.state = state;
+      return;
+    }
     if (!request || !ackMatches(msg, request)) {
       msg.request = null; // answers nothing in flight (a late answer): only the server's state is learnt
       if (!this.pending.length && !sameState(this.server, this.acked)) this.settle();
       return;
     }
     this.answered();
+    this.unanswered = null;
     this.pending.splice(this.pending.indexOf(request), 1);
     request.outcome = 'acked';
     // the request's order first; the server's symbols win where they differ
