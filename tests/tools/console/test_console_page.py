@@ -19,6 +19,13 @@ from tests.waiting import wait_until
 from tools.console.serve import serve
 
 
+def enter_order(page: Any, side: str, price: str, qty: str) -> None:
+    """Type a price and a quantity into the order entry and press Buy or Sell."""
+    page.fill("#order-price", price)
+    page.fill("#order-qty", qty)
+    page.click("#btn-buy" if side == "BUY" else "#btn-sell")
+
+
 @pytest.fixture
 def backend() -> Iterator[FakeBackend]:
     with FakeBackend() as fb:
@@ -107,9 +114,7 @@ def test_server_validation_error_is_shown_next_to_the_field(new_page: Any, conso
     page.select_option("#conn-mode", "test")
     page.fill("#user-id", "u_val")
     page.click("#btn-connect")
-    page.fill("#order-price", "12.5")
-    page.fill("#order-qty", "3")
-    page.click("#btn-sell")
+    enter_order(page, "SELL", "12.5", "3")
     page.wait_for_selector("#err-price:not(:empty)")
     assert "BAD_PRICE" in page.inner_text("#err-price")
     method, path, headers, body = backend.calls("POST", "/orders")[-1]
@@ -131,9 +136,7 @@ def test_my_orders_follow_order_events_with_cancel_and_replace(new_page: Any, co
     page.click("#btn-connect")
     page.click("#btn-subscribe")
     page.wait_for_selector("#conn-state[data-state=open]")
-    page.fill("#order-price", "1000")
-    page.fill("#order-qty", "10")
-    page.click("#btn-buy")
+    enter_order(page, "BUY", "1000", "10")
     row = page.locator("[data-testid=order-row][data-status=QUEUED]")
     row.wait_for()
     oid = row.get_attribute("data-order-id")
@@ -292,9 +295,7 @@ def test_jwt_session_sends_the_token_and_shows_admin_for_admin_role(new_page: An
     wait_until(lambda: any(f"token={token}" in p for p in backend.ws_paths), what="connect with ?token=")
     assert page.is_visible("#admin-panel")  # role admin in the token; the server still decides
     page.wait_for_selector("#admin-error:has-text('FORBIDDEN')")
-    page.fill("#order-price", "5")
-    page.fill("#order-qty", "1")
-    page.click("#btn-buy")
+    enter_order(page, "BUY", "5", "1")
     page.wait_for_selector("[data-testid=order-row][data-status=QUEUED]")
     assert backend.calls("POST", "/orders")[-1][2]["authorization"] == f"Bearer {token}"
     assert "x-test-user" not in backend.calls("POST", "/orders")[-1][2]
@@ -323,9 +324,7 @@ def test_exported_static_site_talks_to_the_api_directly(new_page: Any, backend: 
         page.select_option("#conn-mode", "test")
         page.fill("#user-id", "u_static")
         page.click("#btn-connect")
-        page.fill("#order-price", "50")
-        page.fill("#order-qty", "1")
-        page.click("#btn-sell")
+        enter_order(page, "SELL", "50", "1")
         page.wait_for_selector("[data-testid=order-row][data-status=QUEUED]")
         assert backend.calls("POST", "/orders")[-1][2]["x-test-user"] == "u_static"
         watch.screenshot("page_exported")
@@ -418,9 +417,7 @@ def test_a_refused_subscription_keeps_the_previous_symbols(new_page: Any, consol
     wait_until(lambda: backend.subscribes()[-1] == {"action": "subscribe", "main": "TEST", "sub": ["AAA"]},
                what="restoring subscribe")
     assert page.evaluate("() => supernoba.conn.subscription") == {"main": "TEST", "sub": ["AAA"]}
-    page.fill("#order-price", "5")
-    page.fill("#order-qty", "1")
-    page.click("#btn-buy")
+    enter_order(page, "BUY", "5", "1")
     wait_until(lambda: backend.calls("POST", "/orders"), what="POST /orders")
     assert backend.calls("POST", "/orders")[-1][3]["symbol"] == "TEST"
     # an acknowledged change is applied
@@ -438,9 +435,7 @@ def test_order_entry_errors_clear_when_the_symbol_changes(new_page: Any, console
     backend.order_refused_symbols.add("AAA")
     page, watch = open_page(new_page, console, "?main=AAA&user=u_stale")
     page.wait_for_selector("#event-log li.ok:has-text('subscribed main=AAA')")
-    page.fill("#order-price", "5")
-    page.fill("#order-qty", "1")
-    page.click("#btn-buy")
+    enter_order(page, "BUY", "5", "1")
     page.wait_for_selector("#err-symbol:has-text('INVALID_SYMBOL')")
     page.click("[data-testid=ticker-AAA]")  # same symbol: the error stays
     page.fill("#main-symbol", "TEST")
@@ -462,9 +457,7 @@ def test_order_form_and_order_buttons_are_off_while_disconnected(new_page: Any, 
                                                                  backend: FakeBackend) -> None:
     page, watch = open_page(new_page, console, "?user=u_off")
     page.wait_for_selector("#order-form[data-guard=open]")
-    page.fill("#order-price", "5")
-    page.fill("#order-qty", "1")
-    page.click("#btn-buy")
+    enter_order(page, "BUY", "5", "1")
     page.wait_for_selector("[data-testid=order-row][data-status=QUEUED]")
     row = page.locator("[data-testid=order-row]").first
     assert row.locator("[data-testid=cancel]").is_enabled()
