@@ -11,8 +11,9 @@ the streamer keeps the hash `candle:{interval}:{SYM}`:
 
 `o h l c v t` are what readers use; `m bh bl bv` let a restarted streamer carry on. The
 1-minute candle opens with a trade (and the engine closes it at its minute's end, or when a
-later minute's trade arrives), so a roll-up's bucket likewise starts with its first trade. When a minute closes, its final values come from the engine's
-closed candle (`candle:closed:1m:{SYM}`) when available, else from the last values seen.
+later minute's trade arrives), so a roll-up's bucket likewise starts with its first trade.
+When a minute closes, its final values come from the engine's closed candle
+(`candle:closed:1m:{SYM}`) when available, else from the last values seen.
 """
 
 from __future__ import annotations
