@@ -47,7 +47,7 @@ import redis
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalice_app import keys
-from chalice_app.errors import ApiError, BadRequest, Conflict, Unavailable
+from chalice_app.errors import BadRequest, Conflict, Unavailable
 from chalice_app.messages import dumps, order_command
 from chalice_app.models import PlaceOrder, ReplaceOrder
 from chalice_app.symbols import SymbolMeta, SymbolRegistry
@@ -202,9 +202,9 @@ class OrderRouter:
         if idem_key is None or idem_fresh:
             try:
                 self._check_market(symbol, is_buy, price)
-            except ApiError:
+            except Exception:  # refused, or the cache failed: nothing was sent, so the id is free again
                 if idem_key is not None:
-                    self.r.delete(idem_key)  # refused before anything was sent: the id is free again
+                    self.r.delete(idem_key)
                 raise
 
         command = order_command(

@@ -316,3 +316,27 @@ def test_a_new_client_order_id_refused_by_the_market_checks_leaves_no_claim(clie
     resp = post_json(client, "/orders", body, U1)
     assert resp.status_code == 202, "checked again, now with liquidity"
     assert [r["order_id"] for _, r in records(svc, 1)] == [resp.json_body["order_id"]]
+
+
+def test_a_cache_error_in_the_market_checks_releases_the_fresh_claim(client, svc, sym, cache, monkeypatch):
+    """503 CACHE_UNAVAILABLE while checking: nothing was sent, so the retry is a fresh, checked
+    request — not a 30-second wait on a stuck claim, then an unchecked resend."""
+    import redis
+
+    router = svc.orders
+    real = router._opposite_side_empty
+    calls = []
+
+    def flaky(symbol, is_buy):
+        calls.append(symbol)
+        if len(calls) == 1:
+            raise redis.exceptions.TimeoutError("Valkey read timed out")
+        return real(symbol, is_buy)
+
+    monkeypatch.setattr(router, "_opposite_side_empty", flaky)
+    body = {"symbol": "TEST", "side": "BUY", "quantity": 5, "type": "MARKET", "client_order_id": "mkt-flaky"}
+    resp = post_json(client, "/orders", body, U1)
+    assert resp.status_code == 503 and resp.json_body["code"] == "CACHE_UNAVAILABLE"
+    assert not cache.exists(keys.idempotency("u1", "mkt-flaky"))
+    resp = post_json(client, "/orders", body, U1)
+    assert resp.status_code == 409 and resp.json_body["code"] == "NO_LIQUIDITY", "checked again at once"
