@@ -72,6 +72,11 @@ return 0
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
+def _claim_value(order_id: str, fingerprint: str, state: str) -> bytes:
+    """An `idem:` claim: state P (PutRecord pending), S (sent) or F (PutRecord failed)."""
+    return dumps({"id": order_id, "fp": fingerprint, "st": state, "at": _now_ms()})
+
+
 class OrderIdGenerator:
     """ULID-style ids: sortable by time, monotonic within one process."""
 
@@ -186,6 +191,7 @@ class OrderRouter:
 
         order_id = self.new_id()
         idem_key = fingerprint = None
+        fresh = True  # this request's own order (else a resend of an earlier attempt's)
         if req.client_order_id:
             idem_key = keys.idempotency(user_id, req.client_order_id)
             fingerprint = hashlib.sha256(dumps(req.model_dump(exclude={"client_order_id"}))).hexdigest()[:16]
@@ -194,12 +200,10 @@ class OrderRouter:
                 log.info("event=order_retry symbol=%s order=%s client_order_id=%s",
                          symbol, claimed, req.client_order_id)
                 return Queued(claimed, duplicate=True)
-            if claimed != order_id:  # resending an earlier attempt's order: answered from its claim,
-                order_id = claimed   # the market checks may have changed their answer since it went
-                idem_fresh = False
-            else:
-                idem_fresh = True
-        if idem_key is None or idem_fresh:
+            # a resend of an earlier attempt's order is answered from its claim: the market checks
+            # may have changed their answer since it went
+            fresh, order_id = claimed == order_id, claimed
+        if fresh:
             try:
                 self._check_market(symbol, is_buy, price)
             except Exception:  # refused, or the cache failed: nothing was sent, so the id is free again
@@ -217,12 +221,10 @@ class OrderRouter:
             if idem_key:
                 # the record may have reached the stream all the same (a read timeout): the
                 # retry resends this same order_id, which the engine applies at most once
-                self.r.set(idem_key, dumps({"id": order_id, "fp": fingerprint, "st": "F", "at": _now_ms()}),
-                           ex=IDEMPOTENCY_TTL_S)
+                self.r.set(idem_key, _claim_value(order_id, fingerprint, "F"), ex=IDEMPOTENCY_TTL_S)
             raise
         if idem_key:
-            self.r.set(idem_key, dumps({"id": order_id, "fp": fingerprint, "st": "S", "at": _now_ms()}),
-                       ex=IDEMPOTENCY_TTL_S)
+            self.r.set(idem_key, _claim_value(order_id, fingerprint, "S"), ex=IDEMPOTENCY_TTL_S)
         return Queued(order_id)
 
     def _claim(self, idem_key: str, fingerprint: str, order_id: str, client_order_id: str) -> tuple[str, bool]:
@@ -237,7 +239,7 @@ class OrderRouter:
         """
         deadline = time.monotonic() + PENDING_WAIT_S
         while True:
-            claim = dumps({"id": order_id, "fp": fingerprint, "st": "P", "at": _now_ms()})
+            claim = _claim_value(order_id, fingerprint, "P")
             if self.r.set(idem_key, claim, nx=True, ex=IDEMPOTENCY_TTL_S):
                 return order_id, True
             prev = self._previous(idem_key, fingerprint, client_order_id)
@@ -280,7 +282,7 @@ class OrderRouter:
         if state not in ("P", "F"):
             return prev_id, "sent"
         if state == "F" or _now_ms() - at > PENDING_STALE_MS:
-            claim = dumps({"id": prev_id, "fp": fingerprint, "st": "P", "at": _now_ms()})
+            claim = _claim_value(prev_id, fingerprint, "P")
             # take the claim over with a compare-and-set: only one retry resends, and a retry
             # that lost the race never overwrites the winner's newer claim
             if self.r.eval(_TAKE_OVER, 1, idem_key, raw, claim, IDEMPOTENCY_TTL_S):
