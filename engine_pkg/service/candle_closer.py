@@ -53,9 +53,19 @@ LIVE_WINDOW_MS = 300_000
 CHECK_EVERY_S = 1.0
 
 
-def minute_str(t_ms: int) -> str:
-    """`YYYYMMDDHHMM` (UTC) of a millisecond timestamp."""
-    return time.strftime("%Y%m%d%H%M", time.gmtime(t_ms // 60000 * 60))
+_minute_cache: dict[int, str] = {}
+
+
+def minute_of(t_ms: int) -> str:
+    """`YYYYMMDDHHMM` (UTC) of a millisecond timestamp (cached: every trade of a batch asks)."""
+    m = t_ms // 60000
+    s = _minute_cache.get(m)
+    if s is None:
+        if len(_minute_cache) > 4096:
+            _minute_cache.clear()
+        s = time.strftime("%Y%m%d%H%M", time.gmtime(m * 60))
+        _minute_cache[m] = s
+    return s
 
 
 class CandleCloser:
@@ -106,8 +116,8 @@ class CandleCloser:
         if now - self._checked_at < self.interval or not self.open or not self.horizon_ms:
             return None
         self._checked_at = now
-        cutoff = minute_str(self.horizon_ms - self.grace_ms)
-        first = minute_str(self.horizon_ms - self.grace_ms - self.window_ms)
+        cutoff = minute_of(self.horizon_ms - self.grace_ms)
+        first = minute_of(self.horizon_ms - self.grace_ms - self.window_ms)
         live = [s for s, m in self.open.items() if m and m < cutoff and s not in self.replayed]
         unknown = [s for s, m in self.open.items() if not m]
         return (cutoff, first, live, unknown) if live or unknown else None

@@ -45,7 +45,7 @@ from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 
 from chalice_app import messages
 from engine_pkg import Engine
-from engine_pkg.service.candle_closer import LIVE_SKEW_MS, CandleCloser
+from engine_pkg.service.candle_closer import LIVE_SKEW_MS, CandleCloser, minute_of
 from engine_pkg.service.depth_writer import SymbolUpdate
 from engine_pkg.service.errors import (
     CorruptSnapshot,
@@ -138,21 +138,6 @@ def poll_wait(got_records: bool, idle: int, hot: bool, floor: float, idle_max: f
     if got_records or hot:
         return floor
     return min(idle_max, floor * (2 ** min(idle, 10)))
-
-
-_minute_cache: dict[int, str] = {}
-
-
-def minute_of(t_ms: int) -> str:
-    """`YYYYMMDDHHMM` (UTC) of a millisecond timestamp."""
-    m = t_ms // 60000
-    s = _minute_cache.get(m)
-    if s is None:
-        if len(_minute_cache) > 4096:
-            _minute_cache.clear()
-        s = time.strftime("%Y%m%d%H%M", time.gmtime(m * 60))
-        _minute_cache[m] = s
-    return s
 
 
 class ShardWorker(threading.Thread):

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from chalice_app import cache, keys
-from engine_pkg.service.candle_closer import CandleCloser, minute_str
+from engine_pkg.service.candle_closer import CandleCloser, minute_of
 from engine_pkg.service.depth_writer import DepthWriter, SymbolUpdate
 from engine_pkg.service.main import EngineService
 from engine_pkg.service.shard_reader import ShardWorker
@@ -95,7 +95,7 @@ def test_the_minute_after_a_closed_one_follows_the_calendar(depth_cache, setting
 def test_the_closer_waits_for_a_caught_up_shard_and_checks_once_a_second():
     now = [1_765_894_000.0]  # 2025-12-16 14:06:40 UTC
     c = CandleCloser(lambda: now[0])
-    c.note("TEST", minute_str(int(now[0] * 1000) - 60_000), live=True)
+    c.note("TEST", minute_of(int(now[0] * 1000) - 60_000), live=True)
     assert c.due() is None  # nothing read yet: no horizon
     c.read(c.now_ms(), 500, 500, 0)  # a full page: more records may be waiting
     assert c.due() is None
@@ -103,11 +103,11 @@ def test_the_closer_waits_for_a_caught_up_shard_and_checks_once_a_second():
     assert c.due() is None
     c.read(c.now_ms(), 0, 500, 0)  # caught up
     cutoff, first, live, unknown = c.due()
-    assert (cutoff, live, unknown) == (minute_str(int(now[0] * 1000) - 2000), ["TEST"], [])
-    assert first == minute_str(int(now[0] * 1000) - 2000 - 300_000)
+    assert (cutoff, live, unknown) == (minute_of(int(now[0] * 1000) - 2000), ["TEST"], [])
+    assert first == minute_of(int(now[0] * 1000) - 2000 - 300_000)
     c.checked(["TEST"], {})
     assert c.open == {}
-    c.note("AAA", minute_str(int(now[0] * 1000)), live=True)  # the current minute: not due
+    c.note("AAA", minute_of(int(now[0] * 1000)), live=True)  # the current minute: not due
     now[0] += 0.5
     c.read(c.now_ms(), 0, 500, 0)
     assert c.due() is None  # checked less than a second ago
@@ -193,7 +193,7 @@ def test_a_quiet_symbols_candle_closes_at_the_minute_boundary(settings, aws, dep
     try:
         wait_until(lambda: all_reading(svc), 20, what="4 shards reading")
         ts = (int(time.time() * 1000) // 60000) * 60000 + 1000  # 1 s into the current minute
-        minute = minute_str(ts)
+        minute = minute_of(ts)
         put_orders(kinesis, settings.orders_stream, _cross(sym, 1, ts))
         wait_until(lambda: depth_cache.hget(keys.candle(sym), "t") == minute, 20, what="the open candle")
         time.sleep(1.5)  # a few close checks: the minute is still open
