@@ -43,4 +43,6 @@ if __name__ == "__main__":
         "Extra C flags come from SUPERNOBA_BOOK_CFLAGS (e.g. sanitizers for the fuzz build).",
     ).parse_args()
     os.chdir(HERE.parent)
-    ffibuilder.compile(tmpdir=".", verbose=False)
+    # the file name `pip install -e .` gives it: a second, version-tagged build next to it would
+    # win the import and shadow every later `make setup` build
+    ffibuilder.compile(tmpdir=".", verbose=False, target="_book.abi3.so")
