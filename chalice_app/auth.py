@@ -10,9 +10,10 @@ A token is accepted when:
 
 Then `exp` (required), `iss` = `SUPABASE_URL/auth/v1` (required when SUPABASE_URL is
 set) and `aud` = `authenticated` are checked, and `sub` is the user id. `alg: none`,
-any other algorithm, and HS256 signed with a public key (algorithm confusion) are
-refused: an HS token is only ever checked against the shared secret, an asymmetric one
-only against JWKS keys of its own type.
+any other algorithm, a header whose `alg` or `kid` is not a string (checked before either
+is used: INVALID_TOKEN, never a 500), and HS256 signed with a public key (algorithm
+confusion) are refused: an HS token is only ever checked against the shared secret, an
+asymmetric one only against JWKS keys of its own type.
 
 Errors (chalice_app.errors)::
 
@@ -44,6 +45,8 @@ log = logging.getLogger("supernoba.auth")
 
 AUDIENCE = "authenticated"
 ASYMMETRIC = {"ES256": "EC", "RS256": "RSA"}
+#: every header `alg` verify_token looks at; anything else (or not a string) is INVALID_TOKEN
+ACCEPTED_ALGS = frozenset((*ASYMMETRIC, "HS256"))
 JWKS_TTL_S = 600.0
 JWKS_REFRESH_MIN_S = 30.0
 LEEWAY_S = 5
@@ -127,8 +130,7 @@ class Authenticator:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
             raise Unauthorized("malformed token", "INVALID_TOKEN") from exc
-        alg = header.get("alg")
-        kid = header.get("kid")
+        alg, kid = _header_fields(header)
         options = {"require": ["exp", "sub"]}
         kwargs: dict[str, Any] = {"audience": AUDIENCE, "leeway": LEEWAY_S, "options": options}
         if self.settings.jwt_issuer:
@@ -138,7 +140,7 @@ class Authenticator:
             if alg in ASYMMETRIC:
                 if self.jwks is None:
                     raise Unauthorized(f"{alg} tokens are not accepted (no JWKS configured)", "INVALID_TOKEN")
-                candidates = self.jwks.keys_for(kid if isinstance(kid, str) else None, alg)
+                candidates = self.jwks.keys_for(kid, alg)
                 if not candidates:
                     raise Unauthorized("no matching signing key", "INVALID_TOKEN")
                 claims = None
@@ -151,12 +153,10 @@ class Authenticator:
                         last = exc
                 if claims is None:
                     raise last or jwt.InvalidSignatureError("signature verification failed")
-            elif alg == "HS256":
+            else:  # HS256, the one other accepted alg
                 if not self.settings.supabase_jwt_secret:
                     raise Unauthorized("HS256 tokens are not accepted", "INVALID_TOKEN")
                 claims = jwt.decode(token, self.settings.supabase_jwt_secret, algorithms=["HS256"], **kwargs)
-            else:
-                raise Unauthorized(f"algorithm {alg!r} is not accepted", "INVALID_TOKEN")
         except jwt.ExpiredSignatureError as exc:
             raise Unauthorized("token expired", "TOKEN_EXPIRED") from exc
         except jwt.InvalidAudienceError as exc:
@@ -205,6 +205,19 @@ class Authenticator:
         if not principal.is_admin:
             raise Forbidden("admin role required")
         return principal
+
+
+def _header_fields(header: Mapping[str, Any]) -> tuple[str, str | None]:
+    """The header's `alg` (one we accept) and `kid` (a string or absent), checked for type
+    before either is used: a list or object there is a malformed token, never a crash."""
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in ACCEPTED_ALGS:
+        shown = repr(alg[:32]) if isinstance(alg, str) else f"of type {type(alg).__name__}"
+        raise Unauthorized(f"algorithm {shown} is not accepted", "INVALID_TOKEN")
+    kid = header.get("kid")
+    if kid is not None and not isinstance(kid, str):
+        raise Unauthorized("token header kid must be a string", "INVALID_TOKEN")
+    return alg, kid
 
 
 def _claims_admin(claims: Mapping[str, Any]) -> bool:

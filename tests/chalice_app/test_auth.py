@@ -11,6 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from chalice_app.errors import Unauthorized
 from tests.chalice_app.helpers import ADMIN_HEADERS, add_symbol, post_json, read_stream
 
 ORDER = {"symbol": "AUTH", "side": "BUY", "price": 100, "quantity": 1}
@@ -104,6 +105,28 @@ def test_alg_none(client, svc, symbol, auth_server):
     token = _forge({"alg": "none", "typ": "JWT"}, auth_server.claims(), lambda _: b"")
     _refused(client, svc, token)
     _refused(client, svc, token.rstrip("."))
+
+
+MALFORMED_HEADERS = [
+    {"alg": ["ES256"]}, {"alg": {"ES256": 1}}, {"alg": 256}, {"alg": None}, {"alg": True}, {"typ": "JWT"},
+    {"alg": "ES512"}, {"alg": "es256"}, {"alg": "ES256", "kid": ["ec-1"]}, {"alg": "ES256", "kid": {"k": 1}},
+    {"alg": "RS256", "kid": 1}, {"alg": "HS256", "kid": ["x"]},
+]
+
+
+@pytest.mark.parametrize("header", MALFORMED_HEADERS, ids=json.dumps)
+def test_malformed_header_fields_are_401_never_500(client, svc, symbol, auth_server, header):
+    """A list/object/number `alg` or `kid` once raised TypeError (unhashable) → 500."""
+    _, payload, sig = auth_server.es256().split(".")
+    token = f"{_b64(json.dumps(header).encode())}.{payload}.{sig}"
+    _refused(client, svc, token)
+    bearer = {"Authorization": f"Bearer {token}"}
+    for resp in (client.http.get("/admin/symbols", headers=bearer),
+                 client.http.delete("/orders/ord_x?symbol=AUTH", headers=bearer)):
+        assert resp.status_code == 401 and resp.json_body["code"] == "INVALID_TOKEN", resp.body
+    with pytest.raises(Unauthorized) as exc:  # the WebSocket $connect `?token=` path
+        svc.auth.verify_token(token)
+    assert exc.value.code == "INVALID_TOKEN"
 
 
 def test_hs256_signed_with_public_key_is_refused(client, svc, symbol, auth_server):
