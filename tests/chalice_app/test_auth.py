@@ -189,7 +189,13 @@ def test_admin_routes_need_admin(client, make_svc, auth_server):
         assert admin.status_code == 200, admin.body
     test_user = client.http.get("/admin/symbols", headers={"X-Test-User": "admin"})
     assert test_user.status_code == 403
-    # with no ADMIN_API_KEY on the stage, the header grants nothing
+    # with no ADMIN_API_KEY on the stage, the header grants nothing and is ignored: the same 401
+    # as a request without it (not 403 "wrong admin key", which would say a key is configured)
     make_svc(admin_api_key="")
-    resp = post_json(client, "/admin/symbols", {"symbol": "NOPE"}, ADMIN_HEADERS)
-    assert resp.status_code in (401, 403)
+    for resp in (post_json(client, "/admin/symbols", {"symbol": "NOPE"}, ADMIN_HEADERS),
+                 client.http.get("/admin/symbols", headers={"X-Admin-Key": "anything"}),
+                 client.http.get("/admin/symbols")):
+        assert resp.status_code == 401 and resp.json_body["code"] == "UNAUTHORIZED", resp.body
+    user = client.http.get("/admin/symbols", headers={"X-Admin-Key": "anything", "X-Test-User": "u1"})
+    assert user.status_code == 403 and user.json_body["code"] == "FORBIDDEN"
+    assert user.json_body["message"] == "admin role required"
