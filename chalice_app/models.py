@@ -2,7 +2,8 @@
 
 `parse_body(model, raw)` is the one way a view reads a body: size limit, JSON, then the
 model; every failure is a BadRequest / PayloadTooLarge with a message naming the field.
-Numbers are strict JSON integers (no strings, floats or booleans), unknown fields are
+Numbers are strict JSON integers (no strings, floats or booleans; `price_band_pct` alone
+may also be a float, never a boolean or string), unknown fields are
 refused (a typo like `tiff` must not silently become a default), and a field sent as null
 counts as absent (as in order commands, SPEC §3a): `"tif": null` is the default GTC.
 """
@@ -16,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictFloat,
     StrictInt,
     StringConstraints,
     ValidationError,
@@ -73,7 +75,8 @@ class SymbolSpec(_Model):
     display_name: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
     tick_size: Annotated[StrictInt, Field(gt=0, le=MAX_PRICE)] = 1
     #: orders priced more than this percentage away from the last trade are refused; 0 = off
-    price_band_pct: Annotated[int | float, Field(ge=0, le=1000)] = 0
+    #: strict: a JSON number, never a boolean (`true` was 1.0) or a string
+    price_band_pct: Annotated[StrictInt | StrictFloat, Field(ge=0, le=1000)] = 0
     min_price: Annotated[StrictInt, Field(gt=0, le=MAX_PRICE)] | None = None
     max_price: Annotated[StrictInt, Field(gt=0, le=MAX_PRICE)] | None = None
 

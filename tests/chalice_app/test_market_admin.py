@@ -136,6 +136,9 @@ def test_admin_symbols_crud(client, svc, cache):
     assert resp.json_body["tick_size"] == 5 and resp.json_body["display_name"] == "Admin Co"
     resp = post_json(client, "/admin/symbols", {"symbol": "ADM", "tick_size": 10}, ADMIN_HEADERS)
     assert resp.status_code == 200 and resp.json_body["tick_size"] == 10
+    resp = post_json(client, "/admin/symbols", {"symbol": "ADM", "tick_size": 10, "price_band_pct": 2.5},
+                     ADMIN_HEADERS)
+    assert resp.status_code == 200 and resp.json_body["price_band_pct"] == 2.5
     add_symbol(client, "ADM2")
     listed = client.http.get("/admin/symbols", headers=ADMIN_HEADERS).json_body["symbols"]
     assert [s["symbol"] for s in listed] == ["ADM", "ADM2"]
@@ -147,7 +150,10 @@ def test_admin_symbols_crud(client, svc, cache):
     resp = client.http.delete("/admin/symbols?symbol=ADM", headers=ADMIN_HEADERS)
     assert resp.status_code == 404 and resp.json_body["code"] == "UNKNOWN_SYMBOL"
     for bad in ({"symbol": "a:b"}, {"symbol": "X}*"}, {"symbol": "ABCDEFGHIJKLMNOPQ"}, {"symbol": "OK", "tick_size": 0},
-                {"symbol": "OK", "min_price": 10, "max_price": 5}, {"symbol": "OK", "bogus": 1}):
+                {"symbol": "OK", "min_price": 10, "max_price": 5}, {"symbol": "OK", "bogus": 1},
+                {"symbol": "OK", "price_band_pct": True}, {"symbol": "OK", "price_band_pct": False},
+                {"symbol": "OK", "price_band_pct": "5"}, {"symbol": "OK", "price_band_pct": -1},
+                {"symbol": "OK", "price_band_pct": 1000.5}):
         resp = post_json(client, "/admin/symbols", bad, ADMIN_HEADERS)
         assert resp.status_code == 400, (bad, resp.body)
     resp = client.http.delete("/admin/symbols?symbol=%7BX%7D", headers=ADMIN_HEADERS)
