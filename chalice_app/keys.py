@@ -104,9 +104,21 @@ def conn_user(conn_id: str) -> str:
     return f"conn:{conn_id}:user"
 
 
+def _escaped(text: str) -> str:
+    """A free-form part of a key that has another part after it: `%`, `:`, `{` and `}`
+    percent-encoded, so that the part cannot contain the `:` separator (two different pairs
+    never make the same key) nor open a cluster hash tag. Plain ids (UUIDs, `u1`) are unchanged."""
+    return text.replace("%", "%25").replace(":", "%3A").replace("{", "%7B").replace("}", "%7D")
+
+
 def idempotency(user_id: str, client_order_id: str) -> str:
-    """`client_order_id` → order_id of the first request (the order router's retry guard)."""
-    return f"idem:{user_id}:{client_order_id}"
+    """`client_order_id` → order_id of the first request (the order router's retry guard).
+
+    `idem:USER:COID` with USER passed through `_escaped`: user ids (a JWT `sub` is any string,
+    a test-mode id may hold `:`) and client order ids may both contain `:`, and user `a:x` with
+    id `c` must not share a key with user `a` with id `x:c`. COID is last, so it is kept as is.
+    """
+    return f"idem:{_escaped(user_id)}:{client_order_id}"
 
 
 def ws_conn(conn_id: str) -> str:

@@ -62,3 +62,16 @@ def test_rest_models_validate_symbols_with_the_keys_rule() -> None:
         except pydantic.ValidationError:
             ok = False
         assert ok == keys.is_valid_symbol(sym), sym
+
+
+def test_idempotency_keys_are_injective_and_carry_no_hash_tag() -> None:
+    """User ids and client order ids may both hold `:`: (`a:x`, `c`) and (`a`, `x:c`) once made
+    the same `idem:a:x:c`, so one user's order was dropped and she got the other's order_id."""
+    pairs = [("alice:x", "c"), ("alice", "x:c"), ("alice", "x%3Ac"), ("alice%3Ax", "c"), ("alice%x", "c"),
+             ("{TEST}", "c"), ("%7BTEST%7D", "c"), ("a", "b:c:d"), ("a:b", "c:d"), ("a:b:c", "d"), ("", "a:b")]
+    built = {keys.idempotency(user, coid): (user, coid) for user, coid in pairs}
+    assert len(built) == len(pairs), built
+    for key in built:
+        assert "{" not in key and "}" not in key, key
+    assert keys.idempotency("0b9a6c1e-3f2d-4c55-9e1a-7d2f8b6e4a10", "c-1") == "idem:0b9a6c1e-3f2d-4c55-9e1a-7d2f8b6e4a10:c-1"
+    assert keys.idempotency("u1", "retry:me") == "idem:u1:retry:me"

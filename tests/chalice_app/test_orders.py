@@ -74,6 +74,20 @@ def test_client_order_id_is_idempotent(client, svc, sym):
     assert sorted(r["user_id"] for _, r in recs) == ["u1", "u2"]
 
 
+def test_client_order_ids_of_users_whose_ids_hold_a_colon_never_collide(client, svc, sym):
+    """User `alice:x` with id `c` and user `alice` with id `x:c` once shared `idem:alice:x:c`."""
+    body = {"symbol": "TEST", "side": "BUY", "price": 100, "quantity": 5}
+    first = post_json(client, "/orders", {**body, "client_order_id": "c"}, {"X-Test-User": "alice:x"})
+    second = post_json(client, "/orders", {**body, "client_order_id": "x:c"}, {"X-Test-User": "alice"})
+    assert first.status_code == second.status_code == 202, (first.body, second.body)
+    assert first.json_body["order_id"] != second.json_body["order_id"]
+    recs = records(svc, 2)
+    assert sorted((r["user_id"], r["order_id"]) for _, r in recs) == sorted(
+        [("alice:x", first.json_body["order_id"]), ("alice", second.json_body["order_id"])])
+    again = post_json(client, "/orders", {**body, "client_order_id": "x:c"}, {"X-Test-User": "alice"})
+    assert again.status_code == 202 and again.json_body["order_id"] == second.json_body["order_id"]
+
+
 def test_market_order_without_liquidity_is_refused(client, svc, sym, cache):
     resp = post_json(client, "/orders", {"symbol": "TEST", "side": "BUY", "quantity": 5, "type": "MARKET"}, U1)
     assert resp.status_code == 409 and resp.json_body["code"] == "NO_LIQUIDITY"
