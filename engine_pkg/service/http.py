@@ -86,7 +86,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not keys.is_valid_symbol(symbol):
             return self._error(400, "BAD_SYMBOL", f"symbol must match {keys.SYMBOL_PATTERN}")
         raw = (query.get("levels") or [str(DEFAULT_BOOK_LEVELS)])[0]
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_BOOK_LEVELS:
+        # ASCII digits only: str.isdigit() also accepts "²" or "١", which int() then refuses
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_BOOK_LEVELS:
             return self._error(400, "BAD_LEVELS", f"levels must be an integer from 1 to {MAX_BOOK_LEVELS}")
         worker = svc.worker_for(symbol)
         book = worker.book(symbol, int(raw)) if worker else None
