@@ -10,13 +10,19 @@ boto3 reads its standard `AWS_ENDPOINT_URL_KINESIS` / `AWS_ENDPOINT_URL_DYNAMODB
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 log = logging.getLogger("supernoba.config")
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
+#: TCP ports (ENGINE_HTTP_PORT, STREAMER_HTTP_PORT, VALKEY_PORT); 0 = any free port
+PORT_RANGE = (0, 65535)
+
+_Num = TypeVar("_Num", int, float)
 
 
 class ENV:
@@ -107,13 +113,33 @@ def _admin_api_key(env: Mapping[str, str], stage: str) -> str:
     return key
 
 
+def _number(env: Mapping[str, str], name: str, default: _Num, kind: type[_Num],
+            bounds: tuple[int, int] | None = None) -> _Num:
+    """The one reader of a numeric variable: `default` when unset; otherwise a finite `kind`
+    (an int setting takes a whole number only) within `bounds`, else a ValueError that names
+    the variable and its value (the engine and the streamer exit with code 2 on it)."""
+    raw = env.get(name)
+    if not raw:
+        return default
+    what = "a whole number" if kind is int else "a number"
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value):
+        raise ValueError(f"{name} must be {what}, got {raw!r}")
+    if bounds is not None and not bounds[0] <= value <= bounds[1]:
+        raise ValueError(f"{name} must be {what} from {bounds[0]} to {bounds[1]}, got {raw!r}")
+    return value
+
+
 def _cache_url(env: Mapping[str, str], url_var: str, host_vars: tuple[str, ...], port_var: str | None) -> str:
     """`*_URL` wins; otherwise `redis://HOST:PORT/0` from the first host variable that is set."""
     url = env.get(url_var)
     if url:
         return url
     host = next((env[v] for v in host_vars if env.get(v)), "127.0.0.1")
-    port = env.get(port_var, "6379") if port_var else "6379"
+    port = _number(env, port_var, 6379, int, PORT_RANGE) if port_var else 6379
     return f"redis://{host}:{port}/0"
 
 
@@ -148,33 +174,27 @@ def _engine_settings(env: Mapping[str, str]) -> dict:
         # Settings is defined below; its field defaults are the one source of the AWS defaults
         return EMULATED_ENGINE_DEFAULTS[name] if emulated and name in EMULATED_ENGINE_DEFAULTS else getattr(Settings, name)
 
-    floor = int(env.get(ENV.ENGINE_POLL_FLOOR_MS) or default("engine_poll_floor_ms"))
+    def whole(var: str, name: str) -> int:
+        return _number(env, var, int(default(name)), int)
+
+    floor = whole(ENV.ENGINE_POLL_FLOOR_MS, "engine_poll_floor_ms")
     return {
         "engine_poll_floor_ms": floor,
-        "engine_poll_idle_max_ms": max(floor, int(env.get(ENV.ENGINE_POLL_IDLE_MAX_MS) or default("engine_poll_idle_max_ms"))),
+        "engine_poll_idle_max_ms": max(floor, whole(ENV.ENGINE_POLL_IDLE_MAX_MS, "engine_poll_idle_max_ms")),
         # a shard that had records in the last ENGINE_POLL_HOT_MS backs off only to 2 x floor
-        "engine_poll_hot_ms": int(env.get(ENV.ENGINE_POLL_HOT_MS) or default("engine_poll_hot_ms")),
+        "engine_poll_hot_ms": whole(ENV.ENGINE_POLL_HOT_MS, "engine_poll_hot_ms"),
         # emulated: kinesalite needs ~60 µs per record of a GetRecords response (seconds for 10,000
         # on a loaded machine), so smaller pages; AWS: the API maximum (5 calls/s per shard)
-        "engine_get_limit": int(env.get(ENV.ENGINE_GET_LIMIT) or default("engine_get_limit")),
-        "engine_get_timeout_ms": int(env.get(ENV.ENGINE_GET_TIMEOUT_MS) or default("engine_get_timeout_ms")),
-        "engine_snapshot_records": int(env.get(ENV.ENGINE_SNAPSHOT_RECORDS) or default("engine_snapshot_records")),
-        "engine_snapshot_seconds": float(env.get(ENV.ENGINE_SNAPSHOT_SECONDS) or default("engine_snapshot_seconds")),
-        "engine_lease_ttl_ms": int(env.get(ENV.ENGINE_LEASE_TTL_MS) or default("engine_lease_ttl_ms")),
+        "engine_get_limit": whole(ENV.ENGINE_GET_LIMIT, "engine_get_limit"),
+        "engine_get_timeout_ms": whole(ENV.ENGINE_GET_TIMEOUT_MS, "engine_get_timeout_ms"),
+        "engine_snapshot_records": whole(ENV.ENGINE_SNAPSHOT_RECORDS, "engine_snapshot_records"),
+        "engine_snapshot_seconds": _number(env, ENV.ENGINE_SNAPSHOT_SECONDS,
+                                           float(default("engine_snapshot_seconds")), float),
+        "engine_lease_ttl_ms": whole(ENV.ENGINE_LEASE_TTL_MS, "engine_lease_ttl_ms"),
         "engine_id": env.get(ENV.ENGINE_ID, default("engine_id")),
         # /health, /metrics, /book: loopback only next to an emulator (a laptop), else every interface
         "engine_http_host": env.get(ENV.ENGINE_HTTP_HOST) or default("engine_http_host"),
     }
-
-
-def _number(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
 
 
 def _streamer_settings(env: Mapping[str, str]) -> dict:
@@ -182,15 +202,15 @@ def _streamer_settings(env: Mapping[str, str]) -> dict:
     field defaults below."""
     d = Settings
     return {
-        "streamer_realtime_ms": _number(env, ENV.STREAMER_REALTIME_MS, d.streamer_realtime_ms),
-        "streamer_anon_ms": _number(env, ENV.STREAMER_ANON_MS, d.streamer_anon_ms),
+        "streamer_realtime_ms": _number(env, ENV.STREAMER_REALTIME_MS, d.streamer_realtime_ms, float),
+        "streamer_anon_ms": _number(env, ENV.STREAMER_ANON_MS, d.streamer_anon_ms, float),
         # fan-out workers = requests in flight; 0 = the transport's default (streamer_pkg.transport)
-        "streamer_concurrency": int(_number(env, ENV.STREAMER_CONCURRENCY, d.streamer_concurrency)),
-        "streamer_slow_concurrency": int(_number(env, ENV.STREAMER_SLOW_CONCURRENCY, d.streamer_slow_concurrency)),
-        "streamer_send_timeout_s": _number(env, ENV.STREAMER_SEND_TIMEOUT, d.streamer_send_timeout_s),
-        "streamer_retries": int(_number(env, ENV.STREAMER_RETRIES, d.streamer_retries)),
+        "streamer_concurrency": _number(env, ENV.STREAMER_CONCURRENCY, d.streamer_concurrency, int),
+        "streamer_slow_concurrency": _number(env, ENV.STREAMER_SLOW_CONCURRENCY, d.streamer_slow_concurrency, int),
+        "streamer_send_timeout_s": _number(env, ENV.STREAMER_SEND_TIMEOUT, d.streamer_send_timeout_s, float),
+        "streamer_retries": _number(env, ENV.STREAMER_RETRIES, d.streamer_retries, int),
         "streamer_transport": env.get(ENV.STREAMER_TRANSPORT) or d.streamer_transport,
-        "streamer_membership_ms": _number(env, ENV.STREAMER_MEMBERSHIP_MS, d.streamer_membership_ms),
+        "streamer_membership_ms": _number(env, ENV.STREAMER_MEMBERSHIP_MS, d.streamer_membership_ms, float),
         # /health and /metrics: every interface on EC2 (health checks, scraping), loopback next to
         # the emulators (the local stack listens on loopback only, SPEC §11) — as the engine's
         "streamer_http_host": env.get(ENV.STREAMER_HTTP_HOST) or (
@@ -206,10 +226,10 @@ def _trigger_settings(env: Mapping[str, str]) -> dict:
     retained trade, idempotently; LATEST for order status: old notifications are noise)."""
     d = Settings
     return {
-        "fills_trigger_batch_size": int(env.get(ENV.FILLS_TRIGGER_BATCH_SIZE) or d.fills_trigger_batch_size),
+        "fills_trigger_batch_size": _number(env, ENV.FILLS_TRIGGER_BATCH_SIZE, d.fills_trigger_batch_size, int),
         "fills_trigger_starting_position": (env.get(ENV.FILLS_TRIGGER_STARTING_POSITION)
                                             or d.fills_trigger_starting_position),
-        "status_trigger_batch_size": int(env.get(ENV.STATUS_TRIGGER_BATCH_SIZE) or d.status_trigger_batch_size),
+        "status_trigger_batch_size": _number(env, ENV.STATUS_TRIGGER_BATCH_SIZE, d.status_trigger_batch_size, int),
         "status_trigger_starting_position": (env.get(ENV.STATUS_TRIGGER_STARTING_POSITION)
                                              or d.status_trigger_starting_position),
     }
@@ -294,8 +314,8 @@ class Settings:
             cache_cluster_mode=_cluster_mode(env),
             websocket_endpoint=env.get(ENV.WEBSOCKET_ENDPOINT, ""),
             debug_mode=_flag(env, ENV.DEBUG_MODE),
-            engine_http_port=int(env.get(ENV.ENGINE_HTTP_PORT, cls.engine_http_port)),
-            streamer_http_port=int(env.get(ENV.STREAMER_HTTP_PORT, cls.streamer_http_port)),
+            engine_http_port=_number(env, ENV.ENGINE_HTTP_PORT, cls.engine_http_port, int, PORT_RANGE),
+            streamer_http_port=_number(env, ENV.STREAMER_HTTP_PORT, cls.streamer_http_port, int, PORT_RANGE),
             supabase_url=env.get(ENV.SUPABASE_URL, "").rstrip("/"),
             supabase_jwt_secret=env.get(ENV.SUPABASE_JWT_SECRET, ""),
             allow_test_mode=_flag(env, ENV.ALLOW_TEST_MODE),

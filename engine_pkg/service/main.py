@@ -286,10 +286,20 @@ def configure_logging(settings: Settings, debug: bool) -> None:
 
 
 def main(args) -> int:
-    """Run the service until SIGTERM/SIGINT; `args.debug`, `args.dev` as parsed by engine_pkg."""
-    settings = Settings.from_env()
+    """Run the service until SIGTERM/SIGINT; `args.debug`, `args.dev` as parsed by engine_pkg.
+    Exit codes (as the streamer's): 0 clean stop, 1 could not start, 2 bad configuration."""
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:  # e.g. ENGINE_HTTP_PORT=abc: one line naming the variable, no traceback
+        setup_logging(logging.INFO)
+        log.error("event=bad_config error=%s", exc)
+        return 2
     configure_logging(settings, bool(getattr(args, "debug", False)))
-    svc = EngineService(settings, dev=bool(getattr(args, "dev", False)))
+    try:
+        svc = EngineService(settings, dev=bool(getattr(args, "dev", False)))
+    except ValueError as exc:  # e.g. a DEPTH_CACHE_URL redis cannot parse
+        log.error("event=bad_config error=%s", exc)
+        return 2
 
     def _on_signal(signum, _frame) -> None:
         log.info("event=signal signal=%s action=graceful_stop", signal.Signals(signum).name)

@@ -3,6 +3,8 @@ whether Kinesis is an emulator (a laptop) or AWS."""
 
 from __future__ import annotations
 
+import pytest
+
 from chalice_app.config import Settings
 
 LOCAL = {"AWS_ENDPOINT_URL_KINESIS": "http://127.0.0.1:4567"}
@@ -70,3 +72,49 @@ def test_ops_servers_listen_on_loopback_next_to_the_emulators_and_everywhere_on_
     from streamer_pkg.tiers import StreamerOptions
 
     assert StreamerOptions.from_settings(local).http_host == "127.0.0.1"
+
+
+#: every numeric variable and the `Settings` field it sets (VALKEY_PORT goes into depth_cache_url)
+NUMERIC = {
+    "ENGINE_HTTP_PORT": "engine_http_port", "STREAMER_HTTP_PORT": "streamer_http_port",
+    "ENGINE_POLL_FLOOR_MS": "engine_poll_floor_ms", "ENGINE_POLL_IDLE_MAX_MS": "engine_poll_idle_max_ms",
+    "ENGINE_POLL_HOT_MS": "engine_poll_hot_ms", "ENGINE_GET_LIMIT": "engine_get_limit",
+    "ENGINE_GET_TIMEOUT_MS": "engine_get_timeout_ms", "ENGINE_SNAPSHOT_RECORDS": "engine_snapshot_records",
+    "ENGINE_SNAPSHOT_SECONDS": "engine_snapshot_seconds", "ENGINE_LEASE_TTL_MS": "engine_lease_ttl_ms",
+    "FILLS_TRIGGER_BATCH_SIZE": "fills_trigger_batch_size", "STATUS_TRIGGER_BATCH_SIZE": "status_trigger_batch_size",
+    "STREAMER_REALTIME_MS": "streamer_realtime_ms", "STREAMER_ANON_MS": "streamer_anon_ms",
+    "STREAMER_CONCURRENCY": "streamer_concurrency", "STREAMER_SLOW_CONCURRENCY": "streamer_slow_concurrency",
+    "STREAMER_SEND_TIMEOUT": "streamer_send_timeout_s", "STREAMER_RETRIES": "streamer_retries",
+    "STREAMER_MEMBERSHIP_MS": "streamer_membership_ms",
+}
+
+
+def test_the_numeric_table_covers_every_numeric_setting():
+    import dataclasses
+
+    assert set(NUMERIC.values()) == {f.name for f in dataclasses.fields(Settings) if f.type in ("int", "float")}
+
+
+@pytest.mark.parametrize("var", [*NUMERIC, "VALKEY_PORT"])
+def test_a_numeric_variable_that_is_not_a_number_is_an_error_naming_it_and_its_value(var):
+    for bad in ("abc", "nan", "inf", "12abc"):
+        with pytest.raises(ValueError, match=rf"^{var} must be a (whole )?number.*, got '{bad}'$"):
+            Settings.from_env({var: bad})
+
+
+@pytest.mark.parametrize("var", [v for v, name in NUMERIC.items() if Settings.__dataclass_fields__[name].type == "int"])
+def test_an_int_setting_takes_a_whole_number_only(var):
+    assert getattr(Settings.from_env({var: " 700 "}), NUMERIC[var]) == 700
+    with pytest.raises(ValueError, match=rf"^{var} must be a whole number, got '7.5'$"):
+        Settings.from_env({var: "7.5"})
+
+
+def test_ports_must_be_tcp_ports():
+    for var in ("ENGINE_HTTP_PORT", "STREAMER_HTTP_PORT", "VALKEY_PORT"):
+        for bad in ("-1", "65536"):
+            with pytest.raises(ValueError, match=rf"^{var} must be a whole number from 0 to 65535, got '{bad}'$"):
+                Settings.from_env({var: bad})
+    s = Settings.from_env({"ENGINE_HTTP_PORT": "0", "STREAMER_HTTP_PORT": "65535", "VALKEY_PORT": "6380"})
+    assert (s.engine_http_port, s.streamer_http_port, s.depth_cache_url) == (0, 65535, "redis://127.0.0.1:6380/0")
+    # a VALKEY_PORT that is not used (DEPTH_CACHE_URL wins) is not read
+    assert Settings.from_env({"VALKEY_PORT": "x", "DEPTH_CACHE_URL": "redis://h:1/0"}).depth_cache_url == "redis://h:1/0"
