@@ -730,10 +730,9 @@ class LocalStack:
                 log.exception("event=stop_failed part=%s", name)
         self.simulator = self.console = self.control = self.pump = self.gateway = self.rest = self.services = None
         self.children = {}
-        for name in ("env.json", "stack.json"):
-            (self.run_dir / name).unlink(missing_ok=True)
-        if self._owns_pid:
-            (self.run_dir / "children.json").unlink(missing_ok=True)
+        if self._owns_pid:  # a refused start (AlreadyRunning) leaves the running stack's files alone
+            for name in ("env.json", "stack.json", "children.json"):
+                (self.run_dir / name).unlink(missing_ok=True)
             self._pid_file.unlink(missing_ok=True)
             self._owns_pid = False
 
