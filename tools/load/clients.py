@@ -83,6 +83,7 @@ class LoadClient:
         except (OSError, WebSocketException) as exc:
             self.log.errors[f"connect failed {type(exc).__name__}"] += 1
             return None
+        self.log.subscribing(now_ms())
         await ws.send(orjson.dumps({"action": "subscribe", "main": self.log.symbol}).decode())
         self.log.connects += 1
         self.log.last_connect_ms = now_ms()
@@ -100,6 +101,7 @@ class LoadClient:
                 if self.flowing and time.monotonic() - self._last_msg > self.stale_after:
                     self.log.errors["resubscribe after silence"] += 1
                     self._last_msg = time.monotonic()
+                    self.log.subscribing(now_ms())
                     await ws.send(orjson.dumps({"action": "subscribe", "main": self.log.symbol}).decode())
                 continue
             recv = now_ms()

@@ -8,17 +8,22 @@ tier, errors by kind); `Report.table()` prints it.
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from chalice_app.messages import FINAL_STATUSES
+from chalice_app.messages import E_CANDLE, E_DEPTH, E_FILL, E_ORDER, E_TICKER, FINAL_STATUSES
 from tools.ports import REST_URL, WS_URL
 
 TIER_LOGGED_IN = "logged-in"
 TIER_ANONYMOUS = "anonymous"
+
+#: the events a subscription starts with a snapshot of (the current depth and ticker, whose `t`
+#: is the time of the last change, maybe long before the subscription)
+SNAPSHOT_EVENTS = (E_DEPTH, E_TICKER)
 
 
 def now_ms() -> int:
@@ -90,6 +95,7 @@ class ClientLog:
     user_id: str | None
     symbol: str
     messages: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (recv ms, event)
+    subscribed_ms: list[int] = field(default_factory=list)  # when each subscribe was sent, in order
     raw_errors: int = 0  # frames that were not JSON objects
     connects: int = 0
     reconnects: int = 0
@@ -99,6 +105,15 @@ class ClientLog:
 
     def record(self, recv_ms: int, event: dict[str, Any]) -> None:
         self.messages.append((recv_ms, event))
+
+    def subscribing(self, sent_ms: int) -> None:
+        """Note that a subscribe is being sent (on connect, and again after a silence)."""
+        self.subscribed_ms.append(sent_ms)
+
+    def subscribed_before(self, recv_ms: int) -> int | None:
+        """When the last subscribe sent at or before ``recv_ms`` was sent; None if none was."""
+        i = bisect.bisect_right(self.subscribed_ms, recv_ms)
+        return self.subscribed_ms[i - 1] if i else None
 
 
 @dataclass
@@ -237,6 +252,13 @@ def build_report(
     - `fill`: with `fill_truth`, one per fill per connection of the maker and of the taker.
     - `depth-final`: every main subscriber of a symbol ends on the depth whose `u` is the
       final `u` of that symbol (`final_depth_u`, read from the depth cache at the end).
+
+    Latency (per tier and event) is receive time minus the event's `t`, counted only for
+    messages caused by the load's own events: an event with `t` before the load started
+    (`started_ms`) is left out, and so is a depth or ticker with `t` before the client's last
+    subscribe sent before it arrived, i.e. the subscription's initial state (a snapshot whose
+    `t` is the last change, maybe long before; its age is not delivery latency).
+    Such messages still count as received and for the expected/delivered figures.
     """
     flow_s = max(0.001, (rec.flow_ended_ms - rec.started_ms) / 1000.0)
     accepted = [o for o in rec.orders if o.accepted and o.kind != "cancel"]
@@ -306,15 +328,22 @@ def build_report(
     for o in rec.orders:
         if o.rest_ms is not None:
             samples[("rest", "POST /orders" if o.kind != "cancel" else "DELETE /orders")].append(o.rest_ms)
-    names = {"d": "depth", "t": "ticker", "order": "order", "fill": "fill", "candle": "candle"}
+    names = {E_DEPTH: "depth", E_TICKER: "ticker", E_ORDER: "order", E_FILL: "fill", E_CANDLE: "candle"}
     total = 0
     for c in rec.clients:
         total += len(c.messages)
         for recv_ms, ev in c.messages:
             name = names.get(ev.get("e"))
             t = ev.get("t")
-            if name and isinstance(t, int) and not isinstance(t, bool) and t > 0 and recv_ms >= rec.started_ms:
-                samples[(c.tier, name)].append(float(recv_ms - t))
+            if not name or not isinstance(t, int) or isinstance(t, bool) or t <= 0 or recv_ms < rec.started_ms:
+                continue
+            if t < rec.started_ms:  # an event from before the load: not the load's own
+                continue
+            if ev.get("e") in SNAPSHOT_EVENTS:
+                sub = c.subscribed_before(recv_ms)
+                if sub is not None and t < sub:  # the subscription's initial state
+                    continue
+            samples[(c.tier, name)].append(float(recv_ms - t))
 
     errors: Counter = Counter(rec.errors)
     for c in rec.clients:

@@ -175,3 +175,39 @@ def test_compare_counts_every_kind_of_loss():
     missing = compare(r, accepted_order_ids=[], status_stream=r.statuses, fill_stream=r.fills,
                       depth_cache={"T": None}, trade_counts=Counter())
     assert missing.trades_missing == 1 and missing.books_differing == ["T"]
+
+
+def test_latency_counts_only_messages_caused_by_the_loads_own_events():
+    rec = Recorder(config=LoadConfig(users=2), started_ms=100_000, flow_ended_ms=110_000)
+    anon = ClientLog(0, TIER_ANONYMOUS, None, "TEST")
+    anon.subscribing(99_500)  # before the load, as the runner does
+    # the subscription's snapshot, received once the load ran: its t is 24 s before the load
+    anon.record(100_004, {"e": "d", "s": "TEST", "u": 7, "t": 76_000})
+    anon.record(100_005, {"e": "t", "s": "TEST", "t": 76_000, "p": 10, "c": 0.0, "yc": None})
+    anon.record(100_300, {"e": "d", "s": "TEST", "u": 8, "t": 100_250})  # the load's first change
+    anon.record(100_320, {"e": "t", "s": "TEST", "t": 100_250, "p": 11, "c": 1.0, "yc": None})
+    # reconnected mid-run: the new subscription's snapshot is 2 s old, then a fresh change
+    anon.subscribing(104_000)
+    anon.record(104_010, {"e": "d", "s": "TEST", "u": 20, "t": 102_000})
+    anon.record(104_400, {"e": "d", "s": "TEST", "u": 21, "t": 104_100})
+    trader = ClientLog(1, TIER_LOGGED_IN, "u0", "TEST")
+    trader.subscribing(99_500)
+    trader.record(100_050, {"e": "order", "order_id": "old", "status": "CANCELLED", "seq": 1, "t": 90_000})
+    trader.record(104_050, {"e": "order", "order_id": "o1", "status": "ACCEPTED", "seq": 2, "t": 104_000})
+    trader.subscribing(105_000)  # an order event is never a snapshot: a later subscribe changes nothing
+    trader.record(105_020, {"e": "order", "order_id": "o1", "status": "FILLED", "seq": 3, "t": 104_900})
+    rec.clients = [anon, trader]
+    rep = build_report(rec)
+    rows = {(r.tier, r.event): r for r in rep.latency}
+    assert (rows[(TIER_ANONYMOUS, "depth")].count, rows[(TIER_ANONYMOUS, "depth")].max) == (2, 300.0)
+    assert (rows[(TIER_ANONYMOUS, "ticker")].count, rows[(TIER_ANONYMOUS, "ticker")].max) == (1, 70.0)
+    assert (rows[(TIER_LOGGED_IN, "order")].count, rows[(TIER_LOGGED_IN, "order")].max) == (2, 120.0)
+    assert rep.messages_total == 9  # left out of latency, still received
+
+
+def test_client_log_knows_the_subscribe_before_a_message():
+    c = ClientLog(0, TIER_ANONYMOUS, None, "TEST")
+    assert c.subscribed_before(5) is None
+    c.subscribing(10)
+    c.subscribing(20)
+    assert [c.subscribed_before(t) for t in (9, 10, 19, 20, 99)] == [None, 10, 10, 20, 20]
