@@ -272,13 +272,17 @@ class Fanout:
 
     def _pop_if_same(self, conn_id: str, box: _Outbox, key: object, entry: tuple[bytes, float]) -> None:
         """Remove the message just sent/dropped — unless its key's cell got newer data while it
-        was in flight: that is still to be sent (in the same place)."""
+        was in flight: that is still to be sent (in the same place). The same bytes again are
+        not newer: a new subscriber's snapshot of unchanged data rewrites the cell with equal
+        data, which must not be resent to the connections that had it in flight."""
         items = box.items
         if key not in items:
             return
         shared = items[key] is None
-        if shared and self._cells.get(key) is not entry:
-            return
+        if shared:
+            cell = self._cells.get(key)
+            if cell is not entry and (cell is None or cell[0] != entry[0]):
+                return
         del items[key]
         self._pending -= 1
         if shared:

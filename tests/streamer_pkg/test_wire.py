@@ -253,6 +253,44 @@ def test_fanout_coalescing_skips_connections_that_hold_the_key():
     run(main())
 
 
+def test_fanout_equal_data_for_a_new_subscriber_is_not_resent_to_one_in_flight():
+    """A new subscriber's snapshot of unchanged data rewrites the key's cell with EQUAL bytes (a
+    new object) while a connection holding that key has it in flight: that connection gets the
+    data once, not again (issue 6: unchanged data is not resent); newer bytes still follow."""
+    sent: list[tuple[str, bytes]] = []
+    gate = asyncio.Event()
+
+    class Gated:
+        async def post(self, conn_id: str, data: bytes) -> None:
+            if conn_id == "old":
+                await gate.wait()
+            sent.append((conn_id, data))
+
+        async def aclose(self) -> None:
+            pass
+
+    async def main() -> None:
+        fan = Fanout(Gated(), Metrics(), concurrency=4)
+        fan.start()
+        key = ("rt", ("d", "S"))
+        fan.submit("old", key, b"u=7")
+        await asyncio.sleep(0.01)  # in flight, held at the gate
+        fan.submit("new", key, b"u=7")  # the snapshot for a new subscriber: equal data, a new entry
+        await asyncio.sleep(0.01)
+        gate.set()
+        assert await fan.drain(10)
+        assert sorted(sent) == [("new", b"u=7"), ("old", b"u=7")]
+        gate.clear()
+        fan.submit("old", key, b"u=8")
+        await asyncio.sleep(0.01)
+        fan.submit("new", key, b"u=9")  # newer data while in flight: still sent after
+        gate.set()
+        assert await fan.drain(10)
+        await fan.stop()
+        assert [d for c, d in sent if c == "old"] == [b"u=7", b"u=8", b"u=9"]
+    run(main())
+
+
 def test_chalice_websocket_api_over_the_lean_client():
     """Chalice's `WebsocketAPI.send` with `LeanManagementClient` underneath (what the session
     wrapper of `ChaliceTransport(lean=True)` hands it): 2xx sent; 410 → Chalice's
