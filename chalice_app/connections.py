@@ -13,6 +13,8 @@ streamer agree on them:
     realtime:connections         logged-in connection ids (50 ms tier)
     symbol:{SYM}:main / :sub     subscribers of a symbol
     subscribed:symbols           symbols with at least one subscriber
+    symbol:{SYM}:fresh           connections that (re)subscribed to SYM and are owed its current
+                                 state once; the streamer reads and deletes it (short TTL)
     connections:changed          pub/sub: PUBLISHed (payload: the connection id) with every change
                                  above, so the streamer re-reads the subscriber sets it caches
 
@@ -53,6 +55,9 @@ MAX_SUB_SYMBOLS = 20
 #: a connection's subscribe/unsubscribe lock: how long it is held at most, and waited for
 CONN_LOCK_MS = 2000
 CONN_LOCK_WAIT_S = 2.0
+#: `symbol:{SYM}:fresh` outlives the streamer's slowest re-read of the subscriber sets
+#: (STREAMER_MEMBERSHIP_MS, 1 s) many times over; it only expires when no streamer runs.
+FRESH_TTL_SECONDS = 60
 
 
 class SubscriptionLimit(Exception):
@@ -196,6 +201,10 @@ def subscribe(
 
     Raises ValueError for a malformed symbol and SubscriptionLimit past `max_subs`; in
     both cases nothing is changed. Returns the connection's new state.
+
+    Every symbol named is marked owed (`symbol:{SYM}:fresh`, written before the sets): the
+    streamer sends the connection that symbol's current state once, also when the connection
+    was subscribed already (a repeated subscribe), which the sets do not show.
     """
     subs = list(dict.fromkeys(subs))
     main_key = keys.symbol_main(main) if main is not None else None  # validates
@@ -204,14 +213,20 @@ def subscribe(
     if len(current | set(subs)) > max_subs:
         raise SubscriptionLimit(f"at most {max_subs} sub symbols per connection")
     released: list[str] = []
+    added = list(dict.fromkeys(([main] if main is not None else []) + subs))
     with _connection_lock(r, conn_id):
         pipe = r.pipeline(transaction=False)
+        for symbol in added:
+            # owed before joining: a streamer read that takes the marker before it sees the
+            # connection in the set wastes it (the connection is then new to the set, which sends
+            # the state too); the other way round, a read in between would send the state twice
+            pipe.sadd(keys.symbol_fresh(symbol), conn_id)
+            pipe.expire(keys.symbol_fresh(symbol), FRESH_TTL_SECONDS)
         if main_key is not None:
             pipe.sadd(main_key, conn_id)  # join the new set before naming it (readers never miss it)
         for symbol, key in zip(subs, sub_keys, strict=True):
             pipe.sadd(key, conn_id)
             pipe.sadd(keys.conn_subs(conn_id), symbol)
-        added = ([main] if main is not None else []) + subs
         if added:
             pipe.sadd(keys.SUBSCRIBED_SYMBOLS, *added)
         pipe.execute()

@@ -80,6 +80,15 @@ def symbol_sub(symbol: str) -> str:
     return f"symbol:{_tag(symbol)}:sub"
 
 
+def symbol_fresh(symbol: str) -> str:
+    """Connections that (re)subscribed to the symbol and are owed its current state once
+    (`depth`, `candle`, `ticker`; the ticker only for a `sub`): added by
+    `connections.subscribe`, read and deleted by the streamer when it re-reads the
+    subscriber sets. It makes a repeated subscribe (or unsubscribe + subscribe between two
+    streamer reads) visible, which set membership alone does not show. Short TTL."""
+    return f"symbol:{_tag(symbol)}:fresh"
+
+
 def symbol_meta(symbol: str) -> str:
     """Admin-set metadata of a tradable symbol (tick size, price band, display name)."""
     return f"symbol:{_tag(symbol)}:meta"

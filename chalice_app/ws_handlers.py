@@ -7,9 +7,12 @@
 `$default` messages (at most MAX_MESSAGE_BYTES, a JSON object with `action`):
 
     {"action":"subscribe","main":"TEST","sub":["AAA","BBB"]}
-        → {"e":"subscribed","main":"TEST","sub":["AAA","BBB"]}, then a snapshot: the
-          main symbol's depth, ticker and open 1m candle, and each sub symbol's ticker
-          (whatever exists), so a client sees a quiet market at once.
+        → {"e":"subscribed","main":"TEST","sub":["AAA","BBB"]}. The current state (the main
+          symbol's depth, ticker and open 1m candle, each sub symbol's ticker) is NOT sent
+          here: the streamer sends it once, in order with the later updates and within the
+          anonymous tier's 2 updates/s (docs/streamer.md). The registry marks each symbol
+          named as owed to the connection (`symbol:{SYM}:fresh`), so a repeated subscribe
+          gets the state again.
     {"action":"unsubscribe","main":"TEST","sub":["AAA"]}   (no fields = everything)
         → {"e":"unsubscribed","main":…,"sub":[…]}
     {"action":"ping"}  → {"e":"pong","t":ms}
@@ -36,7 +39,7 @@ from chalice_app import connections, keys
 from chalice_app.auth import Authenticator, Principal
 from chalice_app.cache import as_str
 from chalice_app.errors import ApiError, BadRequest, NotFound
-from chalice_app.messages import E_PONG, candle_message, error_message
+from chalice_app.messages import E_PONG, error_message
 from chalice_app.symbols import SymbolRegistry
 
 log = logging.getLogger("supernoba.ws")
@@ -148,13 +151,11 @@ class WsService:
             info = connections.subscribe(self.r, conn_id, main, subs, max_subs=self.max_subs)
         except connections.SubscriptionLimit as exc:
             raise BadRequest(str(exc), "TOO_MANY_SUBSCRIPTIONS") from exc
-        replies: list[Reply] = [{
+        return [{
             "e": "subscribed",
             "main": info.main if info else main,
             "sub": sorted(info.subs) if info else subs,
         }]
-        replies.extend(self._snapshot(main, subs))
-        return replies
 
     def _unsubscribe(self, conn_id: str, msg: dict[str, Any]) -> list[Reply]:
         main = msg.get("main")
@@ -164,29 +165,3 @@ class WsService:
         info = connections.unsubscribe(self.r, conn_id, main, subs)
         return [{"e": "unsubscribed", "main": info.main if info else None,
                  "sub": sorted(info.subs) if info else []}]
-
-    def _snapshot(self, main: str | None, subs: list[str]) -> list[Reply]:
-        pipe = self.r.pipeline(transaction=False)
-        if main:
-            pipe.get(keys.depth(main))
-            pipe.get(keys.ticker(main))
-            pipe.hgetall(keys.candle(main, "1m"))
-        for s in subs:
-            if s != main:
-                pipe.get(keys.ticker(s))
-        results = pipe.execute()
-        out: list[Reply] = []
-        if main:
-            depth, ticker, candle = results[:3]
-            results = results[3:]
-            if depth is not None:
-                out.append(depth if isinstance(depth, bytes) else depth.encode())
-            if ticker is not None:
-                out.append(ticker if isinstance(ticker, bytes) else ticker.encode())
-            if candle and all(f in candle or f.encode() in candle for f in "ohlcvt"):
-                fields = {as_str(k): v for k, v in candle.items()}
-                out.append(candle_message(main, fields))
-        for t in results:
-            if t is not None:
-                out.append(t if isinstance(t, bytes) else t.encode())
-        return out

@@ -8,12 +8,16 @@ ticker (p c yc) and which connections were served. A tick then yields:
   values, followed by the new minute's `candle`; likewise (without a `candle`) when the
   engine closed the minute by time: the hash lost its `t` and its `ct` reached the last
   pushed minute. No candle is then open, and nothing is sent as `candle` (a new subscriber
-  gets none either, as the ws handlers' subscribe snapshot);
+  gets none either);
 - `candle` when any of o h l c v t changed;
 - `ticker` to `main` and `sub` subscribers (SPEC §6: a main subscription also receives the
   ticker) when p, c or yc changed (a new `t` alone is not a change);
 - a connection that is new to the symbol in this tier gets the current depth, candle and
-  ticker once, even if unchanged (a fresh subscriber must not wait for the next trade).
+  ticker once, even if unchanged (a fresh subscriber must not wait for the next trade); so
+  does one the reader reports as `fresh` (it subscribed again: a repeated subscribe, or an
+  unsubscribe + subscribe between two reads, leaves the sets as they were). This is the only
+  initial snapshot a subscriber gets (the ws handlers send none), so it is ordered with, and
+  merged into, the tier's later updates: one message per kind per tick at most.
 
 Messages are built once per symbol with `chalice_app.messages` and shared by every recipient.
 """
@@ -21,7 +25,8 @@ Messages are built once per symbol with `chalice_app.messages` and shared by eve
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,14 +105,16 @@ def diff_symbol(
     member: Callable[[str], bool],
     closed: dict | None,
     tier_key: object = None,
+    fresh: AbstractSet[str] = _EMPTY,
 ) -> list[Send]:
     """Sends for one symbol of one tier; updates `st`. `member(conn)` = belongs to this tier;
-    `tier_key` = the object `member` depends on (same object → same answers), or None."""
+    `tier_key` = the object `member` depends on (same object → same answers), or None;
+    `fresh` = connections owed the current state although already served (re-subscribed)."""
     sym = data.symbol
     src = st.source
     same_sets = tier_key is not None and src is not None and src[0] is data.main and src[1] is data.sub \
         and src[2] is tier_key
-    if same_sets and st.data is data:
+    if same_sets and st.data is data and not fresh:
         return []  # diffed this very data for these very sets: nothing can have changed
     st.data = data
     if same_sets:
@@ -123,6 +130,9 @@ def diff_symbol(
         st.main, st.tick_to = main, tick_to
     new_main = main - st.served_main if main is not st.served_main else _EMPTY
     new_tick = tick_to - st.served_ticker if tick_to is not st.served_ticker else _EMPTY
+    if fresh:
+        new_main = new_main | (main & fresh)
+        new_tick = new_tick | (tick_to & fresh)
     out: list[Send] = []
 
     # messages are encoded only when something will be sent: most symbols of a 50 ms full
@@ -175,14 +185,21 @@ def diff_tier(
     member: Callable[[str], bool],
     closed: dict[str, dict],
     tier_key: object = None,
+    fresh: MutableMapping[str, AbstractSet[str]] | None = None,
 ) -> list[Send]:
-    """Sends for every symbol of `snap`. A partial snapshot (some symbols only) forgets nothing."""
+    """Sends for every symbol of `snap`. A partial snapshot (some symbols only) forgets nothing.
+
+    `fresh`: symbol → connections owed its state again (see `diff_symbol`); the entries of the
+    symbols diffed are taken out (all of them after a full snapshot: a symbol missing from it
+    has no subscriber left). None = `snap.fresh`, left as it is."""
     out: list[Send] = []
+    owed: MutableMapping[str, AbstractSet[str]] = dict(snap.fresh) if fresh is None else fresh
     for sym, data in snap.symbols.items():
         st = state.symbols.get(sym)
         if st is None:
             st = state.symbols[sym] = SymbolState()
-        out.extend(diff_symbol(st, data, member, closed.get(sym), tier_key))
+        out.extend(diff_symbol(st, data, member, closed.get(sym), tier_key, owed.pop(sym, _EMPTY)))
     if not snap.partial:
         state.forget_missing(snap.symbols)
+        owed.clear()
     return out

@@ -19,8 +19,11 @@ is cached and re-read in the same pipeline (the same EVAL) only
 - every `membership_every` seconds anyway (a missed pub/sub message heals itself).
 
 Unchanged sets keep their identity (`is`) across re-reads, so per-tier partitions computed
-from them (diff.py) are reused. A symbol that just joined `subscribed:symbols` costs one
-extra round trip for that symbol on the tick it appears. Payloads the engine wrote badly are
+from them (diff.py) are reused. Each re-read also takes (reads and deletes) every symbol's
+`symbol:{SYM}:fresh`, the connections a subscribe marked as owed that symbol's current state
+(`Snapshot.fresh`): a repeated subscribe changes no set, so only this marker shows it. A
+symbol that just joined `subscribed:symbols` costs one extra round trip for that symbol on
+the tick it appears. Payloads the engine wrote badly are
 logged, counted (`bad_data`, once per distinct bad payload) and treated as absent; they never
 stop a tick. A candle hash without any of `o h l c v t` (the engine closed the minute by time
 and keeps only `seq` and `ct`, the closed minute) is no open candle, not bad data:
@@ -67,11 +70,16 @@ class Snapshot:
     symbols: dict[str, SymbolData] = field(default_factory=dict)
     membership: int = 0
     partial: bool = False  # only some subscribed symbols were read (those the engine named)
+    #: symbol -> connections that (re)subscribed to it since the last membership read (taken
+    #: from `symbol:{SYM}:fresh`): owed its current state once, even if served before
+    fresh: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
 #: A tick's reads of up to `SCRIPT_CHUNK` symbols as ONE command on a single-node cache.
-#: KEYS = n depth, n ticker, n candle (+ n main, n sub when ARGV[2] == '1'); ARGV[1] = n.
-#: Replies per symbol: {depth or nil, ticker or nil, HGETALL flat list[, SMEMBERS, SMEMBERS]}.
+#: KEYS = n depth, n ticker, n candle (+ n main, n sub, n fresh when ARGV[2] == '1'); ARGV[1] = n.
+#: Replies per symbol: {depth or nil, ticker or nil, HGETALL flat list[, SMEMBERS main, SMEMBERS
+#: sub, the fresh set's members]}; the fresh set is deleted once read (the script is atomic, so a
+#: subscribe's marker is either taken by this read or left whole for the next).
 #: One EVAL instead of 2 MGETs + 100 HGETALLs: redis-py's per-command packing and reply
 #: handling was most of a 50 ms full read's CPU (docs/streamer.md, "Read cost").
 #: A key holding the wrong type (or any per-key error) must not fail the whole read: the
@@ -98,6 +106,8 @@ for i = 1, n do
   if sets then
     row[4] = coll('SMEMBERS', KEYS[3 * n + i], bad_set)
     row[5] = coll('SMEMBERS', KEYS[4 * n + i], bad_set)
+    row[6] = coll('SMEMBERS', KEYS[5 * n + i], bad_set)
+    if #row[6] > 0 then redis.call('DEL', KEYS[5 * n + i]) end
   end
   out[i] = row
 end
@@ -107,6 +117,8 @@ return out
 #: Symbols per EVAL: bounds how long one script holds the (single-threaded) server, ≈ 1.2 ms
 #: of Valkey CPU per 100 symbols with all three keys present (measured, docs/streamer.md).
 SCRIPT_CHUNK = 100
+#: The cluster path takes a symbol's fresh markers with one SPOP of at most this many.
+FRESH_POP_MAX = 100_000
 
 
 @lru_cache(maxsize=64)
@@ -116,6 +128,7 @@ def _script_args(symbols: tuple[str, ...], sets: bool) -> tuple[int | str, ...]:
     ks += [keys.candle(s) for s in symbols]
     if sets:
         ks += [keys.symbol_main(s) for s in symbols] + [keys.symbol_sub(s) for s in symbols]
+        ks += [keys.symbol_fresh(s) for s in symbols]
     return (len(ks), *ks, len(symbols), "1" if sets else "0")
 
 
@@ -126,8 +139,9 @@ def _chunks(symbols: list[str]) -> Iterator[tuple[str, ...]]:
 
 def _queue_reads(pipe: Any, symbols: list[str], sets: bool, cluster: bool = False) -> None:
     """Per tick: one READ_SCRIPT EVAL per `SCRIPT_CHUNK` symbols (depth, ticker, candle
-    + SMEMBERS main / sub when the membership is re-read). `cluster`: per symbol a GET per
-    depth and ticker, HGETALL candle (+ SMEMBERS), since each symbol's keys have their own slot."""
+    + SMEMBERS main / sub and the taken fresh set when the membership is re-read). `cluster`:
+    per symbol a GET per depth and ticker, HGETALL candle (+ SMEMBERS, and SPOP of the fresh
+    set: atomic like the script's read + DEL), since each symbol's keys have their own slot."""
     if not cluster:
         for chunk in _chunks(symbols):
             pipe.eval(READ_SCRIPT, *_script_args(chunk, sets))
@@ -139,14 +153,15 @@ def _queue_reads(pipe: Any, symbols: list[str], sets: bool, cluster: bool = Fals
         if sets:
             pipe.smembers(keys.symbol_main(s))
             pipe.smembers(keys.symbol_sub(s))
+            pipe.spop(keys.symbol_fresh(s), FRESH_POP_MAX)
 
 
 def _split(res: Iterator[Any], symbols: list[str], sets: bool, cluster: bool = False) -> list[tuple[Any, ...]]:
-    """The replies queued by `_queue_reads`, per symbol: (depth, ticker, candle[, main, sub]);
-    candle is HGETALL's flat [field, value, …] list from the script, a dict on a cluster."""
+    """The replies queued by `_queue_reads`, per symbol: (depth, ticker, candle[, main, sub,
+    fresh]); candle is HGETALL's flat [field, value, …] list from the script, a dict on a cluster."""
     if not cluster:
         return [tuple(row) for _ in _chunks(symbols) for row in next(res)]
-    n = 5 if sets else 3
+    n = 6 if sets else 3
     return [tuple(_contained(k, next(res)) for k in range(n)) for _ in symbols]
 
 
@@ -155,7 +170,7 @@ def _contained(k: int, reply: Any) -> Any:
     returns it: `!error` for a string, a hash without the candle's fields, an empty set."""
     if not isinstance(reply, Exception):
         return reply
-    return (f"!{reply}", f"!{reply}", {"!error": str(reply)}, set(), set())[k]
+    return (f"!{reply}", f"!{reply}", {"!error": str(reply)}, set(), set(), set())[k]
 
 
 def _same(old: frozenset[str], raw: Any) -> frozenset[str]:
@@ -234,7 +249,7 @@ class Reader:
             for reply in replies[:2] if sets else ():
                 if isinstance(reply, Exception):
                     raise reply
-            n_reads = (2 if sets else 0) + len(symbols) * (5 if sets else 3)
+            n_reads = (2 if sets else 0) + len(symbols) * (6 if sets else 3)
             for reply in replies[n_reads:]:  # the queued writes' replies
                 if isinstance(reply, Exception):
                     log.warning("event=cache_write_failed error=%r", reply)
@@ -252,6 +267,7 @@ class Reader:
         changed |= realtime is not self.realtime
         self.realtime = realtime
         data: dict[str, SymbolData] = {}
+        fresh: dict[str, frozenset[str]] = {}
         for s, raw in zip(symbols, _split(res, symbols, True, self.cluster), strict=True):
             if s not in subscribed:
                 continue
@@ -260,6 +276,8 @@ class Reader:
             changed |= main is not old_main or sub is not old_sub
             self.members[s] = (main, sub)
             data[s] = self._parse(s, raw, main, sub)
+            if raw[5]:
+                fresh[s] = frozenset(raw[5])
         new = sorted(subscribed - set(symbols))
         if new:
             changed = True
@@ -269,6 +287,8 @@ class Reader:
             for s, raw in zip(new, _split(iter(replies), new, True, self.cluster), strict=True):
                 self.members[s] = (frozenset(raw[3]), frozenset(raw[4]))
                 data[s] = self._parse(s, raw, *self.members[s])
+                if raw[5]:
+                    fresh[s] = frozenset(raw[5])
         for s in [s for s in self.members if s not in subscribed]:
             del self.members[s]
             self._last.pop(s, None)
@@ -276,7 +296,7 @@ class Reader:
         if changed:
             self.membership += 1
         self.known = sorted(subscribed)
-        snap = Snapshot(read_at=now, realtime=self.realtime, membership=self.membership)
+        snap = Snapshot(read_at=now, realtime=self.realtime, membership=self.membership, fresh=fresh)
         for s in self.known:  # sorted order, like the steady-state ticks
             snap.symbols[s] = data[s]
         return snap

@@ -14,6 +14,11 @@
     membership      subscriber sets are cached by the reader and re-read when the ws handlers
                     PUBLISH on `connections:changed` (which also wakes the realtime tier, so a
                     new subscriber gets its snapshot at once) and every second anyway.
+    snapshots       the streamer is the only source of a subscriber's initial state: a
+                    connection new to a symbol's sets, or named in its `symbol:{SYM}:fresh`
+                    marker (a repeated subscribe), gets the current state on its tier's next
+                    tick (realtime: the re-read's tick; anonymous: the next 500 ms tick, so its
+                    2 updates/s hold with the snapshot counted), ordered with the later diffs.
 
 States: `StreamerState` below. Errors: a Valkey failure in a tick is logged, counted
 (`redis`) and the tick is retried on the next period; it never stops the process.
@@ -142,6 +147,12 @@ class Streamer:
         self.snapshot: Snapshot | None = None
         self.closed: dict[str, dict] = {}  # symbol -> last closed 1m candle (final values)
         self._anon_seed: dict[str, dict] = {}
+        # symbol -> re-subscribed connections (the reader's `Snapshot.fresh`, taken from Valkey):
+        # read but not yet handed to the tiers (a tick that failed after its read keeps them) ...
+        self._fresh: dict[str, set[str]] = {}
+        # ... and, per tier, owed the current state at that tier's next diff of the symbol
+        self._owed_rt: dict[str, set[str]] = {}
+        self._owed_anon: dict[str, set[str]] = {}
         self._wake = asyncio.Event()
         self._notified: set[str] = set()  # symbols the engine named since the last realtime read
         self._notified_all = False  # a notification that named no readable symbol list
@@ -309,6 +320,8 @@ class Streamer:
         started = time.perf_counter()
         try:
             snap = await self.reader.read(time.time(), only)
+            for sym, conns in snap.fresh.items():  # taken from Valkey: kept if this tick fails
+                self._fresh.setdefault(sym, set()).update(conns)
             await self._handle_rollovers(snap)
         except (redis.RedisError, OSError, ValueError) as exc:  # ValueError: undecodable data
             self.metrics.error("redis")
@@ -326,7 +339,10 @@ class Streamer:
         else:
             self.snapshot = snap
         rt = snap.realtime
-        sends = diff_tier(self.realtime, snap, rt.__contains__, self.closed, rt)
+        if self._fresh:  # with the snapshot that has their subscription (the anonymous tier's too)
+            self._owe(self._fresh, rt)
+            self._fresh = {}
+        sends = diff_tier(self.realtime, snap, rt.__contains__, self.closed, rt, self._owed_rt)
         self._submit("rt", sends)
         if snap.membership != self._counted_membership:  # O(connections): only when sets changed
             self._counted_membership = snap.membership
@@ -336,6 +352,15 @@ class Streamer:
         self.metrics.tick("realtime", time.perf_counter() - started)
         self.metrics.pending = self.fanout.pending()
         return snap
+
+    def _owe(self, fresh: dict[str, set[str]], realtime: frozenset[str]) -> None:
+        """Hand re-subscribed connections to the tier each belongs to."""
+        for sym, conns in fresh.items():
+            rt = conns & realtime
+            if rt:
+                self._owed_rt.setdefault(sym, set()).update(rt)
+            if len(rt) < len(conns):
+                self._owed_anon.setdefault(sym, set()).update(conns - rt)
 
     async def _handle_rollovers(self, snap: Snapshot) -> None:
         """Closed minutes (final values from the engine) and roll-up updates for this snapshot."""
@@ -414,7 +439,7 @@ class Streamer:
 
         if self._anon_seed:
             self._seed_anon(snap, member)
-        sends = diff_tier(self.anon, snap, member, self.closed, rt)
+        sends = diff_tier(self.anon, snap, member, self.closed, rt, self._owed_anon)
         self._submit("anon", sends)
         self._mirror_anon(sends)
         self.metrics.tick("anonymous", time.perf_counter() - started)

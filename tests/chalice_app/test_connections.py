@@ -55,6 +55,25 @@ def test_subscribe_cap_and_bad_symbols_change_nothing(cache):
         conns.subscribe(r, "c1", "X}:*", ["AAA"])
     assert r.smembers("subscribed:symbols") == set()
     assert r.smembers("conn:c1:sub") == set()
+    assert r.keys("symbol:*:fresh") == [], "nothing owed either"
+
+
+def test_subscribe_marks_each_symbol_named_as_owed_also_when_repeated(cache):
+    """`symbol:{SYM}:fresh`: the streamer sends these connections the symbol's state once (a
+    repeated subscribe changes no set; only the marker shows it). Short TTL."""
+    r = cache
+    conns.register_connection(r, "c1", None, is_logged_in=False)
+    conns.register_connection(r, "c2", "u2", is_logged_in=True)
+    conns.subscribe(r, "c1", "AAA", ["BBB", "AAA"])
+    conns.subscribe(r, "c2", None, ["BBB"])
+    assert r.smembers(keys.symbol_fresh("AAA")) == {"c1"}
+    assert r.smembers(keys.symbol_fresh("BBB")) == {"c1", "c2"}
+    assert all(0 < r.ttl(keys.symbol_fresh(s)) <= conns.FRESH_TTL_SECONDS for s in ("AAA", "BBB"))
+    r.delete(keys.symbol_fresh("AAA"), keys.symbol_fresh("BBB"))  # what the streamer's read does
+    conns.subscribe(r, "c1", "AAA")  # the same main again
+    assert r.smembers(keys.symbol_fresh("AAA")) == {"c1"} and not r.exists(keys.symbol_fresh("BBB"))
+    conns.unsubscribe(r, "c1")
+    assert r.smembers(keys.symbol_fresh("AAA")) == {"c1"}, "an unsubscribe leaves it (the streamer skips it)"
 
 
 def test_stale_connections_are_removed_everywhere(cache):

@@ -29,7 +29,7 @@ PATTERNS = {
 
 OTHER_KEYS = [
     keys.depth(SYM), keys.ticker(SYM), keys.candle(SYM, "1m"), keys.candle(SYM, "5m"), keys.candle_closed(SYM),
-    keys.candle_dead(SYM), keys.symbol_main(SYM), keys.symbol_sub(SYM), keys.symbol_meta(SYM),
+    keys.candle_dead(SYM), keys.symbol_main(SYM), keys.symbol_sub(SYM), keys.symbol_meta(SYM), keys.symbol_fresh(SYM),
     keys.conn_main("c1="), keys.conn_subs("c1="), keys.conn_user("c1="), keys.conn_lock("c1="),
     keys.user_connections("u-1"), keys.ws_conn("c1="), keys.prev_day(SYM), keys.shard_emitted(STREAM, SHARD),
     keys.engine_members(STREAM),

@@ -1,6 +1,7 @@
 """The streamer on a cluster-mode Valkey (CACHE_CLUSTER_MODE, 3 primaries): one tick reads
 symbols whose keys live on three different nodes and pushes them to both tiers; the change
-notifications, the roll-up writes and the cleanup of a gone connection work there too."""
+notifications, the subscribe markers (`symbol:{SYM}:fresh`), the roll-up writes and the cleanup
+of a gone connection work there too."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from chalice_app import cache, keys
+from chalice_app import cache, connections, keys
 from tests.cluster import CLUSTER_SYMBOLS
 from tests.mgmt_server import MgmtServer
 from tests.streamer_pkg.helpers import (
@@ -58,6 +59,11 @@ def test_one_tick_reads_symbols_on_three_nodes_and_pushes_them(settings, cluster
         wait_until(lambda: [m for m in of(server.messages("rt"), "d", "TEST") if m["u"] == 2], what="u=2 at rt")
         wait_until(lambda: [m for m in of(server.messages("rt2"), "d", "X") if m["u"] == 2], what="u=2 at rt2")
         wait_until(lambda: [m for m in of(server.messages("anon"), "d", "AAPL") if m["u"] == 2], what="u=2 anon")
+        # a repeated subscribe changes no set: its marker (taken with SPOP on X's node) shows it
+        n = len(of(server.messages("rt2"), "d", "X"))
+        connections.subscribe(r, "rt2", main="X")
+        wait_until(lambda: len(of(server.messages("rt2"), "d", "X")) > n, what="X's state again at rt2")
+        assert of(server.messages("rt2"), "d", "X")[-1]["u"] == 2 and not r.exists(keys.symbol_fresh("X"))
         # roll-ups are queued writes of the next tick's (cluster) pipeline
         write_candle(r, "AAPL", "202501010000", 100, 110, 90, 105, 7)
         wait_until(lambda: r.hget(keys.candle("AAPL", "5m"), "v") == "7", what="5m roll-up of AAPL")

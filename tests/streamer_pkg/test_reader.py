@@ -15,7 +15,7 @@ import orjson
 import pytest
 import redis.asyncio as aredis
 
-from chalice_app import keys
+from chalice_app import connections, keys
 from streamer_pkg import reader as reader_mod
 from streamer_pkg.diff import Send, TierState, diff_tier
 from streamer_pkg.reader import Reader, Snapshot
@@ -164,5 +164,62 @@ def test_symbols_are_read_in_chunks_of_script_calls(settings, depth_cache, monke
         write_depth(depth_cache, "S4", u=99)
         snap = await rd.read(0.05)  # a steady-state read
         assert snap.symbols["S4"].depth["u"] == 99  # type: ignore[index]
+
+    _run(settings, body)
+
+
+def test_a_repeated_subscribe_gets_the_state_again_once(settings, depth_cache):
+    """The sets alone do not show a repeated subscribe, nor an unsubscribe + subscribe between
+    two reads: `symbol:{SYM}:fresh` (written by the registry's subscribe) does. The state goes
+    to that connection only, once; a `sub` re-subscribe gets the ticker only."""
+    r = depth_cache
+    _seed(r)
+    connect(r, "s", logged_in=True, subs=("AAA",))
+
+    async def body(rd: Reader, parses: list[int]) -> None:
+        st = TierState("rt")
+        rd.membership_min_gap = 0.0
+        _diff(st, await rd.read(0.0))
+        assert not r.exists(keys.symbol_fresh("AAA")), "taken by the membership read"
+        assert _diff(st, await rd.read(0.05)) == []
+
+        connections.subscribe(r, "c0", main="AAA")  # the same main again: no set changes
+        rd.mark_dirty()
+        snap = await rd.read(0.1)
+        assert snap.fresh == {"AAA": {"c0"}} and not r.exists(keys.symbol_fresh("AAA"))
+        sends = _diff(st, snap)
+        assert _events(sends) == [("candle", "AAA"), ("d", "AAA"), ("t", "AAA")]
+        assert all(set(s.recipients) == {"c0"} for s in sends)
+        rd.mark_dirty()
+        assert _diff(st, await rd.read(0.15)) == [], "once"
+
+        connections.unsubscribe(r, "c1", main="BBB")  # between two reads: the sets end as they were
+        connections.subscribe(r, "c1", main="BBB")
+        connections.subscribe(r, "s", subs=("AAA",))
+        rd.mark_dirty()
+        sends = _diff(st, await rd.read(0.2))
+        assert sorted((orjson.loads(s.data)["e"], orjson.loads(s.data)["s"], tuple(s.recipients)) for s in sends) == [
+            ("candle", "BBB", ("c1",)), ("d", "BBB", ("c1",)), ("t", "AAA", ("s",)), ("t", "BBB", ("c1",))]
+        assert parses[0] == 3 * 2  # the data itself was not parsed again
+
+    _run(settings, body)
+
+
+def test_a_marker_of_a_connection_that_left_is_dropped(settings, depth_cache):
+    """A marker whose connection unsubscribed before the read sends nothing (and is gone)."""
+    r = depth_cache
+    _seed(r)
+
+    async def body(rd: Reader, parses: list[int]) -> None:
+        st = TierState("rt")
+        rd.membership_min_gap = 0.0
+        _diff(st, await rd.read(0.0))
+        connections.subscribe(r, "c9", main="AAA")
+        connections.unsubscribe(r, "c9")
+        rd.mark_dirty()
+        snap = await rd.read(0.05)
+        assert snap.fresh == {"AAA": {"c9"}}
+        assert _diff(st, snap) == []
+        assert not r.exists(keys.symbol_fresh("AAA"))
 
     _run(settings, body)
