@@ -255,6 +255,26 @@ def test_reconnects_with_backoff_and_resubscribes(new_page: Any, console: Any, b
     assert watch.errors == []
 
 
+def test_a_ticker_that_arrives_before_the_subscribe_ack_is_shown(new_page: Any, console: Any,
+                                                                 backend: FakeBackend) -> None:
+    """The server's streamer may push a new subscription's state before the ws handler's
+    `subscribed` ack arrives (two senders): the ticker cell made on the ack shows it."""
+    page, watch = open_page(new_page, console, "?main=TEST&user=u_early")
+    page.wait_for_selector("#event-log li.ok:has-text('subscribed main=TEST')")
+    backend.push({"e": "t", "s": "BBB", "p": 700, "c": 1.5, "yc": -0.5})  # not shown yet: no cell
+    backend.push({"e": "t", "s": "TEST", "p": 1000, "c": 0.0, "yc": 0.0})
+    page.wait_for_selector("[data-testid=ticker-TEST][data-price='1000']")  # so BBB's was handled too
+    assert page.locator("[data-testid=ticker-BBB]").count() == 0
+    page.fill("#sub-symbols", "BBB")
+    page.click("#btn-subscribe")
+    page.wait_for_selector("#event-log li.ok:has-text('subscribed main=TEST sub=[BBB]')")
+    page.wait_for_selector("[data-testid=ticker-BBB]")
+    assert page.get_attribute("[data-testid=ticker-BBB]", "data-price") == "700"
+    assert page.inner_text("[data-testid=ticker-BBB] .t-change") == "+1.50%"
+    assert page.inner_text("[data-testid=ticker-BBB] .t-prev") == "prev -0.50%"
+    assert watch.errors == []
+
+
 def test_admin_panel_only_with_admin_key(new_page: Any, console: Any, backend: FakeBackend) -> None:
     page, watch = open_page(new_page, console)
     assert page.is_hidden("#admin-panel")

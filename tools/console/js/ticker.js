@@ -2,6 +2,11 @@
  * ticker.js — the ticker strip: one cell per subscribed symbol with the last price, the
  * change today and the previous day's change (`ticker` events, SPEC §6: `p`, `c`, `yc`).
  * Clicking a cell makes that symbol the main one.
+ *
+ * A subscription's first `ticker` may arrive before the server's `subscribed` ack has made
+ * the cell (the streamer sends the current state, the ws handler the ack: two senders, no
+ * order between them), so the last event of every symbol is kept and shown when its cell
+ * appears.
  */
 
 export function pct(v) {
@@ -20,6 +25,7 @@ export class TickerStrip {
   constructor(root) {
     this.root = root;
     this.cells = new Map();
+    this.latest = new Map(); // symbol -> its last ticker event, shown or not
     this.onPick = null;
   }
 
@@ -45,6 +51,7 @@ export class TickerStrip {
         cell.querySelector('.t-sym').textContent = sym;
         cell.addEventListener('click', () => this.onPick && this.onPick(sym));
         this.cells.set(sym, cell);
+        if (this.latest.has(sym)) this.show(cell, this.latest.get(sym));
       }
       cell.classList.toggle('main', sym === main);
       this.root.append(cell); // keeps the wanted order
@@ -52,8 +59,12 @@ export class TickerStrip {
   }
 
   onTicker(msg) {
+    this.latest.set(msg.s, msg);
     const cell = this.cells.get(msg.s);
-    if (!cell) return;
+    if (cell) this.show(cell, msg);
+  }
+
+  show(cell, msg) {
     cell.querySelector('.t-price').textContent = msg.p === null || msg.p === undefined ? '—' : String(msg.p);
     const c = cell.querySelector('.t-change');
     c.textContent = pct(msg.c);
