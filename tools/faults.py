@@ -6,6 +6,8 @@
     slow-reader        one client stops reading for a while; everyone else must keep flowing
     drop-no-close      some clients vanish without a close frame; the registry must forget them
     kinesis-restart    stop the Kinesis emulator (data kept on disk) and start it again
+    depth-cache-loss   the depth cache loses every key the engine writes; the engine must write
+                       the books back, a quiet symbol's (no order since) included
 
 A fault script gets the `LoadContext` of `tools.load.runner` and a `StackControl` (the handles
 on the stack's processes); it records what it did in `rec.faults` (name, start and end in
@@ -23,9 +25,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
+import httpx
 import redis
 
 from chalice_app import keys
@@ -143,6 +146,111 @@ async def drop_no_close(ctx: LoadContext, stack: StackControl, count: int = 3, t
           cleaned=before - after >= len(victims))
 
 
+#: The depth-cache-loss fault's quiet symbol: one resting order, and no other order until the
+#: check, so only the engine's rebuild (not a batch) can bring its depth back.
+QUIET_SYMBOL = "QUIETDC"
+#: SCAN patterns of SPEC §4's depth-cache keys the engine writes (`depth`, `ticker`, the open
+#: and the closed 1-minute candles).
+ENGINE_KEY_PATTERNS = (keys.DEPTH_PATTERN, keys.TICKER_PATTERN, keys.candle_pattern("1m"), keys.CANDLE_CLOSED_PATTERN)
+
+
+def _delete_matching(cache: redis.Redis, patterns: Iterable[str]) -> int:
+    """DEL every key matching the patterns (one key per DEL: on a cluster they live on other nodes)."""
+    n = 0
+    for pattern in patterns:
+        for key in list(cache.scan_iter(match=pattern, count=1000)):
+            n += cache.delete(key)
+    return n
+
+
+def _all_exist(cache: redis.Redis, names: list[str]) -> bool:
+    try:
+        return all(cache.exists(k) for k in names)
+    except redis.RedisError:
+        return False
+
+
+async def _rest_depth(ctx: LoadContext, symbol: str) -> dict[str, Any]:
+    """GET /depth/{symbol}; {} when the REST server did not answer with JSON."""
+    try:
+        return (await ctx.http.get(f"/depth/{symbol}")).json()
+    except (httpx.HTTPError, ValueError):
+        return {}
+
+
+async def _quiet_order(ctx: LoadContext, user: str, timeout: float) -> tuple[str, dict[str, Any]]:
+    """Activate QUIET_SYMBOL, rest one BUY on it; (order id, its depth over REST once it shows)."""
+    http, cfg = ctx.http, ctx.cfg
+    if not cfg.admin_key:
+        raise FaultError("depth-cache-loss needs the admin key to activate its quiet symbol")
+    resp = await http.post("/admin/symbols", json={"symbol": QUIET_SYMBOL}, headers={"X-Admin-Key": cfg.admin_key})
+    if resp.status_code >= 400 and resp.status_code != 409:
+        raise FaultError(f"cannot activate {QUIET_SYMBOL}: HTTP {resp.status_code} {resp.text[:200]}")
+    before = await _rest_depth(ctx, QUIET_SYMBOL)
+    body = {"symbol": QUIET_SYMBOL, "side": "BUY", "price": cfg.mid_price // 2, "quantity": 3, "type": "LIMIT",
+            "tif": "GTC", "client_order_id": f"{user}-1"}
+    resp = await http.post("/orders", json=body, headers={"X-Test-User": user})
+    if resp.status_code != 202:
+        raise FaultError(f"the quiet order was refused: HTTP {resp.status_code} {resp.text[:200]}")
+    order_id = resp.json()["order_id"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        depth = await _rest_depth(ctx, QUIET_SYMBOL)
+        if depth.get("u", 0) > before.get("u", 0) and [cfg.mid_price // 2, 3] in depth.get("b", []):
+            return order_id, depth
+        await asyncio.sleep(0.05)
+    raise FaultError(f"the quiet order did not reach the depth of {QUIET_SYMBOL} within {timeout:.0f}s")
+
+
+async def depth_cache_loss(ctx: LoadContext, stack: StackControl, timeout: float = 15.0) -> None:
+    """Every key the engine writes to the depth cache is deleted at once, as a depth cache that
+    restarted without persistence (or was flushed) loses them. The engine must write the books
+    back from memory (engine_pkg/service/depth_rebuild.py): the quiet symbol, which takes no
+    order until the check, must serve over REST exactly the depth it served before (same `u`,
+    levels and `t`), and every load symbol must have its depth again, all within `timeout`.
+    The rest of a real flush (connection registry, the admin's symbols) is not the engine's to
+    rebuild (docs/deploy.md), so it is left in place and the load goes on."""
+    await _at(ctx, 0.3)
+    user = f"quiet{ctx.cfg.run_id}"
+    try:
+        order_id, before = await _quiet_order(ctx, user, timeout)
+    except (httpx.HTTPError, KeyError, ValueError) as exc:
+        raise FaultError(f"cannot place the quiet order: {exc!r}") from exc
+    cache = cache_client(stack.depth_cache_url, "auto", socket_timeout=2)
+    try:
+        t0 = now_ms()
+        try:
+            deleted = await asyncio.to_thread(_delete_matching, cache, ENGINE_KEY_PATTERNS)
+        except redis.RedisError as exc:
+            raise FaultError(f"cannot empty the depth cache: {exc}") from exc
+        deadline = time.monotonic() + timeout
+        got: dict[str, Any] = {}
+        rebuilt_ms = None
+        while time.monotonic() < deadline:
+            got = await _rest_depth(ctx, QUIET_SYMBOL)
+            if got == before:
+                rebuilt_ms = now_ms() - t0
+                break
+            await asyncio.sleep(0.05)
+        if rebuilt_ms is None:
+            raise FaultError(f"depth of {QUIET_SYMBOL} not rebuilt within {timeout:.0f}s: before {before}, now {got}")
+        while time.monotonic() < deadline:
+            if await asyncio.to_thread(_all_exist, cache, [keys.depth(s) for s in ctx.cfg.symbols]):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise FaultError(f"the load symbols' depth not back within {timeout:.0f}s")
+        _note(ctx, "depth-cache-loss", t0, deleted=deleted, quiet_rebuilt_ms=rebuilt_ms, quiet_equal=True)
+    finally:
+        cache.close()
+        # the quiet book is left empty for later scenarios (its cancel is an ordinary batch)
+        try:
+            await ctx.http.delete(f"/orders/{order_id}", params={"symbol": QUIET_SYMBOL},
+                                  headers={"X-Test-User": user})
+        except httpx.HTTPError as exc:
+            log.warning("event=quiet_cancel_failed order=%s error=%s", order_id, exc)
+
+
 FAULTS: dict[str, FaultScript] = {
     "engine-kill9": engine_kill9,
     "valkey-restart": valkey_restart,
@@ -150,6 +258,7 @@ FAULTS: dict[str, FaultScript] = {
     "slow-reader": slow_reader,
     "drop-no-close": drop_no_close,
     "kinesis-restart": kinesis_restart,
+    "depth-cache-loss": depth_cache_loss,
 }
 
 

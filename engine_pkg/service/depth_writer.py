@@ -10,11 +10,17 @@ the pipeline is split per node by redis-py and the PUBLISH follows it: chalice_a
 `close_candles` closes open 1-minute candles by time (`candle_close.lua`, one call per
 symbol, one pipeline, then the same PUBLISH naming the symbols checked, so the streamer
 reads the change at once).
+
+`missing` and `rebuild` serve `depth_rebuild`: which of the keys asked about are gone (one
+round trip when none is: a count per multi-key EXISTS), and the write-back of keys found
+missing (depth through the same seq-guarded script, the ticker with SET NX, the candle
+hash's replay guard with HSETNX), then the same PUBLISH.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -24,6 +30,9 @@ import redis
 from chalice_app import cache, keys
 
 log = logging.getLogger("supernoba.engine.depth")
+
+#: Keys per multi-key EXISTS of `DepthWriter.missing` on a single node.
+EXISTS_CHUNK = 1000
 
 
 
@@ -55,6 +64,7 @@ class DepthWriter:
         self._loaded = False  # SCRIPT LOAD before the first batch (not here: no I/O at start-up)
         self.close_script = candles_script(client, "candle_close.lua")
         self._close_loaded = False
+        self._names: dict[str, tuple[str, str, str]] = {}  # symbol -> its depth, ticker, candle key
 
     def write(self, updates: list[SymbolUpdate]) -> None:
         if not updates:
@@ -108,3 +118,76 @@ class DepthWriter:
         for s in symbols:
             cache.queue_script(pipe, self.close_script, [keys.candle(s), keys.candle_closed(s)], [s, cutoff, first])
         return cache.execute_and_publish(self.client, pipe, keys.DEPTH_CHANGED_CHANNEL, orjson.dumps(symbols))
+
+    def _keys_of(self, symbol: str) -> tuple[str, str, str]:
+        names = self._names.get(symbol)
+        if names is None:
+            names = self._names[symbol] = (keys.depth(symbol), keys.ticker(symbol), keys.candle(symbol))
+        return names
+
+    def missing(self, symbols: Sequence[str], traded: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+        """(symbols without `depth:{SYM}`, traded symbols without `ticker:{SYM}`, traded symbols
+        without `candle:1m:{SYM}`). A symbol that traded always has the candle hash: closing a
+        candle by time keeps its `seq`."""
+        depth = {self._keys_of(s)[0]: s for s in symbols}
+        ticker = {self._keys_of(s)[1]: s for s in traded}
+        candle = {self._keys_of(s)[2]: s for s in traded}
+        gone = set(self._absent([*depth, *ticker, *candle]))
+        return ([s for k, s in depth.items() if k in gone], [s for k, s in ticker.items() if k in gone],
+                [s for k, s in candle.items() if k in gone])
+
+    def _absent(self, names: list[str]) -> list[str]:
+        """The keys of `names` (distinct) that do not exist. Single node: one pipeline of
+        multi-key EXISTS (a count per `EXISTS_CHUNK` keys, ~10x cheaper than one EXISTS a key),
+        then single-key EXISTS only for a chunk that came up short. A cluster refuses a
+        multi-key EXISTS across slots: one single-key EXISTS a key, in one pipeline."""
+        if not names:
+            return []
+        suspects = names
+        if not cache.is_cluster(self.client):
+            pipe = self.client.pipeline(transaction=False)
+            chunks = [names[i:i + EXISTS_CHUNK] for i in range(0, len(names), EXISTS_CHUNK)]
+            for chunk in chunks:
+                pipe.exists(*chunk)
+            counts = pipe.execute()
+            suspects = [k for chunk, n in zip(chunks, counts, strict=True) if n < len(chunk) for k in chunk]
+            if not suspects:
+                return []
+        pipe = self.client.pipeline(transaction=False)
+        for k in suspects:
+            pipe.exists(k)
+        return [k for k, found in zip(suspects, pipe.execute(), strict=True) if not found]
+
+    def rebuild(self, updates: list[SymbolUpdate], candle_guards: Collection[str] = ()) -> None:
+        """Write back keys found missing, then PUBLISH the symbols. Per update: a `depth_json`
+        goes through `candles.lua` without trades (so it is still replaced only when `u` is not
+        older than a stored one), a `ticker_json` is SET NX (never over a ticker written since);
+        for a symbol in `candle_guards`, `candle:1m:{SYM}` gets `seq` = `u` with HSETNX: no
+        open candle (readers see none), but a replay after a crash cannot fold trades up to `u`
+        in again. Every write is idempotent, so a NoScriptError re-runs the whole pipeline."""
+        if not updates:
+            return
+        if not self._loaded:
+            cache.load_script(self.client, self.script)
+            self._loaded = True
+        try:
+            self._rebuild(updates, candle_guards)
+        except redis.exceptions.NoScriptError:
+            log.warning("event=script_reload script=candles.lua sha=%s", self.script.sha)
+            cache.load_script(self.client, self.script)
+            self._rebuild(updates, candle_guards)
+
+    def _rebuild(self, updates: list[SymbolUpdate], candle_guards: Collection[str]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for up in updates:
+            s = up.symbol
+            if up.depth_json:
+                cache.queue_script(pipe, self.script,
+                                   [keys.depth(s), keys.ticker(s), keys.candle(s), keys.candle_closed(s)],
+                                   [s, up.u, up.depth_json, b""])
+            if s in candle_guards:
+                pipe.hsetnx(keys.candle(s), "seq", up.u)
+            if up.ticker_json:
+                pipe.set(keys.ticker(s), up.ticker_json, nx=True)
+        cache.execute_and_publish(self.client, pipe, keys.DEPTH_CHANGED_CHANNEL,
+                                  orjson.dumps([u.symbol for u in updates]))

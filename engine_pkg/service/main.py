@@ -60,6 +60,10 @@ class EngineService:
         self.stop_event = threading.Event()
         self.started_at = time.time()
         self.wall_clock = time.time  # the shard workers' clock for closing candles by time (tests set it)
+        # Valkey writes that got through after a connection error; a change makes every shard
+        # worker check its depth-cache keys at once (depth_rebuild). A lost increment between
+        # two threads only delays that check to its next second.
+        self.valkey_recoveries = 0
         mode = settings.cache_cluster_mode
         self.depth_cache = cache.client(settings.depth_cache_url, mode, socket_timeout=5, health_check_interval=30)
         self.backup_cache = cache.client(settings.backup_cache_url, mode, socket_timeout=5, health_check_interval=30)
@@ -126,12 +130,17 @@ class EngineService:
         attempt = 0
         while True:
             try:
-                return fn()
+                out = fn()
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 attempt += 1
                 log.warning("event=valkey_retry what=%s attempt=%d error=%s", what, attempt, exc)
                 if self.stop_event.wait(min(2.0, 0.05 * 2 ** min(attempt, 6))) and attempt > 3:
                     raise PublishError(f"valkey {what} write failed while stopping") from exc
+                continue
+            if attempt:
+                self.valkey_recoveries += 1
+                log.info("event=valkey_recovered what=%s attempts=%d", what, attempt)
+            return out
 
     # -- shards and leases ---------------------------------------------------------------
     def shard_ids(self) -> list[str]:

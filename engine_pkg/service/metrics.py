@@ -24,7 +24,7 @@ class Metrics:
             "orders_total": 0, "fills_total": 0, "statuses_total": 0, "batches_total": 0,
             "dropped_records_total": 0, "publish_retries_total": 0, "publish_reordered_total": 0,
             "snapshots_total": 0, "lease_takeovers_total": 0, "errors_total": 0,
-            "get_records_timeouts_total": 0,
+            "get_records_timeouts_total": 0, "depth_rebuilt_total": 0,
         }
         self.shard_gauges: dict[str, dict[str, float]] = {
             "millis_behind_latest": {}, "snapshot_age_seconds": {}, "records_since_snapshot": {},

@@ -19,6 +19,10 @@ A `ShardWorker` thread owns one `Engine` (restored from the shard's snapshot) an
 5. About once a second, once the shard is caught up, closes the 1-minute candles of past
    minutes by time (`candle_closer`, `candle_close.lua`): a quiet symbol's candle closes at
    the minute boundary, not only when a later trade arrives.
+6. About once a second (at once after a Valkey connection error recovered), checks that the
+   depth cache still holds `depth:{SYM}` / `ticker:{SYM}` of the shard's symbols and writes
+   back what is missing from the engine's own state (`depth_rebuild`): a depth cache that
+   lost its keys serves the books again without waiting for each symbol's next order.
 
 A record the engine cannot read becomes a REJECTED/BAD_ORDER status or a logged drop
 inside the engine; if `Engine.process` itself raises on a batch, the batch is re-run
@@ -46,6 +50,7 @@ from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 from chalice_app import messages
 from engine_pkg import Engine
 from engine_pkg.service.candle_closer import LIVE_SKEW_MS, CandleCloser, minute_of
+from engine_pkg.service.depth_rebuild import DepthRebuilder
 from engine_pkg.service.depth_writer import SymbolUpdate
 from engine_pkg.service.errors import (
     CorruptSnapshot,
@@ -170,6 +175,7 @@ class ShardWorker(threading.Thread):
         self._emitted_saved: str | None = None
         self.replay_until: int | None = None   # effects up to here were written before: re-apply silently
         self.candles = CandleCloser(svc.wall_clock)  # closes past minutes' candles by time
+        self.rebuilder = DepthRebuilder()  # writes back depth-cache keys that went missing
 
     # -- helpers ---------------------------------------------------------------------
     def _clock(self) -> int:
@@ -321,6 +327,7 @@ class ShardWorker(threading.Thread):
             self._reap()
             self._maybe_snapshot()
             self._maybe_close_candles()
+            self._maybe_rebuild_depth()
             nxt = resp.get("NextShardIterator")
             if nxt is None:
                 self._snapshot()
@@ -459,6 +466,7 @@ class ShardWorker(threading.Thread):
         for sym, u in res.touched.items():
             d = depths[sym]
             up = SymbolUpdate(sym, u, orjson.dumps(messages.depth_message(sym, now_ms, u, d["b"], d["a"])))
+            self.rebuilder.wrote(sym, u, now_ms)
             tr = trades.get(sym)
             if tr:
                 for rec in self.ticker.fold(sym, [(t, p, q) for _, t, p, q in tr]):
@@ -522,6 +530,35 @@ class ShardWorker(threading.Thread):
         if log.isEnabledFor(logging.DEBUG):
             log.debug("event=candles_close_check shard=%s cutoff=%s checked=%d closed=%d", self.shard_id,
                       cutoff, len(live) + len(unknown), len(live) + len(unknown) - left)
+
+    def _maybe_rebuild_depth(self) -> None:
+        """About once a second: write back this shard's depth-cache keys that went missing
+        (`depth_rebuild`). Not during a silent replay (the book is behind what the previous owner
+        wrote), and only while the lease is valid. A Valkey error is logged; the next check retries."""
+        if self.replay_until is not None or not self.rebuilder.due(self.svc.valkey_recoveries):
+            return
+        with self.lock:
+            symbols = self.engine.symbols()
+        traded = [s for s in symbols if s in self.ticker.days]
+        writer = self.svc.depth_writer
+        try:
+            no_depth, no_ticker, no_candle = writer.missing(symbols, traded)
+            if not (no_depth or no_ticker or no_candle) or time.monotonic() > self.lease_valid_until:
+                return
+            with self.lock:
+                updates = self.rebuilder.plan(self.engine, self.ticker, no_depth, no_ticker, no_candle,
+                                              int(time.time() * 1000))
+            guards = set(no_candle)
+            writer.rebuild(updates, guards)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("event=depth_check_failed shard=%s error=%s", self.shard_id, exc)
+            return
+        self.svc.metrics.inc("depth_rebuilt_total", len(updates))
+        for up in updates:
+            rebuilt = [k for k, done in (("depth", up.depth_json), ("ticker", up.ticker_json),
+                                         ("candle_seq", up.symbol in guards)) if done]
+            log.info("event=depth_rebuilt shard=%s symbol=%s u=%d keys=%s", self.shard_id, up.symbol, up.u,
+                     ",".join(rebuilt))
 
     def _replay_silently(self, records: list[dict]) -> None:
         """Re-apply records whose effects a previous owner already wrote (up to the emitted

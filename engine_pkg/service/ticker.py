@@ -9,6 +9,9 @@ When a fill falls on a later day than the symbol's current one, the finished day
 *rolled*: it becomes the symbol's `prev:{SYM}` record in the backup cache
 (`{"s","d","o","h","l","c","v","pct"}`, d = `YYYYMMDD` in MARKET_TZ) and its % change
 becomes `yc`. A symbol seen for the first time loads `yc` from an existing `prev:{SYM}`.
+The `t` of each symbol's last fill is kept too (`last_t`, in the snapshot state as well), so
+the ticker last written can be written again, equal, when the depth cache lost it
+(`depth_rebuild`).
 
     c  = (last - day open) / day open * 100, rounded to 2 decimals
     yc = (prev close - prev open) / prev open * 100, rounded to 2 decimals
@@ -46,6 +49,7 @@ class TickerBook:
         self._load_prev = load_prev
         self.days: dict[str, DayStats] = {}
         self.yc: dict[str, float | None] = {}
+        self.last_t: dict[str, int] = {}  # symbol -> `t` of its last fill folded (the ticker's `t`)
         self._day_cache: tuple[int, int, str] = (0, -1, "")  # (start ms, end ms, day)
 
     def _day(self, t_ms: int) -> str:
@@ -85,6 +89,8 @@ class TickerBook:
                     st.l = p
                 st.c = p
                 st.v += q
+        if trades:
+            self.last_t[symbol] = trades[-1][0]
         return rolled
 
     def message(self, symbol: str, t: int) -> dict | None:
@@ -95,8 +101,9 @@ class TickerBook:
 
     # snapshot state ---------------------------------------------------------------
     def to_state(self) -> dict:
-        return {"days": {s: asdict(d) for s, d in self.days.items()}, "yc": self.yc}
+        return {"days": {s: asdict(d) for s, d in self.days.items()}, "yc": self.yc, "t": self.last_t}
 
     def load_state(self, state: dict) -> None:
         self.days = {s: DayStats(**d) for s, d in (state.get("days") or {}).items()}
         self.yc = dict(state.get("yc") or {})
+        self.last_t = dict(state.get("t") or {})  # absent in snapshots written before it was kept

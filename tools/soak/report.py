@@ -200,7 +200,15 @@ def render(results: list[ScenarioResult], inputs: InputsTried | None, settings: 
         "again and counts `ws resubscribe after silence`, so a lost subscription shows up as an error kind instead "
         "of as missing figures only.",
         "- **Valkey restart.** The local stack keeps both caches in one valkey-server with the append-only file "
-        "on; the engine rewrites `depth:{SYM}` on its next batch, and the connection registry survives the restart.",
+        "on, so the keys and the connection registry survive the restart; a key the engine finds missing it writes "
+        "back within about a second (next bullet).",
+        "- **Depth cache loss.** The local caches share one valkey-server, so a non-persistent depth cache cannot "
+        "be restarted alone; `depth-cache-loss` deletes every key the engine writes there instead (`depth`, "
+        "`ticker`, open and closed 1-minute candles). Just before, it rests one order on a quiet symbol "
+        "(`QUIETDC`) that takes no other order until the check, so only the engine's rebuild can bring its book "
+        "back: `GET /depth/QUIETDC` must return exactly what it returned before (same `u`, levels and `t`) within "
+        "15 s, and every load symbol must have its depth again. The rest of a real flush (connection registry, "
+        "the admin's symbols) is not the engine's to rebuild and is left in place (docs/deploy.md).",
         "- **Isolation.** The stack runs in a child process (`tools/soak/stack.py`) so the load generator does not "
         "share a GIL with the REST server, gateway and pump threads. The figures still depend on what else the "
         "machine runs: the load average at the end of the run is recorded above.",

@@ -57,6 +57,27 @@ def test_depth_writer_runs_the_candle_script_on_every_node_and_publishes(valkey_
     listener.close()
 
 
+def test_missing_keys_are_found_and_written_back_on_every_node(valkey_cluster, cluster):
+    """depth_rebuild's EXISTS pipeline and write-back on a cluster: one symbol per primary."""
+    writer = DepthWriter(cache.client(valkey_cluster.url, "auto"))
+    listener = redis.Redis(port=valkey_cluster.ports[2]).pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(keys.DEPTH_CHANGED_CHANNEL)
+    listener.get_message(timeout=1)
+    cluster.set(keys.depth("X"), '{"u":5}')  # written since the check: newer, kept
+    assert writer.missing(list(SYMBOLS), list(SYMBOLS)) == (["TEST", "AAPL"], list(SYMBOLS), list(SYMBOLS))
+    writer.rebuild([SymbolUpdate(s, 4, b'{"u":4,"s":"%s"}' % s.encode(), b'{"e":"t"}') for s in SYMBOLS],
+                   set(SYMBOLS))
+    assert writer.missing(list(SYMBOLS), list(SYMBOLS)) == ([], [], [])
+    for s in SYMBOLS:
+        assert cluster.get(keys.ticker(s)) == '{"e":"t"}' and cluster.hgetall(keys.candle(s)) == {"seq": "4"}
+    assert [orjson.loads(cluster.get(keys.depth(s))) for s in SYMBOLS] == [{"u": 4, "s": "TEST"}, {"u": 5},
+                                                                          {"u": 4, "s": "AAPL"}]
+    heard = wait_until(lambda: (m := listener.get_message(timeout=0.1)) and set(orjson.loads(m["data"])) == set(SYMBOLS)
+                       and m, 10, what="depth:changed with the symbols")
+    assert orjson.loads(heard["data"]) == list(SYMBOLS)
+    listener.close()
+
+
 def test_fenced_snapshots_and_leases_on_shards_of_different_nodes(valkey_cluster, cluster):
     stream = "orders-cluster"
     shards = [f"shardId-00000000000{i}" for i in range(6)]
