@@ -24,11 +24,13 @@ def _cdef_from_header(text: str) -> str:
 
 ffibuilder = FFI()
 ffibuilder.cdef(_cdef_from_header((CSRC / "book.h").read_text()))
+# the module's CPython glue (csrc/pyglue.h): Engine.process's list of records read in place
+ffibuilder.cdef("int sb_process_pylist(sb_engine *e, uintptr_t records, int64_t now);")
 
 _extra = os.environ.get("SUPERNOBA_BOOK_CFLAGS", "").split()
 ffibuilder.set_source(
     "engine_pkg._book",
-    '#include "book.h"\n',
+    '#include "book.h"\n#include "pyglue.h"\n',
     sources=[os.path.relpath(CSRC / "book.c")],
     include_dirs=[os.path.relpath(CSRC)],
     extra_compile_args=["-O3", "-std=c11", "-fno-strict-aliasing", *_extra],

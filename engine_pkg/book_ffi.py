@@ -6,6 +6,7 @@ Python values.  There is no Python fallback: a missing build is an error with in
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 try:
@@ -15,6 +16,9 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
         "engine_pkg._book (the C order book) is not built. Run `make setup` or "
         "`pip install -e .` at the repository root to compile it (needs a C compiler and cffi)."
     ) from exc
+
+#: ``id()`` is the object's address (what csrc/pyglue.h reads) only on CPython.
+_IN_PLACE = sys.implementation.name == "cpython"
 
 #: Why a record produced no status (``sb_result.dropped`` codes).
 DROP_REASONS = {1: "unreadable JSON", 2: "order_id/user_id unreadable"}
@@ -36,6 +40,12 @@ class CBook:
     # -- batch processing --------------------------------------------------------------
     def process(self, records: list[bytes], now: int) -> Any:
         """Run a batch; returns the C ``sb_result`` (valid until the next call)."""
+        if _IN_PLACE:  # a list or tuple of bytes is read where it is (csrc/pyglue.h)
+            rc = lib.sb_process_pylist(self._e, id(records), now)
+            if rc != -3:
+                if rc != 0:
+                    raise MemoryError("order book out of memory")
+                return lib.sb_last(self._e)
         n = len(records)
         joined = b"\0".join(records)
         rc = lib.sb_process(self._e, joined, len(joined), ffi.NULL, n, now)

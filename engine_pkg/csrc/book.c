@@ -183,6 +183,13 @@ typedef struct {
     size_t n, cap;
 } Buf;
 
+/* One record of the batch being processed: where it is, and where its decoded strings go in
+ * the scratch buffer (its offset in the batch + 16 bytes per earlier record). */
+typedef struct {
+    const char *p;
+    size_t n, soff;
+} BatchRec;
+
 struct sb_engine {
     Order **ochunk; /* order pool: chunk directory */
     uint32_t nochunk, ochcap, ofree, onext;
@@ -211,7 +218,7 @@ struct sb_engine {
     sb_result res;
     char *scratch;
     size_t scap;
-    size_t *roff; /* (offset, length) of each record of the current batch */
+    BatchRec *rec; /* the records of the current batch */
     uint32_t rcap;
     int emit;
     int json_slow; /* 1: every record through the general reader (tests compare both paths) */
@@ -520,7 +527,7 @@ void sb_free(sb_engine *e) {
     free(e->touched);
     free(e->dropped);
     free(e->scratch);
-    free(e->roff);
+    free(e->rec);
     free(e);
 }
 
@@ -1528,10 +1535,27 @@ static inline void pipe_prefetch3(sb_engine *e, const Parsed *pr) {
 #define PF3 6
 #endif
 
+/* Scratch for decoded strings: record i may use 16 bytes more than its length from its soff
+ * (decoded strings are never longer than their JSON form).  total = the records' bytes. */
+static int scratch_reserve(sb_engine *e, size_t total, uint32_t m) {
+    size_t need = total + 16 * ((size_t)m + 2);
+    if (need > e->scap) {
+        size_t nc = e->scap ? e->scap : 4096;
+        while (nc < need) nc *= 2;
+        char *q = realloc(e->scratch, nc);
+        if (!q) return -1;
+        e->scratch = q;
+        e->scap = nc;
+    }
+    return 0;
+}
+
+static int run_batch(sb_engine *e, uint32_t m, int64_t now);
+
 int sb_process(sb_engine *e, const char *buf, size_t len, const uint32_t *lens, uint32_t n, int64_t now) {
     begin_batch(e);
     /* record boundaries */
-    if (grow((void **)&e->roff, 2 * sizeof(size_t), &e->rcap, (uint64_t)n + 1)) return -1;
+    if (grow((void **)&e->rec, sizeof(BatchRec), &e->rcap, (uint64_t)n + 1)) return -1;
     size_t pos = 0;
     uint32_t m = 0;
     for (; m < n; m++) {
@@ -1544,28 +1568,38 @@ int sb_process(sb_engine *e, const char *buf, size_t len, const uint32_t *lens, 
             rl = z ? (size_t)(z - (buf + pos)) : len - pos;
             if (z && m == n - 1) return -2; /* a NUL inside a record: nothing was processed */
         }
-        e->roff[2 * m] = pos;
-        e->roff[2 * m + 1] = rl;
+        e->rec[m].p = buf + pos;
+        e->rec[m].n = rl;
+        e->rec[m].soff = pos + 16 * (size_t)m;
         pos += rl + (lens ? 0 : 1);
         if (pos > len) pos = len;
     }
-    /* scratch for decoded strings: record i may use 16 bytes more than its length from
-     * roff[i] + 16 * i (decoded strings are never longer than their JSON form) */
-    size_t need = len + 16 * ((size_t)m + 2);
-    if (need > e->scap) {
-        size_t nc = e->scap ? e->scap : 4096;
-        while (nc < need) nc *= 2;
-        char *q = realloc(e->scratch, nc);
-        if (!q) return -1;
-        e->scratch = q;
-        e->scap = nc;
+    if (scratch_reserve(e, len, m)) return -1;
+    return run_batch(e, m, now);
+}
+
+int sb_process_vec(sb_engine *e, const char *const *recs, const size_t *lens, uint32_t n, int64_t now) {
+    begin_batch(e);
+    if (grow((void **)&e->rec, sizeof(BatchRec), &e->rcap, (uint64_t)n + 1)) return -1;
+    size_t pos = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        e->rec[i].p = recs[i];
+        e->rec[i].n = lens[i];
+        e->rec[i].soff = pos + 16 * (size_t)i;
+        pos += lens[i];
     }
+    if (scratch_reserve(e, pos, n)) return -1;
+    return run_batch(e, n, now);
+}
+
+/* The pipeline over e->rec[0..m), then the batch result. */
+static int run_batch(sb_engine *e, uint32_t m, int64_t now) {
     Parsed ring[PIPE];
     int rc = 0;
     for (uint32_t i = 0; i < m + PIPE - 1; i++) {
         if (i < m) {
-            size_t ro = e->roff[2 * i];
-            pipe_parse(e, &ring[i & (PIPE - 1)], buf + ro, e->roff[2 * i + 1], e->scratch + ro + 16 * (size_t)i);
+            const BatchRec *br = &e->rec[i];
+            pipe_parse(e, &ring[i & (PIPE - 1)], br->p, br->n, e->scratch + br->soff);
         }
         if (i >= PF2 && i - PF2 < m) pipe_prefetch2(e, &ring[(i - PF2) & (PIPE - 1)]);
         if (i >= PF3 && i - PF3 < m) pipe_prefetch3(e, &ring[(i - PF3) & (PIPE - 1)]);

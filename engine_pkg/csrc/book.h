@@ -57,6 +57,8 @@ void sb_free(sb_engine *e);
  * the buffer holds more than n - 1 separators: some record contains a NUL byte; nothing was
  * processed, call again with lens. */
 int sb_process(sb_engine *e, const char *buf, size_t len, const uint32_t *lens, uint32_t n, int64_t now);
+/* The same over n records given as pointers and lengths (read in place, nothing joined). */
+int sb_process_vec(sb_engine *e, const char *const *recs, const size_t *lens, uint32_t n, int64_t now);
 const sb_result *sb_last(sb_engine *e);
 
 /* The JSON reader's fast path for the router's canonical key order (on by default; off sends

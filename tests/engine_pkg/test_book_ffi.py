@@ -1,0 +1,105 @@
+"""engine_pkg.book_ffi: the two ways a batch reaches C give the same results.
+
+A list or tuple of ``bytes`` is read in place (``sb_process_pylist``, csrc/pyglue.h); anything
+else (a list subclass, ``bytearray``/``memoryview`` records) is joined first (``sb_process``).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine_pkg import Engine, book_ffi
+from engine_pkg.book_ffi import lib
+from tests.engine_pkg.helpers import cmd
+from tests.engine_pkg.strategies import SYMBOLS, command
+
+BUY = cmd(action="ADD", symbol="AAA", order_id="b1", user_id="u1", is_buy=True, price=100, quantity=5)
+SELL = cmd(action="ADD", symbol="AAA", order_id="s1", user_id="u2", is_buy=False, price=100, quantity=3)
+BATCH = [BUY, SELL, b"not json", b'{"action":"ADD","order_id":"n\x00ul","user_id":"u1"}']
+
+
+def joined_engine(monkeypatch: pytest.MonkeyPatch) -> Engine:
+    """An engine whose batches take the join path (as on an interpreter without in-place reads)."""
+    monkeypatch.setattr(book_ffi, "_IN_PLACE", False)
+    return Engine(clock=lambda: 7)
+
+
+def outcome(eng: Engine, batch: Any) -> tuple[Any, ...]:
+    r = eng.process(batch)
+    return (r.events, list(r.status_users), r.touched, r.dropped)
+
+
+def test_a_list_of_bytes_is_read_in_place() -> None:
+    eng = Engine(clock=lambda: 7)
+    assert lib.sb_process_pylist(eng._book._e, id(BATCH), 7) == 0
+    r = lib.sb_last(eng._book._e)
+    # ACCEPTED, ACCEPTED, the maker's PARTIALLY_FILLED, the taker's FILLED; the last two records
+    # are unreadable (a raw NUL is not JSON) and the NUL does not split the fourth in two
+    assert (r.n_statuses, r.n_fills, r.n_dropped) == (4, 1, 2)
+    assert [r.dropped[i] for i in range(4)] == [2, 1, 3, 1]
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        pytest.param(lambda b: type("L", (list,), {})(b), id="list subclass"),
+        pytest.param(lambda b: [bytearray(r) for r in b], id="bytearray records"),
+        pytest.param(lambda b: [*b[:-1], memoryview(b[-1])], id="one memoryview record"),
+        pytest.param(lambda b: iter(b), id="iterator"),
+    ],
+)
+def test_other_shapes_are_refused_in_place_and_joined(shape: Any) -> None:
+    eng = Engine(clock=lambda: 7)
+    batch = shape(BATCH)
+    assert lib.sb_process_pylist(eng._book._e, id(batch), 7) == -3  # nothing done
+    assert lib.sb_book_count(eng._book._e) == 0
+
+
+def test_every_shape_gives_the_same_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    reference = outcome(joined_engine(monkeypatch), BATCH)
+    monkeypatch.setattr(book_ffi, "_IN_PLACE", True)
+    shapes = [
+        list(BATCH),
+        tuple(BATCH),
+        type("L", (list,), {})(BATCH),
+        [bytearray(r) for r in BATCH],
+        [*BATCH[:-1], memoryview(BATCH[-1])],
+    ]
+    for batch in shapes:
+        assert outcome(Engine(clock=lambda: 7), batch) == reference, type(batch)
+
+
+def test_empty_batch_in_place() -> None:
+    eng = Engine(clock=lambda: 7)
+    r = eng.process([])
+    assert (len(r.events), r.touched, r.dropped) == (0, {}, [])
+    assert eng.process(()).touched == {}
+
+
+def test_in_place_read_keeps_no_reference() -> None:
+    batch = [bytes(BUY), bytes(SELL)]
+    before = [sys.getrefcount(batch), *(sys.getrefcount(r) for r in batch)]
+    Engine(clock=lambda: 7).process(batch)
+    assert [sys.getrefcount(batch), *(sys.getrefcount(r) for r in batch)] == before
+
+
+@given(st.lists(st.lists(command(junk=True), max_size=30), min_size=1, max_size=6))
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+def test_in_place_and_joined_batches_give_identical_results(
+    monkeypatch: pytest.MonkeyPatch, batches: list[list[bytes]]
+) -> None:
+    in_place = Engine(clock=lambda: 7)
+    with monkeypatch.context() as m:
+        m.setattr(book_ffi, "_IN_PLACE", False)
+        joined = Engine(clock=lambda: 7)
+        joined_out = [outcome(joined, b) for b in batches]
+    assert [outcome(in_place, b) for b in batches] == joined_out
+    assert in_place.snapshot() == joined.snapshot()
+    for s in SYMBOLS:
+        assert in_place.depth(s, 20) == joined.depth(s, 20)
