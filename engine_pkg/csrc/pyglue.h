@@ -21,12 +21,17 @@ static int sb_process_pylist(sb_engine *e, uintptr_t records, int64_t now) {
         if (n == 0) {
             rc = sb_process_vec(e, NULL, NULL, 0, now);
         } else if (lens) {
+            /* the items' pointers first (the list's own array), then each item: its header is
+             * a cache miss of its own, so the one 8 ahead is prefetched */
+            PyObject **items = (PyObject **)ptrs;
+            for (Py_ssize_t i = 0; i < n; i++) items[i] = is_list ? PyList_GetItem(seq, i) : PyTuple_GetItem(seq, i);
             Py_ssize_t i = 0;
             for (; i < n; i++) {
-                PyObject *it = is_list ? PyList_GetItem(seq, i) : PyTuple_GetItem(seq, i);
+                if (i + 8 < n) __builtin_prefetch(items[i + 8]);
+                PyObject *it = items[i];
                 if (!PyBytes_CheckExact(it)) break;
-                ptrs[i] = PyBytes_AsString(it);
                 lens[i] = (size_t)PyBytes_Size(it);
+                ptrs[i] = PyBytes_AsString(it); /* overwrites items[i], read above */
             }
             if (i == n) rc = sb_process_vec(e, ptrs, lens, (uint32_t)n, now);
         } else if (n > 0 && n < (Py_ssize_t)UINT32_MAX) {
