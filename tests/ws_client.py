@@ -29,7 +29,11 @@ class WsClient:
             if not raw:
                 return
             with self.lock:
-                self.messages.append(json.loads(raw))
+                self._received(json.loads(raw))
+
+    def _received(self, msg: dict[str, Any]) -> None:
+        """Keep one message (called under ``self.lock`` on the reading thread)."""
+        self.messages.append(msg)
 
     def send(self, obj: dict[str, Any]) -> None:
         self.ws.send(json.dumps(obj))

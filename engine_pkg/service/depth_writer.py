@@ -20,9 +20,10 @@ hash's replay guard with HSETNX), then the same PUBLISH.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import Any
 
 import orjson
 import redis
@@ -67,20 +68,22 @@ class DepthWriter:
         self._names: dict[str, tuple[str, str, str]] = {}  # symbol -> its depth, ticker, candle key
 
     def write(self, updates: list[SymbolUpdate]) -> None:
-        if not updates:
-            return
+        if updates:
+            self._with_script(self._write, updates)
+
+    def _with_script(self, run: Callable[..., None], *args: Any) -> None:
+        """``run(*args)`` with candles.lua loaded: before the first call (so its PUBLISH never
+        precedes its data), and again when a node lost its script cache (restart, failover);
+        the script is seq-guarded, so re-running the calls that did apply changes nothing."""
         if not self._loaded:
-            # loaded before the first batch so its PUBLISH never precedes its data
             cache.load_script(self.client, self.script)
             self._loaded = True
         try:
-            self._write(updates)
+            run(*args)
         except redis.exceptions.NoScriptError:
-            # a node lost its script cache (restart, failover); the script is seq-guarded, so
-            # re-running the calls that did apply changes nothing
             log.warning("event=script_reload script=candles.lua sha=%s", self.script.sha)
             cache.load_script(self.client, self.script)
-            self._write(updates)
+            run(*args)
 
     def _write(self, updates: list[SymbolUpdate]) -> None:
         pipe = self.client.pipeline(transaction=False)
@@ -165,17 +168,8 @@ class DepthWriter:
         for a symbol in `candle_guards`, `candle:1m:{SYM}` gets `seq` = `u` with HSETNX: no
         open candle (readers see none), but a replay after a crash cannot fold trades up to `u`
         in again. Every write is idempotent, so a NoScriptError re-runs the whole pipeline."""
-        if not updates:
-            return
-        if not self._loaded:
-            cache.load_script(self.client, self.script)
-            self._loaded = True
-        try:
-            self._rebuild(updates, candle_guards)
-        except redis.exceptions.NoScriptError:
-            log.warning("event=script_reload script=candles.lua sha=%s", self.script.sha)
-            cache.load_script(self.client, self.script)
-            self._rebuild(updates, candle_guards)
+        if updates:
+            self._with_script(self._rebuild, updates, candle_guards)
 
     def _rebuild(self, updates: list[SymbolUpdate], candle_guards: Collection[str]) -> None:
         pipe = self.client.pipeline(transaction=False)

@@ -18,14 +18,12 @@ through the same gateway socket) marks the end of what the client can receive.
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import websocket
 
 import app as app_module
 from chalice_app import keys
@@ -91,18 +89,9 @@ class TimedClient(WsClient):
         self.arrived: list[tuple[float, dict[str, Any]]] = []
         super().__init__(url)
 
-    def _read(self) -> None:
-        while True:
-            try:
-                raw = self.ws.recv()
-            except (websocket.WebSocketException, OSError):
-                return
-            if not raw:
-                return
-            msg = json.loads(raw)
-            with self.lock:
-                self.messages.append(msg)
-                self.arrived.append((time.monotonic(), msg))
+    def _received(self, msg: dict[str, Any]) -> None:
+        super()._received(msg)
+        self.arrived.append((time.monotonic(), msg))
 
     def depth_times(self) -> list[float]:
         with self.lock:
