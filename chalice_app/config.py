@@ -126,7 +126,8 @@ def _number(env: Mapping[str, str], name: str, default: _Num, kind: type[_Num],
         value = kind(raw)
     except ValueError:
         value = None
-    if value is None or not math.isfinite(value):
+    # an int is checked against 64 bits, not isfinite(): a 400-digit one overflows a float
+    if value is None or (abs(value) >= 2**63 if kind is int else not math.isfinite(value)):
         raise ValueError(f"{name} must be {what}, got {raw!r}")
     if bounds is not None and not bounds[0] <= value <= bounds[1]:
         raise ValueError(f"{name} must be {what} from {bounds[0]} to {bounds[1]}, got {raw!r}")
