@@ -56,6 +56,11 @@ class SymbolUpdate:
     now_minute: str = ""  # the engine's current minute (candles.lua: a late trade of a closed minute)
 
 
+def _script_keys(symbol: str) -> list[str]:
+    """KEYS of candles.lua for one symbol."""
+    return [keys.depth(symbol), keys.ticker(symbol), keys.candle(symbol), keys.candle_closed(symbol)]
+
+
 class DepthWriter:
     """Applies `SymbolUpdate`s through the Lua script, then publishes the changed symbols."""
 
@@ -94,8 +99,7 @@ class DepthWriter:
                 args += (seq, minute, p, q)
             if up.trades and up.now_minute:
                 args.append(up.now_minute)
-            cache.queue_script(pipe, self.script,
-                               [keys.depth(s), keys.ticker(s), keys.candle(s), keys.candle_closed(s)], args)
+            cache.queue_script(pipe, self.script, _script_keys(s), args)
         cache.execute_and_publish(self.client, pipe, keys.DEPTH_CHANGED_CHANNEL,
                                   orjson.dumps([u.symbol for u in updates]))
 
@@ -176,9 +180,7 @@ class DepthWriter:
         for up in updates:
             s = up.symbol
             if up.depth_json:
-                cache.queue_script(pipe, self.script,
-                                   [keys.depth(s), keys.ticker(s), keys.candle(s), keys.candle_closed(s)],
-                                   [s, up.u, up.depth_json, b""])
+                cache.queue_script(pipe, self.script, _script_keys(s), [s, up.u, up.depth_json, b""])
             if s in candle_guards:
                 pipe.hsetnx(keys.candle(s), "seq", up.u)
             if up.ticker_json:
