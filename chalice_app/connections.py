@@ -14,7 +14,8 @@ streamer agree on them:
     symbol:{SYM}:main / :sub     subscribers of a symbol
     subscribed:symbols           symbols with at least one subscriber
     symbol:{SYM}:fresh           connections that (re)subscribed to SYM and are owed its current
-                                 state once; the streamer reads and deletes it (short TTL)
+                                 state once; the streamer reads and deletes it (short TTL); a
+                                 connection leaving SYM (unsubscribe, cleanup) leaves it too
     connections:changed          pub/sub: PUBLISHed (payload: the connection id) with every change
                                  above, so the streamer re-reads the subscriber sets it caches
 
@@ -257,17 +258,24 @@ def unsubscribe(
     with _connection_lock(r, conn_id):
         cur_raw = r.get(keys.conn_main(conn_id))
         cur_main = as_str(cur_raw) if cur_raw is not None else None
+        cur_subs = {as_str(x) for x in r.smembers(keys.conn_subs(conn_id))}
         pipe = r.pipeline(transaction=False)
-        if cur_main and (everything or main is True or main == cur_main):
+        drop_main = bool(cur_main) and (everything or main is True or main == cur_main)
+        if cur_main and drop_main:
             pipe.srem(keys.symbol_main(cur_main), conn_id)
             pipe.delete(keys.conn_main(conn_id))
             released.append(cur_main)
         if everything:
-            subs = [as_str(x) for x in r.smembers(keys.conn_subs(conn_id))]
+            subs = sorted(cur_subs)
         for symbol in subs or ():
             pipe.srem(keys.symbol_sub(symbol), conn_id)  # validates
             pipe.srem(keys.conn_subs(conn_id), symbol)
             released.append(symbol)
+        held = cur_subs - set(subs or ())
+        if cur_main and not drop_main:
+            held.add(cur_main)
+        for symbol in set(released) - held:  # a symbol it left (in both roles) is no longer owed
+            pipe.srem(keys.symbol_fresh(symbol), conn_id)
         cache.execute_and_publish(r, pipe, keys.CONNECTIONS_CHANGED_CHANNEL, conn_id)
     _release_symbols(r, released)
     log.info("event=ws_unsubscribe conn=%s released=%s", conn_id, ",".join(released))
@@ -303,6 +311,8 @@ def remove_connection(redis_client: redis.Redis, conn_id: str) -> None:
         if keys.is_valid_symbol(as_str(s)):
             symbols.append(as_str(s))
             pipe.srem(keys.symbol_sub(as_str(s)), conn_id)
+    for symbol in set(symbols):
+        pipe.srem(keys.symbol_fresh(symbol), conn_id)
     if user_id:
         pipe.srem(keys.user_connections(user_id), conn_id)
     pipe.srem(keys.REALTIME_CONNECTIONS, conn_id)
@@ -324,7 +334,9 @@ def known_connection_ids(r: redis.Redis) -> dict[str, set[str]]:
     for global_set in (keys.ALL_CONNECTIONS, keys.REALTIME_CONNECTIONS):
         for x in r.smembers(global_set):
             ids.setdefault(as_str(x), set())
-    for pattern in (keys.USER_CONNECTIONS_PATTERN, keys.SYMBOL_MAIN_PATTERN, keys.SYMBOL_SUB_PATTERN):
+    patterns = (keys.USER_CONNECTIONS_PATTERN, keys.SYMBOL_MAIN_PATTERN, keys.SYMBOL_SUB_PATTERN,
+                keys.SYMBOL_FRESH_PATTERN)
+    for pattern in patterns:
         for key in r.scan_iter(match=pattern, count=500):
             if as_str(r.type(key)) == "set":
                 for x in r.smembers(key):

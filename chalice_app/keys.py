@@ -186,6 +186,7 @@ DEPTH_PATTERN = "depth:{*}"
 TICKER_PATTERN = "ticker:{*}"
 SYMBOL_MAIN_PATTERN = "symbol:{*}:main"
 SYMBOL_SUB_PATTERN = "symbol:{*}:sub"
+SYMBOL_FRESH_PATTERN = "symbol:{*}:fresh"
 CONN_MAIN_PATTERN = "conn:*:main"
 USER_CONNECTIONS_PATTERN = "user:*:connections"
 #: every shard lease of every stream

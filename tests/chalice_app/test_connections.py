@@ -73,7 +73,30 @@ def test_subscribe_marks_each_symbol_named_as_owed_also_when_repeated(cache):
     conns.subscribe(r, "c1", "AAA")  # the same main again
     assert r.smembers(keys.symbol_fresh("AAA")) == {"c1"} and not r.exists(keys.symbol_fresh("BBB"))
     conns.unsubscribe(r, "c1")
-    assert r.smembers(keys.symbol_fresh("AAA")) == {"c1"}, "an unsubscribe leaves it (the streamer skips it)"
+    assert not r.exists(keys.symbol_fresh("AAA")), "an unsubscribe takes it back"
+
+
+def test_a_connection_leaving_a_symbol_leaves_its_fresh_set(cache):
+    """unsubscribe, remove_connection ($disconnect) and the stale cleanup remove the id from
+    `symbol:{SYM}:fresh` of every symbol it leaves, not only from the subscriber sets."""
+    r = cache
+    for c in ("c1", "c2", "c3", "c4"):
+        conns.register_connection(r, c, None, is_logged_in=False)
+    conns.subscribe(r, "c1", "AAA", ["BBB", "AAA"])
+    conns.subscribe(r, "c2", "AAA", ["BBB"])
+    conns.subscribe(r, "c3", "AAA")
+    conns.unsubscribe(r, "c1", subs=["AAA", "BBB"])  # still holds AAA as its main
+    assert r.smembers(keys.symbol_fresh("AAA")) == {"c1", "c2", "c3"}
+    assert r.smembers(keys.symbol_fresh("BBB")) == {"c2"}
+    conns.unsubscribe(r, "c1", main=True)
+    assert r.smembers(keys.symbol_fresh("AAA")) == {"c2", "c3"}
+    conns.remove_connection(r, "c2")
+    assert r.smembers(keys.symbol_fresh("AAA")) == {"c3"} and not r.exists(keys.symbol_fresh("BBB"))
+    r.delete(keys.ws_conn("c3"))  # its TTL ran out
+    r.sadd(keys.symbol_fresh("CCC"), "c4", "gone")  # an id only a fresh set still holds
+    assert conns.remove_stale_connections(r) == ["c3", "gone"]
+    assert not r.exists(keys.symbol_fresh("AAA"))
+    assert r.smembers(keys.symbol_fresh("CCC")) == {"c4"}
 
 
 def test_stale_connections_are_removed_everywhere(cache):

@@ -19,6 +19,7 @@ PATTERNS = {
     keys.CANDLE_CLOSED_PATTERN: keys.candle_closed(SYM),
     keys.SYMBOL_MAIN_PATTERN: keys.symbol_main(SYM),
     keys.SYMBOL_SUB_PATTERN: keys.symbol_sub(SYM),
+    keys.SYMBOL_FRESH_PATTERN: keys.symbol_fresh(SYM),
     keys.CONN_MAIN_PATTERN: keys.conn_main("c1="),
     keys.USER_CONNECTIONS_PATTERN: keys.user_connections("u-1"),
     keys.SNAPSHOT_PATTERN: keys.snapshot(SYM),
