@@ -25,9 +25,10 @@ from them (diff.py) are reused. Each re-read also takes (reads and deletes) ever
 symbol that just joined `subscribed:symbols` costs one extra round trip for that symbol on
 the tick it appears. Payloads the engine wrote badly are
 logged, counted (`bad_data`, once per distinct bad payload) and treated as absent; they never
-stop a tick. A candle hash without any of `o h l c v t` (the engine closed the minute by time
-and keeps only `seq` and `ct`, the closed minute) is no open candle, not bad data:
-`SymbolData.candle` is None and `closed_t` = `ct`.
+stop a tick. A candle hash without any of `o h l c v t`, whatever else it holds (the engine
+closed the minute by time and keeps only `seq` and `ct`, the closed minute; or its depth-cache
+rebuild wrote only `seq`), is no open candle, not bad data: `SymbolData.candle` is None and
+`closed_t` = `ct` (None without one). Some but not all of those fields is bad data.
 """
 
 from __future__ import annotations
@@ -326,7 +327,7 @@ class Reader:
                 candle_raw = dict(zip(it, it, strict=True))
             if all(f in candle_raw for f in CANDLE_FIELDS):
                 data.candle = {f: candle_raw[f] for f in CANDLE_FIELDS}
-            elif any(f in candle_raw for f in CANDLE_FIELDS) or "ct" not in candle_raw:
+            elif any(f in candle_raw for f in CANDLE_FIELDS) or "!error" in candle_raw:  # a wrong-type key
                 self._bad(symbol, "candle", f"missing fields in {sorted(candle_raw)}")
             ct = candle_raw.get("ct")
             data.closed_t = str(ct) if ct is not None else None

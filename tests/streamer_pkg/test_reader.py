@@ -144,6 +144,33 @@ def test_bad_payload_is_counted_once_until_it_changes(settings, depth_cache):
     _run(settings, body)
 
 
+def test_a_candle_hash_without_candle_fields_is_no_open_candle_not_bad_data(settings, depth_cache):
+    """The engine's depth-cache rebuild writes `candle:1m:{SYM}` as `{seq}` only, a close by
+    time as `{seq, ct}`: no open candle either way. Some of `o h l c v t` (or a key of the
+    wrong type) is bad data."""
+    r = depth_cache
+    _seed(r)
+    bad: list[str] = []
+    r.delete(keys.candle("AAA"), keys.candle("BBB"), keys.candle("CCC"))
+    r.hset(keys.candle("AAA"), "seq", "5")
+    r.hset(keys.candle("BBB"), mapping={"seq": "6", "ct": "202501010000"})
+    r.hset(keys.candle("CCC"), mapping={"seq": "7", "o": "1", "h": "1"})
+
+    async def body(rd: Reader, parses: list[int]) -> None:
+        rd._on_bad = bad.append
+        snap = await rd.read(0.0)
+        assert (snap.symbols["AAA"].candle, snap.symbols["AAA"].closed_t) == (None, None)
+        assert (snap.symbols["BBB"].candle, snap.symbols["BBB"].closed_t) == (None, "202501010000")
+        assert snap.symbols["CCC"].candle is None
+        assert bad == ["bad_data"], "CCC only"
+        r.delete(keys.candle("AAA"))
+        r.rpush(keys.candle("AAA"), "x")  # a list where a hash belongs
+        await rd.read(0.1)
+        assert bad == ["bad_data", "bad_data"]
+
+    _run(settings, body)
+
+
 def test_symbols_are_read_in_chunks_of_script_calls(settings, depth_cache, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(reader_mod, "SCRIPT_CHUNK", 2)
     syms = [f"S{i}" for i in range(5)]
