@@ -174,6 +174,19 @@ def _contained(k: int, reply: Any) -> Any:
     return (f"!{reply}", f"!{reply}", {"!error": str(reply)}, set(), set(), set())[k]
 
 
+def _taken(replies: list[Any], symbols: list[str], cluster: bool) -> Iterator[tuple[str, Any]]:
+    """(symbol, fresh members taken) from the replies `_queue_reads(…, sets=True)` queued, also
+    when some of them are errors (those are skipped): read before anything can raise."""
+    if cluster:
+        for i, s in enumerate(symbols):
+            yield s, replies[6 * i + 5]
+        return
+    for chunk, reply in zip(_chunks(symbols), replies, strict=False):
+        if not isinstance(reply, Exception):
+            for s, row in zip(chunk, reply, strict=False):
+                yield s, row[5]
+
+
 def _same(old: frozenset[str], raw: Any) -> frozenset[str]:
     """`old` itself when `raw` holds the same members (identity is what diff.py caches on)."""
     new = frozenset(raw)
@@ -203,6 +216,9 @@ class Reader:
         self._dirty = True
         self._membership_at = -1e9
         self._writes: list[Callable[[Any], None]] = []
+        # fresh markers taken from Valkey and not yet handed out in a snapshot: a read that
+        # fails after taking them keeps them here for the next membership read
+        self._fresh: dict[str, set[str]] = {}
         self._on_bad = on_bad_data or (lambda kind: None)
         # symbol -> (raw depth, ticker, candle replies of the last read, what they parsed to)
         self._last: dict[str, tuple[tuple[Any, ...], SymbolData]] = {}
@@ -228,9 +244,26 @@ class Reader:
         age = self._clock() - self._membership_at
         return age >= self.membership_every or (self._dirty and age >= self.membership_min_gap)
 
+    def _keep_fresh(self, replies: list[Any], symbols: list[str]) -> None:
+        for s, members in _taken(replies, symbols, self.cluster):
+            if members and not isinstance(members, Exception):
+                self._fresh.setdefault(s, set()).update(members)
+
     async def read(self, now: float, only: set[str] | None = None) -> Snapshot:
         """Read every subscribed symbol, or only those in `only` (a partial snapshot) — unless
-        the membership is due for a re-read, which always reads everything."""
+        the membership is due for a re-read, which always reads everything.
+
+        Fresh markers taken by a membership read that then raises (a queued write refused,
+        the new symbols' round trip failing) are not lost: the next membership read, due at
+        once (min gap), reports them in its `Snapshot.fresh`."""
+        try:
+            return await self._read(now, only)
+        except BaseException:
+            if self._fresh:
+                self._dirty = True
+            raise
+
+    async def _read(self, now: float, only: set[str] | None) -> Snapshot:
         sets = self._membership_due()
         partial = only is not None and not sets
         symbols = [s for s in self.known if s in only] if partial else list(self.known)  # type: ignore[operator]
@@ -245,8 +278,14 @@ class Reader:
         writes, self._writes = self._writes, []
         for op in writes:
             op(pipe)
-        replies = await pipe.execute(raise_on_error=not self.cluster)
-        if self.cluster:  # per-key errors are contained by _split; a global set's error is not
+        replies = await pipe.execute(raise_on_error=False)
+        if sets:  # the markers are taken now: keep them before anything can raise
+            self._keep_fresh(replies[2:], symbols)
+        if not self.cluster:
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+        else:  # per-key errors are contained by _split; a global set's error is not
             for reply in replies[:2] if sets else ():
                 if isinstance(reply, Exception):
                     raise reply
@@ -268,7 +307,6 @@ class Reader:
         changed |= realtime is not self.realtime
         self.realtime = realtime
         data: dict[str, SymbolData] = {}
-        fresh: dict[str, frozenset[str]] = {}
         for s, raw in zip(symbols, _split(res, symbols, True, self.cluster), strict=True):
             if s not in subscribed:
                 continue
@@ -277,19 +315,19 @@ class Reader:
             changed |= main is not old_main or sub is not old_sub
             self.members[s] = (main, sub)
             data[s] = self._parse(s, raw, main, sub)
-            if raw[5]:
-                fresh[s] = frozenset(raw[5])
         new = sorted(subscribed - set(symbols))
         if new:
             changed = True
             pipe = self.client.pipeline(transaction=False)
             _queue_reads(pipe, new, True, self.cluster)
-            replies = await pipe.execute(raise_on_error=not self.cluster)
+            replies = await pipe.execute(raise_on_error=False)
+            self._keep_fresh(replies, new)
+            for reply in replies if not self.cluster else ():
+                if isinstance(reply, Exception):
+                    raise reply
             for s, raw in zip(new, _split(iter(replies), new, True, self.cluster), strict=True):
                 self.members[s] = (frozenset(raw[3]), frozenset(raw[4]))
                 data[s] = self._parse(s, raw, *self.members[s])
-                if raw[5]:
-                    fresh[s] = frozenset(raw[5])
         for s in [s for s in self.members if s not in subscribed]:
             del self.members[s]
             self._last.pop(s, None)
@@ -297,6 +335,8 @@ class Reader:
         if changed:
             self.membership += 1
         self.known = sorted(subscribed)
+        fresh = {s: frozenset(c) for s, c in self._fresh.items() if s in subscribed}
+        self._fresh = {}
         snap = Snapshot(read_at=now, realtime=self.realtime, membership=self.membership, fresh=fresh)
         for s in self.known:  # sorted order, like the steady-state ticks
             snap.symbols[s] = data[s]

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
+import redis
 import redis.asyncio as aredis
 
 from chalice_app import connections, keys
@@ -228,6 +229,31 @@ def test_a_repeated_subscribe_gets_the_state_again_once(settings, depth_cache):
         assert sorted((orjson.loads(s.data)["e"], orjson.loads(s.data)["s"], tuple(s.recipients)) for s in sends) == [
             ("candle", "BBB", ("c1",)), ("d", "BBB", ("c1",)), ("t", "AAA", ("s",)), ("t", "BBB", ("c1",))]
         assert parses[0] == 3 * 2  # the data itself was not parsed again
+
+    _run(settings, body)
+
+
+def test_markers_taken_by_a_read_that_then_fails_are_reported_by_the_next(settings, depth_cache):
+    """READ_SCRIPT deletes the markers it reads; a queued write refused in the same pipeline
+    (here INCR of a non-number) makes the read raise after that. The markers are not lost: the
+    next read (a membership read at once) reports them."""
+    r = depth_cache
+    _seed(r)
+    r.set("notanumber", "abc")
+
+    async def body(rd: Reader, parses: list[int]) -> None:
+        rd.membership_min_gap = 0.0
+        await rd.read(0.0)
+        connections.subscribe(r, "c0", main="AAA")  # repeated: only the marker shows it
+        rd.mark_dirty()
+        rd.queue_write(lambda pipe: pipe.incr("notanumber"))
+        with pytest.raises(redis.ResponseError):
+            await rd.read(0.1)
+        assert not r.exists(keys.symbol_fresh("AAA")), "taken by the failed read"
+        snap = await rd.read(0.2)
+        assert snap.fresh == {"AAA": {"c0"}}
+        rd.mark_dirty()
+        assert (await rd.read(0.3)).fresh == {}, "once"
 
     _run(settings, body)
 
