@@ -550,7 +550,9 @@ class ShardWorker(threading.Thread):
                                               int(time.time() * 1000))
             guards = set(no_candle)
             writer.rebuild(updates, guards)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except redis.RedisError as exc:
+            # best effort: any cache error (down, OOM, a key of the wrong type) waits for the
+            # next check; it must not fail the shard, which matches on without it
             log.warning("event=depth_check_failed shard=%s error=%s", self.shard_id, exc)
             return
         self.svc.metrics.inc("depth_rebuilt_total", len(updates))

@@ -168,3 +168,28 @@ def test_a_valkey_write_that_gets_through_after_connection_errors_is_counted(set
 
     assert svc._retry("depth", write) == "ok" and svc.valkey_recoveries == 1
     assert svc._retry("depth", lambda: "ok") == "ok" and svc.valkey_recoveries == 1
+
+
+def test_a_cache_error_in_the_check_never_fails_the_shard(settings, aws, depth_cache, flow, caplog, monkeypatch):
+    """An error other than a lost connection (here an OOM refusal of the check) is logged and
+    retried at the next check; the shard keeps reading and the key still comes back."""
+    cmds, ref, traded = flow
+    with caplog.at_level(logging.WARNING, logger="supernoba.engine.shard"), \
+            running_service(fast(settings)) as svc:
+        wait_until(lambda: all_reading(svc), 15, what="all shards reading")
+        put_orders(aws.client("kinesis"), settings.orders_stream, cmds)
+        wait_until(lambda: _written(depth_cache, ref), 30, what="every symbol's depth written")
+        real_missing, failures = svc.depth_writer.missing, []
+
+        def refused_once(*args):  # noqa: ANN002, ANN202
+            if not failures:
+                failures.append(1)
+                raise redis.ResponseError("OOM command not allowed when used memory > 'maxmemory'")
+            return real_missing(*args)
+
+        monkeypatch.setattr(svc.depth_writer, "missing", refused_once)
+        depth_cache.delete(keys.depth("CCC"))
+        wait_until(lambda: depth_cache.get(keys.depth("CCC")), 20, what="depth:{CCC} written back")
+        assert failures == [1]
+        assert any("event=depth_check_failed" in r.getMessage() and "OOM" in r.getMessage() for r in caplog.records)
+        assert all_reading(svc)
