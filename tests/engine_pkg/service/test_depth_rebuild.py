@@ -49,6 +49,13 @@ def _rebuilt_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if "event=depth_rebuilt" in r.getMessage()]
 
 
+def _feed(svc: EngineService, aws, settings, depth_cache: redis.Redis, cmds: list[dict], ref: Engine) -> None:  # noqa: ANN001
+    """Put the flow on the orders stream once every shard reads, and wait for every depth."""
+    wait_until(lambda: all_reading(svc), 15, what="all shards reading")
+    put_orders(aws.client("kinesis"), settings.orders_stream, cmds)
+    wait_until(lambda: _written(depth_cache, ref), 30, what="every symbol's depth written")
+
+
 @pytest.fixture
 def flow() -> tuple[list[dict], Engine, set[str]]:
     cmds = order_flow(300, SYMBOLS, step_ms=250)
@@ -61,9 +68,7 @@ def test_missing_depth_and_ticker_keys_come_back_as_they_were(settings, aws, dep
     cmds, ref, traded = flow
     with caplog.at_level(logging.INFO, logger="supernoba.engine.shard"), \
             running_service(fast(settings)) as svc:
-        wait_until(lambda: all_reading(svc), 15, what="all shards reading")
-        put_orders(aws.client("kinesis"), settings.orders_stream, cmds)
-        wait_until(lambda: _written(depth_cache, ref), 30, what="every symbol's depth written")
+        _feed(svc, aws, settings, depth_cache, cmds, ref)
         before = _engine_keys(depth_cache, traded)
         assert all(before.values())
         candles_before = {s: depth_cache.hgetall(keys.candle(s)) for s in SYMBOLS}
@@ -101,9 +106,7 @@ def test_an_engine_restarted_from_its_snapshot_rebuilds_a_flushed_depth_cache(se
     `t` is the rebuild's; the ticker (its last fill's `t` is in the snapshot) comes back equal."""
     cmds, ref, traded = flow
     with running_service(fast(settings)) as svc:
-        wait_until(lambda: all_reading(svc), 15, what="all shards reading")
-        put_orders(aws.client("kinesis"), settings.orders_stream, cmds)
-        wait_until(lambda: _written(depth_cache, ref), 30, what="every symbol's depth written")
+        _feed(svc, aws, settings, depth_cache, cmds, ref)
     before = _engine_keys(depth_cache, traded)  # the graceful stop wrote every shard's snapshot
     depth_cache.flushdb()
     with running_service(fast(settings)):
@@ -176,9 +179,7 @@ def test_a_cache_error_in_the_check_never_fails_the_shard(settings, aws, depth_c
     cmds, ref, traded = flow
     with caplog.at_level(logging.WARNING, logger="supernoba.engine.shard"), \
             running_service(fast(settings)) as svc:
-        wait_until(lambda: all_reading(svc), 15, what="all shards reading")
-        put_orders(aws.client("kinesis"), settings.orders_stream, cmds)
-        wait_until(lambda: _written(depth_cache, ref), 30, what="every symbol's depth written")
+        _feed(svc, aws, settings, depth_cache, cmds, ref)
         real_missing, failures = svc.depth_writer.missing, []
 
         def refused_once(*args):  # noqa: ANN002, ANN202
