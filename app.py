@@ -7,6 +7,7 @@ trigger and schedule (SPEC §5, §6, §7). The logic lives in the `chalice_app` 
 
 from __future__ import annotations
 
+import boto3
 from chalice import Chalice, CORSConfig, Rate, Response
 
 from chalice_app.config import Settings
@@ -24,6 +25,9 @@ app = Chalice(app_name="supernoba", configure_logs=False)
 # WebSocket handlers are still an experimental Chalice feature: without this opt-in
 # `chalice package` / `chalice deploy` refuse the app (issue 9).
 app.experimental_feature_flags.update(["WEBSOCKETS"])
+# Before each WebSocket handler Chalice looks up the region (AWS_REGION / AWS_DEFAULT_REGION,
+# else this session's) and raised ValueError without one; SPEC §8's default region applies instead.
+app.websocket_api.session = boto3.Session(region_name=_settings.aws_region)
 app.api.cors = CORSConfig(
     allow_origin="*",
     allow_headers=["Authorization", "Content-Type", "X-Test-User", "X-Admin-Key"],

@@ -125,3 +125,31 @@ def test_bad_messages_get_error_events(gw, cache):
     assert ask(ws, {"action": "subscribe", "sub": ["S20"]})["code"] == "TOO_MANY_SUBSCRIPTIONS"
     assert ask(ws, {"action": "ping"})["e"] == "pong", "the connection survives all of it"
     ws.close()
+
+
+def _api_gateway_event(route_key: str, conn_id: str, body: str | None = None) -> dict:
+    event = {"requestContext": {"routeKey": route_key, "connectionId": conn_id, "apiId": "abc123",
+                                "domainName": "abc123.execute-api.ap-northeast-2.amazonaws.com", "stage": "api",
+                                "eventType": {"$connect": "CONNECT", "$disconnect": "DISCONNECT"}.get(route_key,
+                                                                                                   "MESSAGE")},
+             "isBase64Encoded": False}
+    if body is not None:
+        event["body"] = body
+    return event
+
+
+def test_handlers_run_without_a_region_variable(client, svc, cache, ws_server, monkeypatch):
+    """SPEC §8: AWS_REGION defaults to ap-northeast-2. Chalice looks the region up before each
+    WebSocket handler and raised ValueError when neither region variable was set."""
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(app_module.app.websocket_api, "_endpoint", None)  # as in a fresh Lambda
+    ws_server.open_ids.add("c-noregion")
+    cache.sadd("active:symbols", "TEST")
+    assert client.lambda_.invoke("ws_connect", _api_gateway_event("$connect", "c-noregion")).payload == {
+        "statusCode": 200}
+    body = json.dumps({"action": "subscribe", "main": "TEST"})
+    client.lambda_.invoke("ws_message", _api_gateway_event("$default", "c-noregion", body))
+    assert ws_server.messages("c-noregion") == [{"e": "subscribed", "main": "TEST", "sub": []}]
+    client.lambda_.invoke("ws_disconnect", _api_gateway_event("$disconnect", "c-noregion"))
+    assert cache.smembers("connections:all") == set()
