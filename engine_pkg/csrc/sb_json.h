@@ -541,14 +541,28 @@ static inline char *put_esc(char *o, const char *s, uint32_t n) {
 }
 
 /* Copy n bytes with overlapping fixed-size moves (inlined; a variable-length memcpy is a libc
- * call, and ids/symbols are short).  Reads and writes stay inside [s, s+n) and [o, o+n). */
+ * call or a slow-to-start `rep movs`, and ids/symbols are short: the router's ids are 30 bytes).
+ * Reads and writes stay inside [s, s+n) and [o, o+n). */
 static inline char *copy_small(char *o, const char *s, uint32_t n) {
-    if (n >= 8) {
-        uint64_t x, y;
-        if (n > 16) {
+    if (n > 16) {
+        if (n > 64) {
             memcpy(o, s, n);
             return o + n;
         }
+        char x[32], y[32];
+        if (n > 32) {
+            memcpy(x, s, 32);
+            memcpy(y, s + n - 32, 32);
+            memcpy(o, x, 32);
+            memcpy(o + n - 32, y, 32);
+        } else {
+            memcpy(x, s, 16);
+            memcpy(y, s + n - 16, 16);
+            memcpy(o, x, 16);
+            memcpy(o + n - 16, y, 16);
+        }
+    } else if (n >= 8) {
+        uint64_t x, y;
         memcpy(&x, s, 8);
         memcpy(&y, s + n - 8, 8);
         memcpy(o, &x, 8);
@@ -567,8 +581,13 @@ static inline char *copy_small(char *o, const char *s, uint32_t n) {
     return o + n;
 }
 
-/* a[0..n) == b[0..n) for n <= 16 with overlapping fixed-size loads (no libc call). */
+/* a[0..n) == b[0..n) with overlapping fixed-size loads (no libc call up to 64 bytes). */
 static inline int eq_small(const char *a, const char *b, uint32_t n) {
+    if (n > 16) {
+        if (n > 32) return n <= 64 ? memcmp(a, b, 32) == 0 && memcmp(a + n - 32, b + n - 32, 32) == 0
+                                   : memcmp(a, b, n) == 0;
+        return memcmp(a, b, 16) == 0 && memcmp(a + n - 16, b + n - 16, 16) == 0;
+    }
     if (n >= 8) {
         uint64_t x0, x1, y0, y1;
         memcpy(&x0, a, 8);

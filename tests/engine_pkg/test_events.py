@@ -6,8 +6,10 @@ import copy
 import json
 import pickle
 
+import pytest
+
 from engine_pkg import Engine
-from tests.engine_pkg.helpers import CLOCK, Book, cmd, kinds, statuses
+from tests.engine_pkg.helpers import CLOCK, Book, cmd, fills, kinds, statuses
 
 
 def test_exact_bytes_of_a_fill_and_statuses() -> None:
@@ -201,6 +203,45 @@ def test_duplicate_order_id_across_symbols_and_after_close() -> None:
     assert statuses(c.buy("x", 1, 1)) == [("x", "REJECTED", "DUPLICATE_ORDER_ID")]
     a.cancel("x", "alice")
     assert statuses(a.buy("x", 1, 1)) == [("x", "REJECTED", "DUPLICATE_ORDER_ID")]
+
+
+@pytest.mark.parametrize("n", range(1, 65))
+def test_ids_of_every_length_are_copied_and_compared_exactly(n: int) -> None:
+    """Ids of 1..64 bytes cross every size class of the C copy and compare (the router's are 30)."""
+    b = Book()
+    maker, twin = "m" * (n - 1) + "1", "m" * (n - 1) + "2"  # differ in the last byte only
+    mid = "m" * (n // 2) + "x" + "m" * (n - n // 2 - 1)  # differs from maker in the middle
+    user = ("u" * n)[:n]
+    assert statuses(b.buy(maker, 100, 10, user=user)) == [(maker, "ACCEPTED", None)]
+    assert statuses(b.buy(maker, 100, 1)) == [(maker, "REJECTED", "DUPLICATE_ORDER_ID")]
+    b.buy(twin, 99, 1, user=user)
+    if mid != maker:
+        assert statuses(b.cancel(mid, user)) == [(mid, "REJECTED", "UNKNOWN_ORDER")]
+    taker = "t" * n
+    ev = b.sell(taker, 100, 4)
+    assert fills(ev) == [(maker, taker, 100, 4)]
+    assert [e["maker_user_id"] for e in ev if e["e"] == "fill"] == [user]
+    assert statuses(b.cancel(maker, user)) == [(maker, "CANCELLED", None)]
+    b.assert_depth(bids=[(99, 1)], asks=[])
+
+
+#: Pairs of distinct ids with the same 32-bit hash under book.c's hash_bytes (found by a birthday
+#: search), sharing their first 20 / 36 bytes: only the byte compare tells them apart.
+COLLIDING_IDS = [
+    ("ord_000000000000000091RSARFRK2", "ord_0000000000000000ZVKYCTH8ES"),
+    ("ord_00000000000000000000000000000000KN6KTJC0B6N0", "ord_0000000000000000000000000000000088NWQKNJYDP8"),
+    ("ord_00000000000000000000000000000000683WG5TABXKA8XEZJHD8B1G7XQD6",
+     "ord_00000000000000000000000000000000QM2F8H6R59R1TZASDFNFA2GXP6KK"),
+]
+
+
+@pytest.mark.parametrize(("first", "second"), COLLIDING_IDS)
+def test_ids_with_the_same_hash_are_told_apart_by_every_byte(first: str, second: str) -> None:
+    b = Book()
+    assert statuses(b.buy(first, 100, 1)) == [(first, "ACCEPTED", None)]
+    assert statuses(b.buy(second, 99, 1)) == [(second, "ACCEPTED", None)]
+    assert statuses(b.cancel(second, "alice")) == [(second, "CANCELLED", None)]
+    b.assert_depth(bids=[(100, 1)], asks=[])
 
 
 def test_ids_are_compared_after_unescaping() -> None:
