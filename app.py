@@ -14,6 +14,7 @@ from chalice_app.config import Settings
 from chalice_app.errors import http_errors, normalize_chalice_error
 from chalice_app.models import PlaceOrder, ReplaceOrder, SymbolRef, SymbolSpec, check_size, parse_body
 from chalice_app.services import build, configure_logging
+from chalice_app.ws_handlers import event_body
 
 _settings = Settings.from_env()
 configure_logging(_settings)
@@ -147,7 +148,7 @@ def ws_connect(event):
 
 @app.on_ws_message()
 def ws_message(event):
-    replies = services.ws.message(event.connection_id, event.to_dict().get("body"))
+    replies = services.ws.message(event.connection_id, event_body(event.to_dict()))
     services.send_replies(event.connection_id, replies, event.domain_name, event.stage)
 
 

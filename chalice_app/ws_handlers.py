@@ -27,6 +27,8 @@ UNKNOWN_SYMBOL, TOO_MANY_SUBSCRIPTIONS, BAD_REQUEST, CACHE_UNAVAILABLE (Valkey u
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import time
 from collections.abc import Mapping
@@ -47,6 +49,19 @@ log = logging.getLogger("supernoba.ws")
 MAX_MESSAGE_BYTES = 4096
 
 Reply = dict[str, Any] | bytes
+
+
+def event_body(event: Mapping[str, Any]) -> str | bytes | None:
+    """The `$default` event's message: `body`, or its bytes when API Gateway base64-encoded it
+    (`isBase64Encoded`: the client sent a binary frame). A body that is not valid base64 is
+    passed on as it is (and answered INVALID_JSON)."""
+    body = event.get("body")
+    if event.get("isBase64Encoded") and isinstance(body, str):
+        try:
+            return base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            return body
+    return body
 
 
 class WsService:

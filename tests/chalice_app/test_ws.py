@@ -153,3 +153,15 @@ def test_handlers_run_without_a_region_variable(client, svc, cache, ws_server, m
     assert ws_server.messages("c-noregion") == [{"e": "subscribed", "main": "TEST", "sub": []}]
     client.lambda_.invoke("ws_disconnect", _api_gateway_event("$disconnect", "c-noregion"))
     assert cache.smembers("connections:all") == set()
+
+
+def test_a_binary_frame_is_read_as_the_message(gw, cache):
+    """API Gateway hands a binary frame over base64-encoded (`isBase64Encoded`): the handler
+    reads the bytes the client sent, not the base64 text (which answered INVALID_JSON)."""
+    gateway, _ = gw
+    ws = connect(gateway)
+    ws.send_binary(json.dumps({"action": "subscribe", "main": "TEST"}).encode())
+    assert recv(ws) == {"e": "subscribed", "main": "TEST", "sub": []}
+    ws.send_binary(b"\xff not json")
+    assert recv(ws)["code"] == "INVALID_JSON"
+    ws.close()
