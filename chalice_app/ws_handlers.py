@@ -22,7 +22,8 @@ of sub symbols, answers an `error` event and changes nothing. Every problem is a
 `error` event `{"e":"error","code","message"}`; the handler itself never fails.
 
 Error codes: INVALID_JSON, MESSAGE_TOO_LARGE, UNKNOWN_ACTION, INVALID_SYMBOL,
-UNKNOWN_SYMBOL, TOO_MANY_SUBSCRIPTIONS, BAD_REQUEST, CACHE_UNAVAILABLE (Valkey unreachable).
+UNKNOWN_SYMBOL, TOO_MANY_SUBSCRIPTIONS, BAD_REQUEST, CACHE_UNAVAILABLE (Valkey unreachable),
+INTERNAL_ERROR (anything unexpected; logged with its traceback).
 """
 
 from __future__ import annotations
@@ -106,6 +107,9 @@ class WsService:
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             log.warning("event=ws_cache_unavailable conn=%s error=%s", conn_id, exc)
             return [error_message("CACHE_UNAVAILABLE", "the cache is unavailable; retry")]
+        except Exception:  # a bug or unexpected data: still an `error` event, as REST answers 500
+            log.exception("event=ws_unhandled conn=%s", conn_id)
+            return [error_message("INTERNAL_ERROR", "internal error")]
 
     def _message(self, conn_id: str, body: str | bytes | None) -> list[Reply]:
         raw = body.encode() if isinstance(body, str) else (body or b"")

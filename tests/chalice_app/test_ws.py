@@ -165,3 +165,17 @@ def test_a_binary_frame_is_read_as_the_message(gw, cache):
     ws.send_binary(b"\xff not json")
     assert recv(ws)["code"] == "INVALID_JSON"
     ws.close()
+
+
+def test_an_unexpected_failure_is_an_error_event(gw, cache):
+    """Every problem is an `error` event (SPEC §6), also one the handler did not foresee (here
+    a registry key of the wrong type): not API Gateway's bare "Internal server error"."""
+    gateway, _ = gw
+    ws = connect(gateway)
+    wait_until(lambda: cache.scard("connections:all") == 1)
+    conn = only_conn(cache, "connections:all")
+    cache.set(keys.conn_subs(conn), "not a set")
+    reply = ask(ws, {"action": "subscribe", "sub": ["AAA"]})
+    assert reply == {"e": "error", "code": "INTERNAL_ERROR", "message": "internal error"}
+    assert ask(ws, {"action": "ping"})["e"] == "pong"
+    ws.close()
