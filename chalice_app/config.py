@@ -134,11 +134,15 @@ def _number(env: Mapping[str, str], name: str, default: _Num, kind: type[_Num],
     return value
 
 
-def _cache_url(env: Mapping[str, str], url_var: str, host_vars: tuple[str, ...], port_var: str | None) -> str:
-    """`*_URL` wins; otherwise `redis://HOST:PORT/0` from the first host variable that is set."""
+def _cache_url(env: Mapping[str, str], url_var: str, host_vars: tuple[str, ...], port_var: str | None,
+               unset: str | None = None) -> str:
+    """`*_URL` wins; otherwise `redis://HOST:PORT/0` from the first host variable that is set;
+    with none of them, `unset` when given, else `redis://127.0.0.1:PORT/0`."""
     url = env.get(url_var)
     if url:
         return url
+    if unset is not None and not any(env.get(v) for v in host_vars):
+        return unset
     host = next((env[v] for v in host_vars if env.get(v)), "127.0.0.1")
     port = _number(env, port_var, 6379, int, PORT_RANGE) if port_var else 6379
     return f"redis://{host}:{port}/0"
@@ -299,6 +303,7 @@ class Settings:
         # a variable set to an empty (or blank) value counts as unset: `ENGINE_HTTP_PORT=` in an
         # env file must give the default, not a crash at import of every Lambda handler
         env = {k: v for k, v in (os.environ if env is None else env).items() if v.strip()}
+        depth_cache_url = _cache_url(env, ENV.DEPTH_CACHE_URL, (ENV.DEPTH_CACHE_HOST, ENV.VALKEY_HOST), ENV.VALKEY_PORT)
         return cls(
             orders_stream=env.get(ENV.KINESIS_ORDERS_STREAM, cls.orders_stream),
             fills_stream=env.get(ENV.KINESIS_FILLS_STREAM, cls.fills_stream),
@@ -308,10 +313,10 @@ class Settings:
             backup_bucket=env.get(ENV.BACKUP_BUCKET, cls.backup_bucket),
             aws_region=env.get(ENV.AWS_REGION) or env.get(ENV.AWS_DEFAULT_REGION) or cls.aws_region,
             log_level=env.get(ENV.LOG_LEVEL, cls.log_level).upper(),
-            depth_cache_url=_cache_url(
-                env, ENV.DEPTH_CACHE_URL, (ENV.DEPTH_CACHE_HOST, ENV.VALKEY_HOST), ENV.VALKEY_PORT
-            ),
-            backup_cache_url=_cache_url(env, ENV.BACKUP_CACHE_URL, (ENV.REDIS_HOST,), None),
+            depth_cache_url=depth_cache_url,
+            # neither BACKUP_CACHE_URL nor REDIS_HOST: the backup cache shares the depth cache's
+            # server (no key in common), not a Valkey that may not exist on 127.0.0.1:6379
+            backup_cache_url=_cache_url(env, ENV.BACKUP_CACHE_URL, (ENV.REDIS_HOST,), None, unset=depth_cache_url),
             cache_cluster_mode=_cluster_mode(env),
             websocket_endpoint=env.get(ENV.WEBSOCKET_ENDPOINT, ""),
             debug_mode=_flag(env, ENV.DEBUG_MODE),

@@ -119,3 +119,14 @@ def test_ports_must_be_tcp_ports():
     assert (s.engine_http_port, s.streamer_http_port, s.depth_cache_url) == (0, 65535, "redis://127.0.0.1:6380/0")
     # a VALKEY_PORT that is not used (DEPTH_CACHE_URL wins) is not read
     assert Settings.from_env({"VALKEY_PORT": "x", "DEPTH_CACHE_URL": "redis://h:1/0"}).depth_cache_url == "redis://h:1/0"
+
+
+def test_the_backup_cache_defaults_to_the_depth_cache_server():
+    """With neither BACKUP_CACHE_URL nor REDIS_HOST, the backup cache shares the depth cache's
+    server (SPEC §11: both caches on one Valkey), not a 127.0.0.1:6379 that may not exist."""
+    assert Settings.from_env({"DEPTH_CACHE_URL": "redis://127.0.0.1:7000/0"}).backup_cache_url == \
+        "redis://127.0.0.1:7000/0"
+    assert Settings.from_env({"VALKEY_HOST": "v", "VALKEY_PORT": "7001"}).backup_cache_url == "redis://v:7001/0"
+    assert Settings.from_env({"DEPTH_CACHE_HOST": "d", "REDIS_HOST": "r"}).backup_cache_url == "redis://r:6379/0"
+    assert Settings.from_env({"DEPTH_CACHE_HOST": "d", "BACKUP_CACHE_URL": "redis://b:1/2"}).backup_cache_url == \
+        "redis://b:1/2"
