@@ -136,15 +136,21 @@ def _number(env: Mapping[str, str], name: str, default: _Num, kind: type[_Num],
 
 def _cache_url(env: Mapping[str, str], url_var: str, host_vars: tuple[str, ...], port_var: str | None,
                unset: str | None = None) -> str:
-    """`*_URL` wins; otherwise `redis://HOST:PORT/0` from the first host variable that is set;
-    with none of them, `unset` when given, else `redis://127.0.0.1:PORT/0`."""
+    """`*_URL` wins; otherwise `redis://HOST:PORT/0` from the first host variable that is set
+    (a `HOST:PORT` value gives its own port); with none of them, `unset` when given, else
+    `redis://127.0.0.1:PORT/0`."""
     url = env.get(url_var)
     if url:
         return url
     if unset is not None and not any(env.get(v) for v in host_vars):
         return unset
-    host = next((env[v] for v in host_vars if env.get(v)), "127.0.0.1")
+    name, host = next(((v, env[v].strip()) for v in host_vars if env.get(v)), ("", "127.0.0.1"))
     port = _number(env, port_var, 6379, int, PORT_RANGE) if port_var else 6379
+    head, sep, tail = host.partition(":")
+    if sep and head and tail.isdigit():  # `HOST:PORT`, as the ElastiCache console shows an endpoint
+        if not PORT_RANGE[0] <= int(tail) <= PORT_RANGE[1]:
+            raise ValueError(f"{name} has port {tail}, not from {PORT_RANGE[0]} to {PORT_RANGE[1]}")
+        host, port = head, int(tail)
     return f"redis://{host}:{port}/0"
 
 

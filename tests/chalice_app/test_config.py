@@ -130,3 +130,14 @@ def test_the_backup_cache_defaults_to_the_depth_cache_server():
     assert Settings.from_env({"DEPTH_CACHE_HOST": "d", "REDIS_HOST": "r"}).backup_cache_url == "redis://r:6379/0"
     assert Settings.from_env({"DEPTH_CACHE_HOST": "d", "BACKUP_CACHE_URL": "redis://b:1/2"}).backup_cache_url == \
         "redis://b:1/2"
+
+
+def test_a_cache_host_may_carry_its_port():
+    """`HOST:PORT`, as the ElastiCache console shows an endpoint, gives that port (it made
+    `redis://HOST:PORT:6379/0`, a URL no Valkey client can use)."""
+    s = Settings.from_env({"DEPTH_CACHE_HOST": "d.cache.amazonaws.com:6380", "REDIS_HOST": "10.0.0.7:6390"})
+    assert (s.depth_cache_url, s.backup_cache_url) == ("redis://d.cache.amazonaws.com:6380/0",
+                                                       "redis://10.0.0.7:6390/0")
+    assert Settings.from_env({"VALKEY_HOST": "v:7001"}).depth_cache_url == "redis://v:7001/0"
+    with pytest.raises(ValueError, match="DEPTH_CACHE_HOST"):
+        Settings.from_env({"DEPTH_CACHE_HOST": "d:70000"})
