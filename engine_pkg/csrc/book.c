@@ -962,6 +962,8 @@ static inline void retire_head(sb_engine *e, Level *L, Order *o, uint32_t oi, ui
         h->prev = NONE;
         /* the order after the new head: next in line, likely long out of cache */
         if (h->next != NONE) prefetch_w(ORD(e, h->next));
+        /* the new head's id, which its fill event will copy (the line is written on close) */
+        if (h->id_off) prefetch_w(ar_at(&e->ids.a, h->id_off));
     } else {
         L->tail = NONE;
     }
