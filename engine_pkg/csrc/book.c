@@ -451,6 +451,14 @@ static inline void st_place(Slot *tab, uint32_t mask, const Slot *v) {
 
 /* Move up to `k` slots of the old table into the new one. */
 static void st_migrate(StrTab *t, uint32_t k) {
+    if (k <= 8 && t->mpos + 64 <= t->omask) {
+        /* a few calls ahead: the old table's line and the two lines of the new table its
+         * entries move to (an entry at old index i goes to i or i + old size, or just after) */
+        uint32_t a = t->mpos + 64;
+        prefetch(&t->old[a]);
+        prefetch_w(&t->s[a]);
+        prefetch_w(&t->s[a + t->omask + 1]);
+    }
     while (k-- && t->mpos <= t->omask) {
         const Slot *sl = &t->old[t->mpos++];
         if (sl->off) st_place(t->s, t->mask, sl);
