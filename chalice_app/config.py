@@ -103,6 +103,18 @@ def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     return raw.strip().lower() in TRUE_WORDS
 
 
+def _ws_endpoint(env: Mapping[str, str]) -> str:
+    """WEBSOCKET_ENDPOINT is the @connections management API's base, an http(s) URL; the
+    wss:// (ws://) URL `chalice deploy` prints for the WebSocket API names the same host and
+    stage, so it is taken as https:// (http://) rather than failing at the first send.  A
+    trailing slash (as printed) is dropped."""
+    raw = env.get(ENV.WEBSOCKET_ENDPOINT, "").strip().rstrip("/")
+    for scheme, http in (("wss://", "https://"), ("ws://", "http://")):
+        if raw.lower().startswith(scheme):
+            return http + raw[len(scheme):]
+    return raw
+
+
 def _admin_api_key(env: Mapping[str, str], stage: str) -> str:
     """SPEC §5/§8: the static admin key works on the `local` stage only; a deployed stage needs
     an admin JWT, whatever its environment holds."""
@@ -324,7 +336,7 @@ class Settings:
             # server (no key in common), not a Valkey that may not exist on 127.0.0.1:6379
             backup_cache_url=_cache_url(env, ENV.BACKUP_CACHE_URL, (ENV.REDIS_HOST,), None, unset=depth_cache_url),
             cache_cluster_mode=_cluster_mode(env),
-            websocket_endpoint=env.get(ENV.WEBSOCKET_ENDPOINT, ""),
+            websocket_endpoint=_ws_endpoint(env),
             debug_mode=_flag(env, ENV.DEBUG_MODE),
             engine_http_port=_number(env, ENV.ENGINE_HTTP_PORT, cls.engine_http_port, int, PORT_RANGE),
             streamer_http_port=_number(env, ENV.STREAMER_HTTP_PORT, cls.streamer_http_port, int, PORT_RANGE),

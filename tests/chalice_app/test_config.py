@@ -141,3 +141,12 @@ def test_a_cache_host_may_carry_its_port():
     assert Settings.from_env({"VALKEY_HOST": "v:7001"}).depth_cache_url == "redis://v:7001/0"
     with pytest.raises(ValueError, match="DEPTH_CACHE_HOST"):
         Settings.from_env({"DEPTH_CACHE_HOST": "d:70000"})
+
+
+def test_a_wss_websocket_endpoint_is_taken_as_https():
+    """`chalice deploy` prints the WebSocket API as wss://...; the @connections API is https://."""
+    url = "https://abc.execute-api.ap-northeast-2.amazonaws.com/api"
+    assert Settings.from_env({"WEBSOCKET_ENDPOINT": "wss://abc.execute-api.ap-northeast-2.amazonaws.com/api/"}
+                             ).websocket_endpoint == url
+    assert Settings.from_env({"WEBSOCKET_ENDPOINT": url}).websocket_endpoint == url
+    assert Settings.from_env({"WEBSOCKET_ENDPOINT": "ws://127.0.0.1:8001"}).websocket_endpoint == "http://127.0.0.1:8001"
