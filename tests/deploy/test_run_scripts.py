@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -221,3 +223,51 @@ def _section(text: str, name: str) -> dict[str, str]:
             key, _, value = line.partition("=")
             out[key.strip()] = value.strip()
     return out
+
+
+def _guide_etc_commands() -> list[str]:
+    """The commands of docs/deploy.md's shell blocks that create or set the permissions of
+    /etc/supernoba and its environment files, in the guide's order."""
+    text = (REPO / "docs" / "deploy.md").read_text()
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", text, re.S):
+        for line in block.splitlines():
+            for cmd in line.split("#", 1)[0].split("&&"):
+                cmd = cmd.strip()
+                if cmd.split(" ", 1)[0] in ("mkdir", "install", "chown", "chgrp", "chmod") and "/etc/supernoba" in cmd:
+                    commands.append(cmd)
+    return commands
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv to act as the service user")
+def test_deploy_guide_lets_the_service_user_read_its_env_file():
+    """Following docs/deploy.md step 7 (/etc/supernoba, then engine.env root:supernoba 640), the
+    unit's `run_engine.sh --env-file /etc/supernoba/engine.env`, run as the service user, reads the
+    file; nobody else may (it can hold SUPABASE/cache secrets). `nobody`/`nogroup` (65534) stand
+    in for the `supernoba` user and group."""
+    commands = _guide_etc_commands()
+    assert any("/etc/supernoba/engine.env" in c for c in commands), commands
+    base = Path(tempfile.mkdtemp(prefix="sn-guide-"))  # not under pytest's 0700 tmp: the user must reach it
+    try:
+        base.chmod(0o755)
+        etc = base / "etc"
+        etc.mkdir(mode=0o755)
+        env_file = etc / "supernoba" / "engine.env"
+        for cmd in commands:
+            if "engine.env" in cmd and not env_file.exists():  # the guide copies the rendered file here
+                env_file.write_text("GUIDE_CHECK=read-by-the-service-user\n")
+            cmd = cmd.replace("/etc/supernoba", "@ETC@").replace("supernoba", "65534").replace("@ETC@", f"{etc}/supernoba")
+            subprocess.run(["bash", "-c", cmd], check=True, timeout=30)
+        fake = base / "python"
+        fake.write_text('#!/bin/sh\necho "$GUIDE_CHECK"\n')
+        fake.chmod(0o755)
+        proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                               str(REPO / "tools" / "run_engine.sh"), "--env-file", str(env_file)],
+                              env={**BARE_ENV, "SUPERNOBA_PYTHON": str(fake)}, capture_output=True, text=True,
+                              timeout=30)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == "read-by-the-service-user"
+        assert env_file.stat().st_mode & 0o007 == 0, "the environment file must not be world-readable"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
