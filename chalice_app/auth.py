@@ -17,8 +17,9 @@ asymmetric one only against JWKS keys of its own type.
 
 Errors (chalice_app.errors)::
 
-    Unauthorized   UNAUTHORIZED (no credentials), INVALID_TOKEN, TOKEN_EXPIRED
-    Forbidden      FORBIDDEN (not admin), TEST_MODE_DISABLED
+    Unauthorized   UNAUTHORIZED (no credentials), INVALID_TOKEN, TOKEN_EXPIRED,
+                   TEST_MODE_DISABLED (a test-mode user where test mode is off: no credentials)
+    Forbidden      FORBIDDEN (not admin)
     BadRequest     INVALID_USER_ID (test-mode user id)
 """
 
@@ -172,7 +173,9 @@ class Authenticator:
 
     def test_user(self, user_id: str | None) -> Principal:
         if not self.settings.allow_test_mode:
-            raise Forbidden("test mode is disabled on this stage", "TEST_MODE_DISABLED")
+            # SPEC §5 "401 without auth": a test-mode user id is no credential on this stage
+            raise Unauthorized("test mode is disabled on this stage; send Authorization: Bearer <JWT>",
+                               "TEST_MODE_DISABLED")
         if not user_id or not USER_ID_RE.fullmatch(user_id):
             raise BadRequest("test-mode user id must match [A-Za-z0-9_.@:-]{1,64}", "INVALID_USER_ID")
         return Principal(user_id=user_id, test_mode=True)

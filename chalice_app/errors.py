@@ -9,8 +9,8 @@ messages turn the same errors into `error` events with `ws_error_event`.
     ApiError (code, message, status)
      ├── BadRequest            400  BAD_REQUEST, INVALID_JSON, VALIDATION_ERROR, INVALID_SYMBOL,
      │                              INVALID_TICK, PRICE_OUT_OF_BAND, INVALID_INTERVAL, ...
-     ├── Unauthorized          401  UNAUTHORIZED, TOKEN_EXPIRED, INVALID_TOKEN
-     ├── Forbidden             403  FORBIDDEN, TEST_MODE_DISABLED
+     ├── Unauthorized          401  UNAUTHORIZED, TOKEN_EXPIRED, INVALID_TOKEN, TEST_MODE_DISABLED
+     ├── Forbidden             403  FORBIDDEN
      ├── NotFound              404  UNKNOWN_SYMBOL, NOT_FOUND
      ├── Conflict              409  NO_LIQUIDITY, IDEMPOTENCY_CONFLICT
      ├── PayloadTooLarge       413  PAYLOAD_TOO_LARGE

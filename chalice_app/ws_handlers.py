@@ -1,7 +1,7 @@
 """WebSocket `$connect` / `$default` / `$disconnect` logic (SPEC §6).
 
 `$connect`: `?token=JWT` (verified like REST; a bad token refuses the connection with
-401), `?testMode=true&userId=u1` (only when ALLOW_TEST_MODE, else 403), or nothing
+401), `?testMode=true&userId=u1` (only when ALLOW_TEST_MODE, else 401), or nothing
 (anonymous, 500 ms tier). The connection is registered by `connections.register_connection`.
 
 `$default` messages (at most MAX_MESSAGE_BYTES, a JSON object with `action`):

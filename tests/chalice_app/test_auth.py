@@ -171,7 +171,7 @@ def test_test_mode_header(client, svc, make_svc, symbol):
     assert resp.status_code == 400 and resp.json_body["code"] == "INVALID_USER_ID"
     make_svc(allow_test_mode=False)
     resp = order(client, headers={"X-Test-User": "u_test"})
-    assert resp.status_code == 403 and resp.json_body["code"] == "TEST_MODE_DISABLED"
+    assert resp.status_code == 401 and resp.json_body["code"] == "TEST_MODE_DISABLED"
 
 
 def test_admin_routes_need_admin(client, make_svc, auth_server):

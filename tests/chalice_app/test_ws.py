@@ -71,7 +71,7 @@ def test_connect_refusals(gw, make_svc, auth_server):
     make_svc(websocket_endpoint=gateway.endpoint_url, allow_test_mode=False)
     with pytest.raises(websocket.WebSocketBadStatusException) as exc:
         connect(gateway, "testMode=true&userId=u1")
-    assert exc.value.status_code == 403
+    assert exc.value.status_code == 401  # no credentials where test mode is off (SPEC §5)
 
 
 def test_subscribe_unsubscribe_ping(gw, cache):
