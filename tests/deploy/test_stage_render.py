@@ -4,7 +4,9 @@ stage's names, so the engine and streamer talk to the same streams as its functi
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,31 @@ def test_a_stage_with_cache_urls_gets_them_in_its_env_files(tmp_path):
     streamer = render_env("streamer", "dev", path)
     assert "\nDEPTH_CACHE_URL=redis://dev-cache.example:6379/0\n" in streamer and "BACKUP_CACHE_URL=" not in streamer
     assert "\nDEPTH_CACHE_URL=" not in render_env("engine", "dev")  # the shipped dev stage sets none
+
+
+def test_deploy_guide_gives_the_ec2_roles_the_policies_of_its_stage(tmp_path):
+    """docs/deploy.md step 7's role loop, run for STAGE=dev with a stand-in `aws`: each role's
+    inline policy names dev's streams and API Gateway stage, not the prod files of deploy/iam/."""
+    text = (REPO / "docs" / "deploy.md").read_text()
+    (block,) = [b for b in re.findall(r"```sh\n(.*?)```", text, re.S) if "put-role-policy" in b]
+    stub = tmp_path / "bin" / "aws"
+    stub.parent.mkdir()
+    stub.write_text('#!/bin/bash\nif [ "$2" = put-role-policy ]; then\n'
+                    '  for a in "$@"; do case "$a" in file://*) cp "${a#file://}" "$OUT/$4.json" ;; esac; done\nfi\n')
+    stub.chmod(0o755)
+    out = tmp_path / "out"
+    out.mkdir()
+    script = block.replace("/tmp/", f"{tmp_path}/").replace(".venv/bin/python", sys.executable)
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env={"PATH": f"{stub.parent}:/usr/bin:/bin", "STAGE": "dev", "OUT": str(out)})
+    assert proc.returncode == 0, proc.stderr
+    dev, prod = (CONFIG["stages"][s] for s in ("dev", "prod"))
+    engine = json.loads((out / "supernoba-dev-engine.json").read_text())
+    streamer = json.loads((out / "supernoba-dev-streamer.json").read_text())
+    resources = [r for st in engine["Statement"] for r in (st["Resource"] if isinstance(st["Resource"], list)
+                                                          else [st["Resource"]])]
+    for key in NAMES:
+        assert any(r.endswith(f"stream/{dev['environment_variables'][key]}") for r in resources), key
+        assert not any(r.endswith(f"stream/{prod['environment_variables'][key]}") for r in resources), key
+    (conn,) = [st["Resource"] for st in streamer["Statement"] if "execute-api:ManageConnections" in st["Action"]]
+    assert f"/{dev['api_gateway_stage']}/" in conn and f"/{prod['api_gateway_stage']}/" not in conn
