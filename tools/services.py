@@ -126,15 +126,18 @@ class Service:
             cwd=str(NODE_DIR), start_new_session=True,
         )
         deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise ServiceStartError(f"{self.name} exited with code {self.proc.returncode}: {' '.join(cmd)}")
-            if self.ready():
-                log.info("service=%s event=ready url=%s", self.name, self.url)
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise ServiceStartError(f"{self.name} did not answer on port {self.port} within {self.start_timeout}s")
+        try:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise ServiceStartError(f"{self.name} exited with code {self.proc.returncode}: {' '.join(cmd)}")
+                if self.ready():
+                    log.info("service=%s event=ready url=%s", self.name, self.url)
+                    return self
+                time.sleep(0.05)
+            raise ServiceStartError(f"{self.name} did not answer on port {self.port} within {self.start_timeout}s")
+        except BaseException:  # never answered, or the wait was interrupted (Ctrl-C, SIGTERM): leave nothing running
+            self.stop()
+            raise
 
     def stop(self, timeout: float = 10.0) -> None:
         proc, self.proc = self.proc, None
@@ -230,8 +233,10 @@ class ValkeyClusterService:
         if root is None:
             self._tmp = root = Path(tempfile.mkdtemp(prefix="valkey-cluster-"))
         try:
-            self.nodes = [ValkeyService(name=f"{self.name}-{i}", data_dir=root / f"node{i}", log_dir=self.log_dir,
-                                        cluster=True).start() for i in range(len(CLUSTER_SLOT_RANGES))]
+            self.nodes = []
+            for i in range(len(CLUSTER_SLOT_RANGES)):  # one by one: stop() below must see every started node
+                self.nodes.append(ValkeyService(name=f"{self.name}-{i}", data_dir=root / f"node{i}",
+                                                log_dir=self.log_dir, cluster=True).start())
             clients = [redis.Redis(port=n.port, socket_timeout=5) for n in self.nodes]
             for c, (lo, hi) in zip(clients, CLUSTER_SLOT_RANGES, strict=True):
                 c.execute_command("CLUSTER ADDSLOTSRANGE", lo, hi)

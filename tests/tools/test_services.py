@@ -117,3 +117,45 @@ def test_a_missing_npm_emulator_is_a_clear_error_naming_make_setup(monkeypatch, 
     monkeypatch.setattr(services, "NODE_DIR", tmp_path)  # a clone where `npm ci` never ran
     with pytest.raises(services.ServiceStartError, match=r"kinesalite is not installed .*make setup"):
         services.KinesisService().start()
+
+
+def test_a_start_interrupted_while_waiting_for_the_service_stops_its_process(monkeypatch):
+    spawned = []
+
+    def interrupted(self):  # Ctrl-C, or a benchmark's SIGTERM, while start() waits for the answer
+        spawned.append(self.proc)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ValkeyService, "ready", interrupted)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ValkeyService().start()
+        assert spawned and spawned[0].wait(timeout=10) is not None
+    finally:
+        for proc in spawned:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_a_cluster_start_interrupted_after_its_first_node_stops_that_node(monkeypatch):
+    real_start = ValkeyService.start
+    spawned = []
+
+    def start(self):
+        if spawned:
+            raise KeyboardInterrupt  # while the second node starts
+        node = real_start(self)
+        spawned.append(node.proc)
+        return node
+
+    monkeypatch.setattr(ValkeyService, "start", start)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            services.ValkeyClusterService().start()
+        assert spawned[0].wait(timeout=10) is not None
+    finally:
+        for proc in spawned:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
