@@ -10,7 +10,8 @@ trip per node, a GET per key instead of MGET, the PUBLISH after the pipeline), n
 - streamer: `Reader.read` of N subscribed symbols (steady state: depth, ticker and candle of
   every symbol, subscriber sets cached), on redis.asyncio.
 
-Prints the median and p90 per call in ms, and the 1-minute load average before each part.
+Prints the median and p90 per call in ms, and the 1-minute load average before each part;
+progress on stderr.
 """
 
 from __future__ import annotations
@@ -25,7 +26,12 @@ import time
 from chalice_app import cache, connections, keys
 from engine_pkg.service.depth_writer import DepthWriter, SymbolUpdate
 from streamer_pkg.reader import Reader
+from tools.bench.common import stop_on_sigterm, table
 from tools.services import ValkeyClusterService, ValkeyService
+
+
+def log(msg: str) -> None:
+    print(f"[bench_cache_cluster] {msg}", file=sys.stderr, flush=True)
 
 
 def _symbols(n: int) -> list[str]:
@@ -78,23 +84,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=200, help="calls measured per case (default 200)")
     args = ap.parse_args(argv)
     counts = [int(x) for x in args.symbols.split(",")]
-    single, cluster = ValkeyService().start(), ValkeyClusterService().start()
+    stop_on_sigterm()
+    single = cluster = None
+    out: list[str] = []  # printed once every part is measured, so that progress lines do not split it
     try:
+        log("starting one valkey-server and a 3-primary cluster")
+        single = ValkeyService().start()
+        cluster = ValkeyClusterService().start()
         targets = {"single": f"{single.url}/0", "cluster3": cluster.url}
         for part, fn in (("engine DepthWriter.write", bench_writer),
                          ("streamer Reader.read", lambda u, n, r: asyncio.run(_bench_reader(u, n, r)))):
-            print(f"\n{part} — load {os.getloadavg()[0]:.2f}; ms per call (median / p90)")
-            print(f"{'symbols':>8} " + " ".join(f"{k:>18}" for k in targets))
+            load = os.getloadavg()[0]
+            rows = []
             for n in counts:
-                row = []
+                row: list[object] = [n]
                 for name, url in targets.items():
+                    log(f"{part}: {n} symbols, {name}, {args.rounds} calls")
                     (cluster.flush() if name == "cluster3" else cache.client(url, "off").flushdb())
                     xs = fn(url, n, args.rounds)
-                    row.append(f"{statistics.median(xs):8.2f} / {_pct(xs, 0.9):7.2f}")
-                print(f"{n:>8} " + " ".join(f"{c:>18}" for c in row), flush=True)
+                    row.append(f"{statistics.median(xs):.2f} / {_pct(xs, 0.9):.2f}")
+                rows.append(row)
+            out.append(f"{part} — load {load:.2f} before; ms per call, median / p90 ({args.rounds} calls)\n\n"
+                       + table(["symbols", *(f"{k} (median / p90 ms)" for k in targets)], rows))
     finally:
-        single.stop()
-        cluster.stop()
+        if cluster is not None:
+            cluster.stop()
+        if single is not None:
+            single.stop()
+    print("\n" + "\n\n".join(out))
     return 0
 
 

@@ -55,9 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--candles", type=int, default=1440, help="cold 1m candles for the chart (default 1440)")
     args = parser.parse_args(argv)
 
+    from tools.bench.common import stop_on_sigterm
     from tools.provision import provision
     from tools.services import LocalServices
 
+    stop_on_sigterm()
     with tempfile.TemporaryDirectory() as tmp, LocalServices(log_dir=Path(tmp)) as services:
         log("services up")
         os.environ.update(services.env())

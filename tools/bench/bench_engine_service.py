@@ -14,7 +14,8 @@
 3. replay: time for a fresh engine (no snapshot, like after `--dev` plus a crash) to rebuild the
    books from an R-record stream, and the time `Engine.process` alone needs for them.
 
-Prints progress on stderr and the figures on stdout.
+Prints progress on stderr and the figures on stdout: a table (goal: PutRecord → depth p50 < 15 ms,
+p99 < 50 ms), and with --json every figure as JSON.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import collections
 import json
 import os
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -44,6 +46,7 @@ if str(REPO) not in sys.path:
 
 from chalice_app import keys  # noqa: E402
 from chalice_app.config import ENV, Settings  # noqa: E402
+from tools.bench.common import status, stop_on_sigterm, table  # noqa: E402
 from tools.services import LOCAL_REGION, KinesisService, ValkeyService, free_port  # noqa: E402
 
 SYMBOLS = [f"S{i:02d}" for i in range(16)]
@@ -133,7 +136,11 @@ class Stack:
         os.environ.setdefault("NODE_OPTIONS", "--max-old-space-size=8192")
         self.engines: list[subprocess.Popen] = []
         self.valkey = ValkeyService().start()
-        self.kin = KinesisService(start_timeout=60).start()
+        try:
+            self.kin = KinesisService(start_timeout=60).start()
+        except BaseException:  # a failed or interrupted start (SIGTERM) leaves nothing running
+            self.valkey.stop()
+            raise
         self.env = {**os.environ, ENV.AWS_ENDPOINT_URL_KINESIS: self.kin.url, ENV.AWS_ACCESS_KEY_ID: "local",
                     ENV.AWS_SECRET_ACCESS_KEY: "local", ENV.AWS_REGION: LOCAL_REGION,
                     ENV.AWS_DEFAULT_REGION: LOCAL_REGION, ENV.DEPTH_CACHE_URL: self.valkey.depth_url,
@@ -192,7 +199,7 @@ def drain(stack: Stack, s: Settings, n: int, profile: bool, label: str, *, flush
     proc, port = stack.engine(s, **env)
     spy = None
     if profile:
-        out = Path(tempfile.mkdtemp()) / "profile.txt"
+        out = Path(tempfile.mkdtemp(prefix="bench-engine-service-")) / "profile.txt"
         spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(proc.pid),
                                 "--format", "raw", "--output", str(out), "--rate", "200", "--threads",
                                 "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -216,6 +223,7 @@ def drain(stack: Stack, s: Settings, n: int, profile: bool, label: str, *, flush
         spy.send_signal(signal.SIGINT)
         spy.wait(30)
         top = hot_functions(out)
+        shutil.rmtree(out.parent, ignore_errors=True)
     if kill9:
         time.sleep(1.0)  # let the last puts land and the emitted mark advance
         os.killpg(proc.pid, signal.SIGKILL)
@@ -242,7 +250,8 @@ def hot_functions(path: Path, k: int = 12) -> list[tuple[str, float]]:
         if any(w in leaf for w in ("wait (threading", "select (", "_wait_for_tstate_lock", "serve_forever",
                                    "poll (selectors", "sleep", "get (queue", "_worker (concurrent")):
             continue
-        counts[leaf.split(" (")[0] + " (" + leaf.split("/")[-1]] += int(n)
+        name, _, where = leaf.partition(" (")  # "func (path/to/file.py:123)" -> "func (file.py:123)"
+        counts[f"{name} ({where.rsplit('/', 1)[-1]}" if where else name] += int(n)
         total += int(n)
     return [(f, round(100.0 * c / total, 1)) for f, c in counts.most_common(k)] if total else []
 
@@ -328,12 +337,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="comma list of phases to skip: throughput,latency,replay,recovery")
     p.add_argument("--idle-max", default="",
                    help="comma list of extra ENGINE_POLL_IDLE_MAX_MS values for the latency phase (default none)")
+    p.add_argument("--json", action="store_true", help="also print every figure as JSON")
     p.add_argument("--floor", default="",
                    help="comma list of extra ENGINE_POLL_FLOOR_MS values for the latency phase (default none)")
     args = p.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
+    stop_on_sigterm()
     stack = Stack()
-    results: dict = {"machine": f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}"}
+    results: dict = {"machine": f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}",
+                     "load_before": round(os.getloadavg()[0], 1)}
     try:
         if "latency" not in skip:
             local = Settings.from_env(stack.env)
@@ -380,8 +392,62 @@ def main(argv: list[str] | None = None) -> int:
             results["recovery_silent_replay"] = rec
     finally:
         stack.close()
-    print(json.dumps(results, indent=2))
+    results["load_after"] = round(os.getloadavg()[0], 1)
+    print(report(results))
+    if args.json:
+        print(json.dumps(results, indent=2))
     return 0
+
+
+LATENCY_GOAL = "p50 < 15 ms, p99 < 50 ms"
+
+
+def report(results: dict) -> str:
+    """The figure table (and the engine's hottest functions when profiled) of one run's results."""
+    rows: list[list[object]] = []
+    for key, lat in results.items():
+        if not key.startswith("latency_"):
+            continue
+        default = key == "latency_default"
+        label = "defaults" if default else ", ".join(f"{k}={v}" for k, v in lat["env"].items())
+        rows.append([f"PutRecord -> depth:{{SYM}} notified, {label}: p50 / p90 / p99 / max (ms, {lat['samples']} samples)",
+                     f"{lat['p50_ms']} / {lat['p90_ms']} / {lat['p99_ms']} / {lat['max_ms']}",
+                     LATENCY_GOAL if default else "",
+                     status(lat["p50_ms"] < 15 and lat["p99_ms"] < 50) if default else ""])
+        if default:
+            rows.append(["  of which the PutRecord call, p50 / p99 (ms)",
+                         f"{lat['put_record_call_p50_ms']} / {lat['put_record_call_p99_ms']}"])
+            rows.append(["  put -> the engine's depth write, p50 / p99 (ms)",
+                         f"{lat['put_to_engine_write_p50_ms']} / {lat['put_to_engine_write_p99_ms']}"])
+            rows.append(["  depth write -> notification received, p50 / p99 (ms)",
+                         f"{lat['engine_write_to_notified_p50_ms']} / {lat['engine_write_to_notified_p99_ms']}"])
+            rows.append(["  CPU while 4 shards are hot: engine / kinesalite (cores)",
+                         f"{lat['engine_cpu_s_per_s']} / {lat['kinesalite_cpu_s_per_s']}"])
+
+    def cpu(run: dict) -> str:
+        return ", ".join(f"{k} {v} s" for k, v in run["cpu_s"].items())
+
+    if "throughput" in results:
+        tp = results["throughput"]
+        rows.append([f"throughput, {tp['orders']:,} pre-loaded orders (orders/s)",
+                     f"{tp['orders_per_s']:,} ({tp['seconds']} s; CPU {cpu(tp)})"])
+        rows.append(["  Engine.process alone on the same orders (s)", tp["engine_process_only_s"]])
+    if "replay" in results:
+        rp = results["replay"]
+        rows.append([f"replay after --dev (no snapshot, every event re-emitted), {rp['orders']:,} orders (orders/s)",
+                     f"{rp['orders_per_s']:,} ({rp['seconds']} s, ≈ {rp['extrapolated_1m_s']} s per 1 M; CPU {cpu(rp)})"])
+    if "recovery_silent_replay" in results:
+        rc = results["recovery_silent_replay"]
+        rows.append([f"silent recovery replay after kill -9, {rc['records_replayed']:,} records (orders/s)",
+                     f"{rc['orders_per_s']:,} ({rc['seconds']} s, ≈ {rc['extrapolated_1m_s']} s per 1 M)"])
+    out = [f"Engine service benchmark (issue 4) -- {results['machine']}, load average {results['load_before']} "
+           f"before / {results.get('load_after', '?')} after", "",
+           table(["measure", "result", "goal", "status"], rows)]
+    top = results.get("throughput", {}).get("top")
+    if top:
+        out += ["", "Engine self time during the throughput run (py-spy, idle frames left out):", "",
+                table(["function", "% of samples"], top)]
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

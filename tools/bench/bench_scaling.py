@@ -44,6 +44,7 @@ import redis
 
 from chalice_app import keys
 from chalice_app.config import ENV
+from tools.bench.common import stop_on_sigterm
 from tools.services import LocalServices, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -346,10 +347,6 @@ class Bench:
                 f" (process exited: {leaving.proc.wait(60)} after {time.monotonic() - t_term:.1f}s)")
 
 
-def _interrupt(_signum, _frame) -> None:
-    raise KeyboardInterrupt
-
-
 def _fmt(seconds: float | None) -> str:
     return "n/a" if seconds is None else f"{seconds:.1f}s"
 
@@ -369,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     # clean up (engines, services) on Ctrl-C and on SIGTERM, also when started in the background
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_sigterm()  # the first SIGTERM unwinds; `timeout make` sends a second one, which must not cut the clean-up
     counts = [int(x) for x in args.engines.split(",") if x.strip()]
     log_dir = REPO / ".local" / "bench-scaling"
     log_dir.mkdir(parents=True, exist_ok=True)

@@ -57,6 +57,7 @@ from chalice_app import connections, keys  # noqa: E402
 from chalice_app.config import ENV, Settings  # noqa: E402
 from streamer_pkg.tiers import Streamer, StreamerOptions  # noqa: E402
 from streamer_pkg.transport import DEFAULT_CONCURRENCY, TRANSPORTS  # noqa: E402
+from tools.bench.common import status, stop_on_sigterm, table  # noqa: E402
 from tools.services import LOCAL_REGION, ValkeyService, free_port  # noqa: E402
 
 CTX = mp.get_context("spawn")
@@ -227,7 +228,7 @@ class Child:
         try:
             self.conn.send(cmd)
             self.conn.poll(30)
-        except (BrokenPipeError, EOFError):
+        except (OSError, EOFError):  # the child is gone already (e.g. the SIGTERM of `timeout` reached it too)
             pass
         self.proc.join(10)
         if self.proc.is_alive():
@@ -254,7 +255,17 @@ class Stack:
                  client_lib: str = "aiohttp") -> None:
         os.environ.setdefault(ENV.AWS_ACCESS_KEY_ID, "local")
         os.environ.setdefault(ENV.AWS_SECRET_ACCESS_KEY, "local")
+        self.gateway: Child | None = None
+        self.writer: Child | None = None
+        self.clients: Child | None = None
         self.valkey = ValkeyService(port=free_port()).start()
+        try:
+            self._start(max_conns, transport, concurrency, membership_ms, client_lib)
+        except BaseException:  # a failed or interrupted start (SIGTERM) leaves nothing running
+            self.close()
+            raise
+
+    def _start(self, max_conns: int, transport: str, concurrency: int, membership_ms: float, client_lib: str) -> None:
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}/api"
         env = {ENV.DEPTH_CACHE_URL: self.valkey.depth_url, ENV.BACKUP_CACHE_URL: self.valkey.backup_url,
@@ -287,9 +298,12 @@ class Stack:
                 "writer": self.writer.pid, "valkey": self.valkey.proc.pid}  # type: ignore[union-attr]
 
     def close(self) -> None:
-        self.clients.stop()
-        self.gateway.stop()
-        self.writer.stop(("exit", [], 0))
+        if self.clients is not None:
+            self.clients.stop()
+        if self.gateway is not None:
+            self.gateway.stop()
+        if self.writer is not None:
+            self.writer.stop(("exit", [], 0))
         self.valkey.stop()
 
 
@@ -407,6 +421,32 @@ def cpu_text(res: dict) -> str:
     return ", ".join(f"{k} {v:.0f}%" for k, v in res["cpu_pct"].items())
 
 
+SENDS_GOAL = 5000  # sends/s per streamer process (issue 6)
+
+
+def report(rows: list[dict], lat: dict | None, fan: dict | None) -> str:
+    """The figure table: goals (issue 6) on the saturated runs (>= 5,000 sends/s) and on the
+    100-symbol latency run (p50 < 10 ms, p99 < 60 ms); the 1-symbol fan-out run has none."""
+    out = []
+    for row in rows:
+        out.append([f"{row['conns']} conns, 10 symbols, saturated", f"{row['sends_per_s']:.0f}",
+                    f"{row['frames_per_s']:.0f}", f"{row['tick_ms']:.2f} ms", cpu_text(row),
+                    f">= {SENDS_GOAL:,} sends/s", status(row["sends_per_s"] >= SENDS_GOAL)])
+    if lat is not None:
+        out.append(["latency, 1000 conns / 100 symbols",
+                    f"p50 {lat['p50_ms']:.1f} ms, p90 {lat['p90_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms, "
+                    f"max {lat['max_ms']:.1f} ms ({lat['receipts']}/{lat['expected']} receipts)", "",
+                    f"{lat['tick_ms']:.2f} ms", cpu_text(lat), "p50 < 10 ms, p99 < 60 ms",
+                    status(lat["receipts"] > 0 and lat["p50_ms"] < 10 and lat["p99_ms"] < 60)])
+    if fan is not None:
+        out.append(["latency, 1000 conns / 1 symbol",
+                    f"p50 {fan['p50_ms']:.1f} ms, p99 {fan['p99_ms']:.1f} ms; first {fan.get('first_ms_median', 0):.1f} ms, "
+                    f"last {fan.get('last_ms_median', 0):.1f} ms (medians over {fan['writes']} writes)", "",
+                    f"{fan['tick_ms']:.2f} ms", cpu_text(fan), "", ""])
+    return table(["run", "sends/s (streamer)", "frames/s (clients)", "realtime tick (mean)", "CPU % of one core",
+                  "goal", "status"], out)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.bench.bench_streamer", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -429,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     counts = [int(x) for x in args.conns.split(",") if x.strip() and int(x) > 0]
     if args.switch_ms is not None:
         sys.setswitchinterval(args.switch_ms / 1000)
+    stop_on_sigterm()
     load_before = os.getloadavg()
     log(f"load average before: {load_before[0]:.1f} {load_before[1]:.1f} {load_before[2]:.1f}")
     stack = Stack(max(counts + [1000]), args.transport, args.concurrency, args.membership_ms, args.clients)
@@ -465,18 +506,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"## streamer bench ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, load avg "
           f"{load_before[0]:.1f} before / {load_after[0]:.1f} after, transport={args.transport}, "
           f"concurrency={args.concurrency or DEFAULT_CONCURRENCY[args.transport]}, clients={args.clients}, membership re-read every {args.membership_ms:.0f} ms)")
-    print("| run | sends/s (streamer) | frames/s (clients) | realtime tick (mean) | CPU % of one core |")
-    print("|---|---|---|---|---|")
-    for row in rows:
-        print(f"| {row['conns']} conns, 10 symbols, saturated | {row['sends_per_s']:.0f} | "
-              f"{row['frames_per_s']:.0f} | {row['tick_ms']:.2f} ms | {cpu_text(row)} |")
-    if lat is not None and fan is not None:
-        print(f"| latency, 1000 conns / 100 symbols | p50 {lat['p50_ms']:.1f} ms, p90 {lat['p90_ms']:.1f} ms, "
-              f"p99 {lat['p99_ms']:.1f} ms, max {lat['max_ms']:.1f} ms ({lat['receipts']}/{lat['expected']} "
-              f"receipts) | | {lat['tick_ms']:.2f} ms | {cpu_text(lat)} |")
-        print(f"| latency, 1000 conns / 1 symbol | p50 {fan['p50_ms']:.1f} ms, p99 {fan['p99_ms']:.1f} ms; "
-              f"first {fan.get('first_ms_median', 0):.1f} ms, last {fan.get('last_ms_median', 0):.1f} ms "
-              f"(medians over {fan['writes']} writes) | | {fan['tick_ms']:.2f} ms | {cpu_text(fan)} |")
+    print()
+    print(report(rows, lat, fan))
     return 0
 
 
