@@ -135,6 +135,7 @@ class Stack:
         # a 1,000,000-order replay keeps ~3.5 M records in kinesalite's in-memory store
         os.environ.setdefault("NODE_OPTIONS", "--max-old-space-size=8192")
         self.engines: list[subprocess.Popen] = []
+        self._scratch: Path | None = None
         self.valkey = ValkeyService().start()
         try:
             self.kin = KinesisService(start_timeout=60).start()
@@ -182,11 +183,19 @@ class Stack:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
 
+    def scratch(self) -> Path:
+        """A temporary folder (py-spy's output), removed by close()."""
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="bench-engine-service-"))
+        return self._scratch
+
     def close(self) -> None:
         for proc in self.engines:
             self.stop_engine(proc)
         self.kin.stop()
         self.valkey.stop()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
 
 
 def drain(stack: Stack, s: Settings, n: int, profile: bool, label: str, *, flush: bool = True,
@@ -199,7 +208,7 @@ def drain(stack: Stack, s: Settings, n: int, profile: bool, label: str, *, flush
     proc, port = stack.engine(s, **env)
     spy = None
     if profile:
-        out = Path(tempfile.mkdtemp(prefix="bench-engine-service-")) / "profile.txt"
+        out = stack.scratch() / f"profile-{label}.txt"
         spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(proc.pid),
                                 "--format", "raw", "--output", str(out), "--rate", "200", "--threads",
                                 "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -223,7 +232,6 @@ def drain(stack: Stack, s: Settings, n: int, profile: bool, label: str, *, flush
         spy.send_signal(signal.SIGINT)
         spy.wait(30)
         top = hot_functions(out)
-        shutil.rmtree(out.parent, ignore_errors=True)
     if kill9:
         time.sleep(1.0)  # let the last puts land and the emitted mark advance
         os.killpg(proc.pid, signal.SIGKILL)

@@ -64,13 +64,15 @@ class BenchRun:
     """A `python -m tools.bench.X ...` child; `seen` collects every process it started."""
 
     argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)  # added to this process's environment
     proc: subprocess.Popen = field(init=False)
     lines: list[str] = field(default_factory=list)
     seen: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", *self.argv], cwd=str(REPO), stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+                                     env={**os.environ, **self.env})
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:

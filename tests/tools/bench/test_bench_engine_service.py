@@ -51,3 +51,14 @@ def test_hot_functions_name_each_leaf_once_with_its_file_and_line(tmp_path):
                    "main (a.py:1);uuid4 (/usr/lib/python3.11/uuid.py:723) 10\n"
                    "main (a.py:1);sleep (time.py:1) 60\n")
     assert hot_functions(raw) == [("SocketIO.readinto (socket.py:706)", 75.0), ("uuid4 (uuid.py:723)", 25.0)]
+
+
+def test_sigterm_during_the_profiled_throughput_run_leaves_no_profile_folder(tmp_path):
+    run = BenchRun(["tools.bench.bench_engine_service", "--skip", "latency,replay,recovery", "--orders", "200000",
+                    "--profile"], env={"TMPDIR": str(tmp_path)})
+    try:
+        run.wait_for(lambda out, procs: has(procs, "py-spy"), timeout=180)
+        assert run.terminate(signals=2) == []
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        run.cleanup()
