@@ -770,6 +770,17 @@ class DevProcess:
         self.proc = subprocess.Popen(self.args, cwd=str(REPO_ROOT), stdout=out, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
         out.close()
+        try:
+            self._wait_up()
+        except BaseException:
+            # not up in time, or interrupted while waiting (Ctrl-C, a benchmark's SIGTERM): as
+            # `with DevProcess(...)` never reached __exit__, the stack must be stopped here
+            self.stop()
+            raise
+        return self
+
+    def _wait_up(self) -> None:
+        assert self.proc is not None
         stack_file = self.data_dir / "run" / "stack.json"
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
@@ -781,9 +792,8 @@ class DevProcess:
                 except ValueError:
                     time.sleep(0.05)
                     continue
-                return self
+                return
             time.sleep(0.1)
-        self.stop()
         raise PartFailed(f"the local stack was not up within {self.timeout}s: {self.output()[-3000:]}")
 
     def output(self) -> str:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tools.dev import AlreadyRunning, DevConfig, LocalStack
+from tools.dev import AlreadyRunning, DevConfig, DevProcess, LocalStack
 from tools.services import REPO_ROOT
 
 
@@ -65,3 +67,32 @@ def test_python_m_tools_dev_on_a_running_stacks_folder_exits_1_and_deletes_nothi
     assert f"error: a local stack (pid {live_pid}) already uses" in out.stderr
     after = _files(tmp_path)
     assert {name: after.get(name) for name in before} == before, "a file of the running stack changed"
+
+
+def test_a_dev_process_interrupted_while_starting_stops_its_child(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C (or a benchmark's SIGTERM) while `with DevProcess(...)` waits for the stack: __exit__
+    never runs, so start() itself must stop the child it spawned."""
+    dev = DevProcess(tmp_path / "data")
+    dev.args = [sys.executable, "-c", "import time; time.sleep(300)"]  # a stack that never comes up
+    children: list[subprocess.Popen] = []
+    real_popen = subprocess.Popen
+
+    def popen(*args, **kwargs):  # type: ignore[no-untyped-def]
+        children.append(real_popen(*args, **kwargs))
+        return children[-1]
+
+    def interrupt(_seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    monkeypatch.setattr("tools.dev.time", types.SimpleNamespace(monotonic=time.monotonic, sleep=interrupt))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with dev:
+                pass
+        assert len(children) == 1 and children[0].poll() is not None
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()

@@ -164,13 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     stop_on_sigterm()
     with tempfile.TemporaryDirectory(prefix="bench-local-stack-") as tmp:
         print("starting the local stack ...", flush=True)
-        dev = DevProcess(Path(tmp), "--no-console", timeout=180)
-        try:  # not `with`: a SIGTERM while it starts must stop it too
-            dev.start()
+        # a SIGTERM while it starts stops it too: DevProcess.start() stops what it spawned
+        with DevProcess(Path(tmp), "--no-console", timeout=180) as dev:
             print(f"stack up; placing {args.orders} orders on {SYMBOL}", flush=True)
             res = run(dev.info, args.orders)
-        finally:
-            dev.stop()
     print(report(res))
     return 0
 
