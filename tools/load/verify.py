@@ -60,6 +60,7 @@ class Verdict:
     symbols: list[str] = field(default_factory=list)
     orders_without_final: int = 0
     books_differing: list[str] = field(default_factory=list)
+    levels_compared: int = 0  # price levels of the replay's books compared with the cache (0: empty books)
     statuses_missing: int = 0
     statuses_conflicting: int = 0
     fills_missing: int = 0
@@ -82,7 +83,7 @@ class Verdict:
     def summary(self) -> str:
         return (f"orders in stream {self.orders_in_stream}, trades {self.trades}, symbols {self.symbols}; "
                 f"orders without final status {self.orders_without_final}, books differing "
-                f"{self.books_differing or 0}, statuses missing {self.statuses_missing} "
+                f"{self.books_differing or 0} ({self.levels_compared} levels compared), statuses missing {self.statuses_missing} "
                 f"(conflicting {self.statuses_conflicting}), fills missing {self.fills_missing} "
                 f"(conflicting {self.fills_conflicting}), trade_history missing {self.trades_missing} / "
                 f"duplicated {self.trades_duplicated} / unknown {self.trades_unknown}")
@@ -186,6 +187,7 @@ def compare(
         v.details.append(f"accepted orders without a final status: {missing_final[:5]}")
 
     for sym, want in replayed.depth.items():
+        v.levels_compared += len(want.get("b") or []) + len(want.get("a") or [])
         got = depth_cache.get(sym)
         if got is None or got.get("b") != want.get("b") or got.get("a") != want.get("a") or got.get("u") != want.get("u"):
             v.books_differing.append(sym)

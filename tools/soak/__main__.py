@@ -25,6 +25,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import httpx
 import orjson
 
 from chalice_app.config import Settings
@@ -94,6 +95,42 @@ def run_inputs(timeout: float = 300.0) -> InputsTried:
                 if prop.get("name") == "fuzz_examples":
                     out.fuzz_examples += int(prop.get("value") or 0)
         return out
+
+
+#: The user of the anchors: one resting BUY per symbol, far below the load's prices (no taker
+#: reaches it), placed once before the first scenario and never cancelled. Every load ends with
+#: its own orders final (so its books empty); the anchors keep each books check comparing a
+#: non-empty book, and a resting order must come through every fault unchanged.
+ANCHOR_USER = "soak-anchor"
+
+
+def place_anchors(http: httpx.Client, symbols: tuple[str, ...], price: int, admin_key: str,
+                  timeout: float = 30.0) -> list[str]:
+    """Activate `symbols` and rest one anchor on each; returns their order ids once every one
+    shows in `GET /depth/{symbol}`. StackError when one is refused or does not show in time."""
+    ids = []
+    for sym in symbols:
+        if admin_key:
+            resp = http.post("/admin/symbols", json={"symbol": sym}, headers={"X-Admin-Key": admin_key})
+            if resp.status_code >= 400 and resp.status_code != 409:
+                raise StackError(f"cannot activate {sym}: HTTP {resp.status_code} {resp.text[:200]}")
+        resp = http.post("/orders", headers={"X-Test-User": ANCHOR_USER},
+                         json={"symbol": sym, "side": "BUY", "price": price, "quantity": 1, "type": "LIMIT",
+                               "tif": "GTC", "client_order_id": f"anchor-{uuid.uuid4().hex[:8]}"})
+        if resp.status_code != 202:
+            raise StackError(f"the anchor order on {sym} was refused: HTTP {resp.status_code} {resp.text[:200]}")
+        ids.append(resp.json()["order_id"])
+    deadline = time.monotonic() + timeout
+    waiting = list(symbols)
+    while waiting:
+        depth = http.get(f"/depth/{waiting[0]}").json()
+        if any(level[0] == price for level in depth.get("b") or []):
+            waiting.pop(0)
+            continue
+        if time.monotonic() > deadline:
+            raise StackError(f"the anchor order on {waiting[0]} did not reach its depth within {timeout:.0f}s")
+        time.sleep(0.1)
+    return ids
 
 
 def _truth(settings: Settings) -> tuple[list[dict], list[dict]]:
@@ -177,6 +214,12 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env(stack.info.env)
         print(f"soak: stack up: REST {stack.info.rest_url}, WebSocket {stack.info.ws_url}, logs {stack.info.log_dir}",
               flush=True)
+        try:
+            with httpx.Client(base_url=stack.info.rest_url, timeout=10.0, trust_env=False) as http:
+                anchors = place_anchors(http, symbols, LoadConfig.mid_price // 2, stack.info.admin_key)
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            raise StackError(f"cannot place the anchor orders: {exc!r}") from exc
+        print(f"soak: {len(anchors)} anchor orders resting (one per symbol, kept all soak long)", flush=True)
         for i, name in enumerate(scenarios):
             if time.monotonic() > deadline:
                 skipped = scenarios[i:]

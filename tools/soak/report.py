@@ -30,14 +30,30 @@ class ScenarioResult:
         return lost
 
     @property
-    def survived(self) -> bool:
-        if self.error or self.verdict is None or self.lost:
-            return False
+    def failure(self) -> str | None:
+        """Why the scenario failed; None when it was survived. A check that had nothing to check
+        fails too: no accepted order (nothing could be lost) or only empty books compared."""
+        if self.error:
+            return self.error
+        if self.verdict is None:
+            return "not verified"
+        if self.lost:
+            return "lost something"
+        if self.report.orders_accepted == 0:
+            return "no order accepted (nothing was checked)"
+        if self.verdict.levels_compared == 0:
+            return "the books compared were empty (nothing was checked)"
         if self.resumed is not None and self.resumed[0] < self.resumed[1]:
-            return False
-        if self.fault and (self.fault.get("others_starved") or self.fault.get("cleaned") is False):
-            return False
-        return True
+            return f"{self.resumed[1] - self.resumed[0]} clients got no depth after the fault"
+        if self.fault and self.fault.get("others_starved"):
+            return f"{self.fault['others_starved']} clients starved by the slow reader"
+        if self.fault and self.fault.get("cleaned") is False:
+            return "the connection registry did not forget the dropped clients"
+        return None
+
+    @property
+    def survived(self) -> bool:
+        return self.failure is None
 
 
 @dataclass
@@ -122,7 +138,10 @@ def render(results: list[ScenarioResult], inputs: InputsTried | None, settings: 
         "`tools/load/verify.py`: every accepted order has a final status, the books in the depth cache equal a "
         "fresh `python -m engine_pkg replay` of the whole orders stream, every status and fill of the replay is "
         "on its stream, every trade id is in `trade_history` exactly once; and every client still connected "
-        "received depth again after the fault.",
+        "received depth again after the fault. The streams hold every earlier scenario's records too, so the "
+        "replay, `books = replay` (price levels compared) and `trades once` (trades on the stream) cover the soak "
+        "so far; the other columns are this scenario's. A scenario with no accepted order or only empty books "
+        "compared fails: it checked nothing.",
         "",
         "| scenario | orders/s | conns | accepted | final | lost orders | msgs expected / delivered | books = replay "
         "| trades once | resumed | depth p50/p99 ms (logged-in) | (anonymous) | errors | result |",
@@ -132,13 +151,14 @@ def render(results: list[ScenarioResult], inputs: InputsTried | None, settings: 
         rep, v = r.report, r.verdict
         exp = sum(rep.messages_expected.values())
         dlv = sum(rep.messages_delivered.values())
-        books = "-" if v is None else ("yes" if not v.books_differing else f"NO ({', '.join(v.books_differing)})")
+        books = "-" if v is None else (f"yes ({v.levels_compared} levels)" if not v.books_differing
+                                       else f"NO ({', '.join(v.books_differing)})")
         trades = "-" if v is None else (
             f"yes ({v.trades})" if not (v.trades_missing or v.trades_duplicated or v.trades_unknown)
             else f"NO (missing {v.trades_missing}, dup {v.trades_duplicated}, unknown {v.trades_unknown})")
         resumed = "-" if r.resumed is None else f"{r.resumed[0]}/{r.resumed[1]}"
         errors = sum(rep.errors.values())
-        result = "survived" if r.survived else ("FAILED: " + (r.error or "lost something"))
+        result = "survived" if r.survived else f"FAILED: {r.failure}"
         lines.append(
             f"| {r.name} | {rep.orders_rate:.1f} | {sum(rep.connections.values())} | {rep.orders_accepted} | "
             f"{rep.orders_final} | {rep.orders_lost + rep.orders_open + (v.orders_without_final if v else 0)} | "
@@ -192,6 +212,10 @@ def render(results: list[ScenarioResult], inputs: InputsTried | None, settings: 
         "several devices), anonymous ones are read-only.",
         "- **Every accepted order ends final.** Takers are IOC (final at once); resting GTC makers are cancelled as "
         "soon as they are seen open after the flow, so \"accepted = final\" is a strict check, not an estimate.",
+        "- **Anchors.** The load's own books are empty once every order is final, so before the first scenario "
+        "the soak rests one BUY of 1 per symbol at half the mid price (user `soak-anchor`, below every taker) and "
+        "never cancels it: each books check compares a non-empty book, and that order must come through every "
+        "fault unchanged.",
         "- **Expected messages** are computed from ground truth: every status on the order-status stream once per "
         "live connection of its owner, every fill once per connection of its maker and of its taker, and the final "
         "depth `u` of each symbol at every main subscriber. Duplicates from a crash-replay are allowed on a stream "

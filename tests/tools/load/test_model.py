@@ -160,6 +160,18 @@ def test_compare_passes_when_live_equals_replay_even_with_duplicate_stream_recor
     assert v.trades == 1 and v.symbols == ["T"]
 
 
+def test_compare_counts_the_price_levels_it_compared():
+    r = _replayed()
+    r.depth["U"] = {"e": "d", "s": "U", "u": 7, "b": [[5, 1], [4, 2]], "a": []}
+    v = compare(r, accepted_order_ids=[], status_stream=r.statuses, fill_stream=r.fills,
+                depth_cache={"T": {"u": 3, "b": [], "a": [[11, 1]]}, "U": {"u": 7, "b": [[5, 1], [4, 2]], "a": []}},
+                trade_counts=Counter({"T-1": 1}))
+    assert v.ok and v.levels_compared == 3
+    empty = ReplayResult(depth={"T": {"e": "d", "s": "T", "u": 9, "b": [], "a": []}})
+    assert compare(empty, accepted_order_ids=[], status_stream=[], fill_stream=[],
+                   depth_cache={"T": {"u": 9, "b": [], "a": []}}, trade_counts=Counter()).levels_compared == 0
+
+
 def test_compare_counts_every_kind_of_loss():
     r = _replayed()
     v = compare(r, accepted_order_ids=["a", "b", "c"], status_stream=r.statuses[1:],

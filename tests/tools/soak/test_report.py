@@ -16,15 +16,15 @@ def _report(lost: int = 0) -> Report:
 
 
 def test_all_survived_reports_zero_lost():
-    results = [ScenarioResult("baseline", _report(), Verdict(trades=10)),
-               ScenarioResult("engine-kill9", _report(), Verdict(trades=20),
+    results = [ScenarioResult("baseline", _report(), Verdict(trades=10, levels_compared=2)),
+               ScenarioResult("engine-kill9", _report(), Verdict(trades=20, levels_compared=2),
                               fault={"fault": "engine-kill9", "start_ms": 0, "end_ms": 1500}, resumed=(38, 38))]
     text = render(results, InputsTried(tests_passed=300, by_module={"test_rest_corpus": 200}, fuzz_examples=90),
                   {"rate": "30/s"}, 100.0)
     assert "**Anything lost:** 0" in text
     assert "**Faults survived:** 1 of 1: engine-kill9" in text
     assert "30.0 accepted orders/s" in text and "38 WebSocket connections" in text
-    assert "| engine-kill9 | 30.0 | 38 | 600 | 600 | 0 | 100 / 100 | yes | yes (20) | 38/38 | 40 / 120 |" in text
+    assert "| engine-kill9 | 30.0 | 38 | 600 | 600 | 0 | 100 / 100 | yes (2 levels) | yes (20) | 38/38 | 40 / 120 |" in text
     assert "300 corpus cases" in text and "90 schemathesis" in text
 
 
@@ -47,8 +47,27 @@ def test_a_fault_that_could_not_be_injected_is_not_survived():
     assert not starving.survived
 
 
+def test_a_scenario_that_checked_nothing_is_not_survived():
+    """No accepted order (nothing could be lost) or only empty books compared (any two empty books
+    are equal) is a failure, named as such, not a pass with zero lost."""
+    nothing = _report()
+    nothing.orders_sent, nothing.orders_accepted, nothing.orders_final = 600, 0, 0
+    nothing.messages_expected = nothing.messages_delivered = {}
+    fault = {"fault": "kinesis-restart", "start_ms": 0, "end_ms": 10}
+    none_accepted = ScenarioResult("kinesis-restart", nothing, Verdict(levels_compared=2), fault=fault,
+                                   resumed=(38, 38))
+    assert none_accepted.lost == 0 and not none_accepted.survived
+    assert "FAILED: no order accepted" in render([none_accepted], None, {}, 10.0)
+    empty_books = ScenarioResult("kinesis-restart", _report(), Verdict(trades=10), fault=fault, resumed=(38, 38))
+    assert empty_books.lost == 0 and not empty_books.survived
+    text = render([empty_books], None, {}, 10.0)
+    assert "FAILED: the books compared were empty" in text and "Faults survived:** 0 of 1" in text
+    assert ScenarioResult("kinesis-restart", _report(), Verdict(trades=10, levels_compared=1), fault=fault,
+                          resumed=(38, 38)).survived
+
+
 def test_skipped_faults_and_a_corpus_that_did_not_run_are_failures():
-    results = [ScenarioResult("baseline", _report(), Verdict(trades=10))]
+    results = [ScenarioResult("baseline", _report(), Verdict(trades=10, levels_compared=2))]
     broken = InputsTried(error="pytest exited with code 4")
     assert not broken.ok and not InputsTried().ok and InputsTried(tests_passed=3).ok
     text = render(results, broken, {}, 10.0, ["engine-kill9", "kinesis-restart"])
