@@ -710,11 +710,14 @@ static inline uint64_t level_key(int side, uint64_t price) { return side == BUY 
 /* First index with key >= k. */
 static inline uint32_t level_lb(const Side *s, uint64_t k) {
     uint32_t lo = 0, hi = s->n;
-    /* the top of the book is where the action is: scan the best 8 levels first (one
-     * mispredicted exit instead of a binary search's few), then binary-search the rest */
+    /* the top of the book is where the action is: look at the best 8 levels first, then
+     * binary-search the rest.  Keys ascend, so the levels >= k are a suffix: they are counted
+     * among the best 8 with no early exit (an exit at a random level was a mispredicted branch
+     * a call; the count compiles to compares and adds). */
     uint32_t stop = hi > 8 ? hi - 8 : 0;
-    for (uint32_t i = hi; i > stop; i--)
-        if (s->lv[i - 1].key <= k) return s->lv[i - 1].key == k ? i - 1 : i;
+    uint32_t ge = 0;
+    for (uint32_t i = stop; i < hi; i++) ge += s->lv[i].key >= k;
+    if (ge < hi - stop) return hi - ge;
     hi = stop;
     while (lo < hi) {
         uint32_t mid = (lo + hi) >> 1;
