@@ -1693,6 +1693,8 @@ int sb_json_check(const char *buf, size_t len) {
     char *sa = malloc(len + 16), *sg = malloc(len + 16);
     jcmd a, g;
     int rc = -2;
+    memset(&a, 0, sizeof a); /* jval_same reads only what the kind uses; this quiets -Wmaybe-uninitialized */
+    memset(&g, 0, sizeof g);
     if (!sa || !sg) goto out;
     a.scratch = sa;
     g.scratch = sg;

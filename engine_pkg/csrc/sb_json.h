@@ -390,83 +390,132 @@ static int jp_command(const char *buf, size_t len, jcmd *c) {
  * The router (chalice_app.messages.order_command, serialised by orjson) always writes the keys
  * in the order action, symbol, order_id, user_id, is_buy, price, quantity, type, tif, ts (absent
  * ones left out), with no whitespace, no escapes and ASCII strings.  jp_fast reads exactly that
- * subset -- each known key at most once and in that order, values that are plain strings
- * (no backslash, control or non-ASCII byte), true/false/null, or integers of at most 18 digits
- * without fraction or exponent -- and fills the fields exactly as jp_command would.  Anything
- * else (other key order, unknown or repeated keys, whitespace, escapes, UTF-8, floats, big
- * integers, nested values, trailing bytes) returns 0 and the caller runs jp_command, so the
+ * subset -- each known key at most once and in that order, each with a value of its own type
+ * or null: a plain string (no backslash, control or non-ASCII byte) for the text fields, true or
+ * false for is_buy, an integer of at most 18 digits without fraction or exponent for price,
+ * quantity and ts -- and fills the fields exactly as jp_command would.  Anything else (other key
+ * order, unknown or repeated keys, whitespace, escapes, UTF-8, a value of another type, floats,
+ * big integers, nested values, trailing bytes) returns 0 and the caller runs jp_command, so the
  * result never depends on which reader took the record (property-tested through
  * sb_json_check and the engine's fast-path switch). */
 
-/* p after the opening quote: the closing quote, or NULL at a byte the fast path does not take. */
-static inline const unsigned char *jf_str(const unsigned char *p, const unsigned char *e) {
-    for (;;) {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-        if (e - p >= 8) {
-            uint64_t x;
-            memcpy(&x, p, 8);
-            const uint64_t L = 0x0101010101010101ULL, H = 0x8080808080808080ULL;
-            uint64_t q = x ^ (L * '"'), b = x ^ (L * '\\');
-            uint64_t t = (((q - L) & ~q) | ((b - L) & ~b) | ((x - L * 0x20) & ~x) | x) & H;
-            if (!t) {
-                p += 8;
-                continue;
-            }
-            p += __builtin_ctzll(t) >> 3;
-            return *p == '"' ? p : NULL;
-        }
-#endif
-        if (p >= e) return NULL;
-        unsigned ch = *p;
-        if (ch == '"') return p;
-        if (ch == '\\' || ch < 0x20 || ch >= 0x80) return NULL;
-        p++;
+/* The 8 bytes at p as a little-endian word; bytes at or past e read as 0 (b: the record's start,
+ * p < e).  Never reads outside [b, e). */
+static inline uint64_t jf_load8(const unsigned char *b, const unsigned char *p, const unsigned char *e) {
+    uint64_t x = 0;
+    if (e - p >= 8) {
+        memcpy(&x, p, 8);
+    } else if (e - b >= 8) {
+        memcpy(&x, e - 8, 8);
+        x >>= 8 * (8 - (e - p));
+    } else {
+        for (const unsigned char *q = p; q < e; q++) x |= (uint64_t)*q << (8 * (q - p));
     }
+    return x;
 }
 
-static inline const unsigned char *jf_value(const unsigned char *p, const unsigned char *e, jval *v) {
-    if (p >= e) return NULL;
-    unsigned ch = *p;
-    if (ch == '"') {
-        const unsigned char *q = jf_str(p + 1, e);
-        if (!q) return NULL;
-        v->kind = JV_STR;
-        v->esc = 0;
-        v->s = (const char *)p + 1;
-        v->n = (uint32_t)(q - (p + 1));
-        return q + 1;
-    }
-    if ((unsigned)(ch - '0') < 10 || ch == '-') {
-        int neg = ch == '-';
-        p += neg;
-        if (p >= e) return NULL;
-        uint64_t acc = 0;
-        if (*p == '0') {
-            p++;
-        } else if ((unsigned)(*p - '1') < 9) {
-            const unsigned char *s0 = p;
-            while (p < e && (unsigned)(*p - '0') < 10) {
-                acc = acc * 10 + (unsigned)(*p - '0');
-                p++;
-                if (p - s0 > 18) return NULL; /* might not fit int64: the general reader decides */
-            }
-        } else {
-            return NULL;
+/* p after the opening quote: the closing quote, or NULL at a byte the fast path does not take.
+ * Eight bytes a step, the last step included (jf_load8 reads the record's tail as zero bytes
+ * past its end, which stop the scan as control bytes would). */
+static inline const unsigned char *jf_str(const unsigned char *b, const unsigned char *p, const unsigned char *e) {
+    const uint64_t L = 0x0101010101010101ULL, H = 0x8080808080808080ULL;
+    while (p < e) {
+        uint64_t x = jf_load8(b, p, e);
+        uint64_t q = x ^ (L * '"'), s = x ^ (L * '\\');
+        uint64_t t = (((q - L) & ~q) | ((s - L) & ~s) | ((x - L * 0x20) & ~x) | x) & H;
+        if (!t) {
+            p += 8;
+            continue;
         }
-        if (p < e && (*p == '.' || *p == 'e' || *p == 'E')) return NULL;
-        v->kind = JV_INT;
-        v->i = neg ? -(int64_t)acc : (int64_t)acc;
-        return p;
+        p += __builtin_ctzll(t) >> 3;
+        return p < e && *p == '"' ? p : NULL;
     }
-    if (ch == 't' && e - p >= 4 && memcmp(p, "true", 4) == 0) {
+    return NULL;
+}
+
+#define JF_NULL 0x6c6c756eu /* "null" as a little-endian 32-bit word */
+
+/* A null value: JV_NULL, p past it; else NULL. */
+static inline const unsigned char *jf_null(const unsigned char *b, const unsigned char *p, const unsigned char *e,
+                                           jval *v) {
+    if ((uint32_t)jf_load8(b, p, e) != JF_NULL) return NULL;
+    v->kind = JV_NULL;
+    return p + 4;
+}
+
+/* A text field's value: a plain string or null. */
+static inline const unsigned char *jf_strv(const unsigned char *b, const unsigned char *p, const unsigned char *e,
+                                           jval *v) {
+    if (*p != '"') return jf_null(b, p, e, v);
+    const unsigned char *q = jf_str(b, p + 1, e);
+    if (!q) return NULL;
+    v->kind = JV_STR;
+    v->esc = 0;
+    v->s = (const char *)p + 1;
+    v->n = (uint32_t)(q - (p + 1));
+    return q + 1;
+}
+
+/* How many of x's bytes, from the first, are ASCII digits.  A byte >= 0xFA may carry into the
+ * next byte's test, but it is itself a non-digit, so the count ends before the bytes it spoils. */
+static inline uint32_t jf_ndigits(uint64_t x) {
+    const uint64_t F = 0xF0F0F0F0F0F0F0F0ULL, T = 0x3030303030303030ULL;
+    uint64_t m = ((x & F) ^ T) | (((x + 0x0606060606060606ULL) & F) ^ T); /* 0 byte: a digit */
+    uint64_t z = (((m & 0x7F7F7F7F7F7F7F7FULL) + 0x7F7F7F7F7F7F7F7FULL) | m) & 0x8080808080808080ULL;
+    return z ? (uint32_t)__builtin_ctzll(z) >> 3 : 8;
+}
+
+/* The value of x's first nd (1..8) bytes, ASCII digits, most significant first: three
+ * multiply-shift steps combine 1-, 2- and 4-digit lanes. */
+static inline uint64_t jf_digits(uint64_t x, uint32_t nd) {
+    x = (x & 0x0F0F0F0F0F0F0F0FULL) << (8 * (8 - nd));
+    x = (x * 2561) >> 8;
+    x = ((x & 0x00FF00FF00FF00FFULL) * 6553601) >> 16;
+    return ((x & 0x0000FFFF0000FFFFULL) * 42949672960001ULL) >> 32;
+}
+
+static const uint64_t JF_POW10[9] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000};
+
+/* An integer field's value: an integer of at most 18 digits (8 read at a time), or null. */
+static inline const unsigned char *jf_intv(const unsigned char *b, const unsigned char *p, const unsigned char *e,
+                                           jval *v) {
+    int neg = *p == '-';
+    p += neg;
+    if (p >= e) return NULL;
+    uint64_t x = jf_load8(b, p, e);
+    uint32_t nd = jf_ndigits(x), total = nd;
+    if (!nd) return neg ? NULL : jf_null(b, p, e, v);
+    if ((x & 0xFF) == '0' && nd > 1) return NULL; /* "01": the general reader refuses it */
+    uint64_t acc = jf_digits(x, nd);
+    p += nd;
+    while (nd == 8 && p < e) {
+        x = jf_load8(b, p, e);
+        nd = jf_ndigits(x);
+        if (!nd) break;
+        total += nd;
+        if (total > 18) return NULL; /* might not fit int64: the general reader decides */
+        acc = acc * JF_POW10[nd] + jf_digits(x, nd);
+        p += nd;
+    }
+    if (p < e && (*p == '.' || *p == 'e' || *p == 'E')) return NULL;
+    v->kind = JV_INT;
+    v->i = neg ? -(int64_t)acc : (int64_t)acc;
+    return p;
+}
+
+/* is_buy's value: true, false or null. */
+static inline const unsigned char *jf_boolv(const unsigned char *b, const unsigned char *p, const unsigned char *e,
+                                            jval *v) {
+    uint64_t x = jf_load8(b, p, e);
+    if ((uint32_t)x == 0x65757274u) { /* "true" */
         v->kind = JV_TRUE;
         return p + 4;
     }
-    if (ch == 'f' && e - p >= 5 && memcmp(p, "false", 5) == 0) {
+    if ((x & 0xFFFFFFFFFFULL) == 0x65736c6166ULL) { /* "false" */
         v->kind = JV_FALSE;
         return p + 5;
     }
-    if (ch == 'n' && e - p >= 4 && memcmp(p, "null", 4) == 0) {
+    if ((uint32_t)x == JF_NULL) {
         v->kind = JV_NULL;
         return p + 4;
     }
@@ -474,10 +523,10 @@ static inline const unsigned char *jf_value(const unsigned char *p, const unsign
 }
 
 /* One optional key of the canonical order: when the record continues with it, read its value
- * and the ',' or the final '}' after it. */
-#define JF_FIELD(K, LIT)                                                                        \
-    if ((size_t)(e - p) >= sizeof(LIT) - 1 && memcmp(p, LIT, sizeof(LIT) - 1) == 0) {          \
-        p = jf_value(p + sizeof(LIT) - 1, e, &c->f[K]);                                         \
+ * with READ and the ',' or the final '}' after it. */
+#define JF_FIELD(K, LIT, READ)                                                                  \
+    if ((size_t)(e - p) > sizeof(LIT) - 1 && memcmp(p, LIT, sizeof(LIT) - 1) == 0) {           \
+        p = READ(b, p + sizeof(LIT) - 1, e, &c->f[K]);                                          \
         if (!p || p >= e) return 0;                                                             \
         if (*p == '}') return p + 1 == e;                                                       \
         if (*p != ',') return 0;                                                                \
@@ -486,22 +535,22 @@ static inline const unsigned char *jf_value(const unsigned char *p, const unsign
 
 /* 1: the record was read (fields as jp_command would set them); 0: not the canonical subset. */
 static int jp_fast(const char *buf, size_t len, jcmd *c) {
-    const unsigned char *p = (const unsigned char *)buf, *e = p + len;
+    const unsigned char *b = (const unsigned char *)buf, *p = b, *e = p + len;
     for (int k = 0; k < K_COUNT; k++) c->f[k].kind = JV_ABSENT;
     c->sused = 0;
     if (len < 2 || *p != '{' || p[1] != '"') return 0;
     p++;
-    JF_FIELD(K_ACTION, "\"action\":")
-    JF_FIELD(K_SYMBOL, "\"symbol\":")
-    JF_FIELD(K_ORDER_ID, "\"order_id\":")
-    JF_FIELD(K_USER_ID, "\"user_id\":")
-    JF_FIELD(K_IS_BUY, "\"is_buy\":")
-    JF_FIELD(K_PRICE, "\"price\":")
-    JF_FIELD(K_QUANTITY, "\"quantity\":")
-    JF_FIELD(K_TYPE, "\"type\":")
-    JF_FIELD(K_TIF, "\"tif\":")
-    JF_FIELD(K_TS, "\"ts\":")
-    return 0; /* a key out of order, unknown or repeated */
+    JF_FIELD(K_ACTION, "\"action\":", jf_strv)
+    JF_FIELD(K_SYMBOL, "\"symbol\":", jf_strv)
+    JF_FIELD(K_ORDER_ID, "\"order_id\":", jf_strv)
+    JF_FIELD(K_USER_ID, "\"user_id\":", jf_strv)
+    JF_FIELD(K_IS_BUY, "\"is_buy\":", jf_boolv)
+    JF_FIELD(K_PRICE, "\"price\":", jf_intv)
+    JF_FIELD(K_QUANTITY, "\"quantity\":", jf_intv)
+    JF_FIELD(K_TYPE, "\"type\":", jf_strv)
+    JF_FIELD(K_TIF, "\"tif\":", jf_strv)
+    JF_FIELD(K_TS, "\"ts\":", jf_intv)
+    return 0; /* a key out of order, unknown or repeated, or a value the fast path leaves */
 }
 #undef JF_FIELD
 

@@ -40,15 +40,22 @@ def check(rec: bytes) -> int:
 def test_canonical_order_records_read_alike(d: dict[str, Any]) -> None:
     rec = router_json(d)
     rc = check(rec)
-    plain = all(
-        (isinstance(v, str) and v.isascii() and not any(c in v for c in '"\\') and v.isprintable())
-        or isinstance(v, bool)
-        or v is None
-        or (isinstance(v, int) and len(str(abs(v))) <= 18)
-        for v in d.values()
-    )
+    plain = all(v is None or _plain_of_its_type(k, v) for k, v in d.items())
     if plain and d:
         assert rc == 1, rec  # the router's shape really takes the fast path
+
+
+#: the fields the fast path reads as booleans / integers; the others it reads as strings
+BOOL_FIELDS, INT_FIELDS = {"is_buy"}, {"price", "quantity", "ts"}
+
+
+def _plain_of_its_type(field: str, v: Any) -> bool:
+    """A value of the field's own type in the router's plain form (what the fast path takes)."""
+    if field in BOOL_FIELDS:
+        return isinstance(v, bool)
+    if field in INT_FIELDS:
+        return isinstance(v, int) and not isinstance(v, bool) and len(str(abs(v))) <= 18
+    return isinstance(v, str) and v.isascii() and not any(c in v for c in '"\\') and v.isprintable()
 
 
 @given(
@@ -105,6 +112,28 @@ def test_edge_records() -> None:
     assert check(b'{"action":"ADD","price":-0}') == 1
     assert check(b'{"action":"ADD","price":9999999999999999999}') == 0
     assert check(b'{"symbol":"AAA","action":"ADD"}') == 0
+
+
+def test_fast_path_reads_each_field_as_its_own_type_or_null() -> None:
+    """Values of another type are left to the general reader (which reads them alike)."""
+    for rec in [b'{"action":null}', b'{"is_buy":null}', b'{"price":null}', b'{"ts":null}', b'{"ts":1}',
+                b'{"action":"ADD","type":"LIMIT"}', b'{"is_buy":false}', b'{"is_buy":true}']:
+        assert check(rec) == 1, rec
+    for rec in [b'{"action":1}', b'{"action":true}', b'{"is_buy":"true"}', b'{"is_buy":1}',
+                b'{"price":"5"}', b'{"price":true}', b'{"price":-null}', b'{"quantity":[1]}',
+                b'{"action":"ADD","symbol":"AAA"', b'{"type":"LIMIT}', b'{"type":"LI\x01"}']:
+        assert check(rec) == 0, rec
+
+
+def test_fast_path_integers_of_every_digit_count() -> None:
+    """Digits are read eight at a time: every length up to 18, at the record's end and inside it."""
+    for digits in range(1, 19):
+        for lead in "19":
+            n = int(lead + "0" * (digits - 2) + "7") if digits > 1 else int(lead)
+            for rec in [b'{"price":%d}' % n, b'{"price":-%d,"quantity":%d}' % (n, n),
+                        b'{"action":"ADD","ts":%d}' % n]:
+                assert check(rec) == 1, rec
+    assert check(b'{"ts":1234567890123456789}') == 0  # 19 digits: the general reader decides
 
 
 def test_router_record_takes_fast_path() -> None:
