@@ -37,6 +37,14 @@ typedef struct {
 
 #define JWS(p, e) while ((p) < (e) && (*(p) == ' ' || *(p) == '\t' || *(p) == '\n' || *(p) == '\r')) (p)++
 
+/* The high bit of each byte of x (8 string bytes, little-endian) that is '"', '\\', < 0x20 or
+ * >= 0x80; the lowest flagged byte is exact (later ones may be false hits of the borrow). */
+static inline uint64_t str_flags(uint64_t x) {
+    const uint64_t L = 0x0101010101010101ULL, H = 0x8080808080808080ULL;
+    uint64_t q = x ^ (L * '"'), b = x ^ (L * '\\');
+    return (((q - L) & ~q) | ((b - L) & ~b) | ((x - L * 0x20) & ~x) | x) & H;
+}
+
 static inline int hexv(unsigned char c) {
     if (c >= '0' && c <= '9') return c - '0';
     c |= 0x20;
@@ -105,9 +113,7 @@ static const unsigned char *jp_string(const unsigned char *p, const unsigned cha
         if (e - p >= 8) {
             uint64_t x;
             memcpy(&x, p, 8);
-            const uint64_t L = 0x0101010101010101ULL, H = 0x8080808080808080ULL;
-            uint64_t q = x ^ (L * '"'), b = x ^ (L * '\\');
-            uint64_t t = (((q - L) & ~q) | ((b - L) & ~b) | ((x - L * 0x20) & ~x) | x) & H;
+            uint64_t t = str_flags(x);
             if (!t) {
                 p += 8;
                 continue;
@@ -418,11 +424,8 @@ static inline uint64_t jf_load8(const unsigned char *b, const unsigned char *p, 
  * Eight bytes a step, the last step included (jf_load8 reads the record's tail as zero bytes
  * past its end, which stop the scan as control bytes would). */
 static inline const unsigned char *jf_str(const unsigned char *b, const unsigned char *p, const unsigned char *e) {
-    const uint64_t L = 0x0101010101010101ULL, H = 0x8080808080808080ULL;
     while (p < e) {
-        uint64_t x = jf_load8(b, p, e);
-        uint64_t q = x ^ (L * '"'), s = x ^ (L * '\\');
-        uint64_t t = (((q - L) & ~q) | ((s - L) & ~s) | ((x - L * 0x20) & ~x) | x) & H;
+        uint64_t t = str_flags(jf_load8(b, p, e));
         if (!t) {
             p += 8;
             continue;
