@@ -59,8 +59,8 @@ class CBook:
 
     @staticmethod
     def take(ptr: Any, length: int) -> bytes:
-        """Copy ``length`` bytes from a C pointer."""
-        return ffi.buffer(ptr, length)[:] if length else b""
+        """Copy ``length`` bytes from a C ``char *`` (``ffi.unpack``: one call, no buffer object)."""
+        return ffi.unpack(ptr, length) if length else b""
 
     def set_json_fast(self, on: bool) -> None:
         """Switch the JSON reader's fast path (router key order); results never differ."""
