@@ -245,12 +245,13 @@ def test_ids_with_the_same_hash_are_told_apart_by_every_byte(first: str, second:
 
 
 def test_ids_are_found_while_the_id_table_grows() -> None:
-    """Past 4,096 ids the table doubles incrementally (old and new tables live together for
-    ~1,000 ADDs); every id accepted so far must stay findable at every step of it."""
+    """At 8,193 ids the table grows 4x incrementally (the old and new tables live together for
+    ~2,000 ADDs, until ~10,240 ids); every id accepted so far must stay findable at every step
+    of it, and after the old table is gone."""
     eng = Engine(clock=lambda: 0)
     b = Book("GROW", eng)
     cancelled: set[str] = set()
-    for start in range(0, 9000, 50):
+    for start in range(0, 11000, 50):
         b.send(*[cmd(action="ADD", symbol="GROW", order_id=f"id{i}", user_id="u", is_buy=True, price=1 + i % 50,
                      quantity=1) for i in range(start, start + 50)])
         old = f"id{(start * 7919) % (start + 50)}"  # an earlier id, anywhere in the table
@@ -259,7 +260,7 @@ def test_ids_are_found_while_the_id_table_grows() -> None:
         want = ("REJECTED", "UNKNOWN_ORDER") if old in cancelled else ("CANCELLED", None)
         assert statuses(ev) == [(old, "REJECTED", "DUPLICATE_ORDER_ID"), (old, *want)]
         cancelled.add(old)
-    assert eng.open_orders() == 9000 - len(cancelled)
+    assert eng.open_orders() == 11000 - len(cancelled)
 
 
 def test_ids_are_compared_after_unescaping() -> None:
