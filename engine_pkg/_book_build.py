@@ -24,8 +24,9 @@ def _cdef_from_header(text: str) -> str:
 
 ffibuilder = FFI()
 ffibuilder.cdef(_cdef_from_header((CSRC / "book.h").read_text()))
-# the module's CPython glue (csrc/pyglue.h): Engine.process's list of records read in place
-ffibuilder.cdef("int sb_process_pylist(sb_engine *e, uintptr_t records, int64_t now);")
+# the module's CPython glue (csrc/pyglue.h): Engine.process's list of records read in place,
+# the events written straight into the bytes objects it returns
+ffibuilder.cdef("int sb_process_pylist(sb_engine *e, uintptr_t records, int64_t now, uintptr_t out);")
 
 _extra = os.environ.get("SUPERNOBA_BOOK_CFLAGS", "").split()
 ffibuilder.set_source(

@@ -24,10 +24,15 @@ _IN_PLACE = sys.implementation.name == "cpython"
 DROP_REASONS = {1: "unreadable JSON", 2: "order_id/user_id unreadable"}
 
 
+def _take(ptr: Any, length: int) -> bytes:
+    """Copy ``length`` bytes from a C ``char *`` (``ffi.unpack``: one call, no buffer object)."""
+    return ffi.unpack(ptr, length) if length else b""
+
+
 class CBook:
     """Owns one ``sb_engine``; thin, allocation-free wrappers around the C API."""
 
-    __slots__ = ("_e", "_depth_buf", "_depth_cap")
+    __slots__ = ("_e", "_depth_buf", "_depth_cap", "_out")
 
     def __init__(self) -> None:
         e = lib.sb_new()
@@ -36,16 +41,19 @@ class CBook:
         self._e = ffi.gc(e, lib.sb_free)
         self._depth_cap = 0
         self._depth_buf: Any = None
+        self._out: list[bytes] = [b""] * 4  # the glue's outputs of the last batch
 
     # -- batch processing --------------------------------------------------------------
-    def process(self, records: list[bytes], now: int) -> Any:
-        """Run a batch; returns the C ``sb_result`` (valid until the next call)."""
-        if _IN_PLACE:  # a list or tuple of bytes is read where it is (csrc/pyglue.h)
-            rc = lib.sb_process_pylist(self._e, id(records), now)
+    def process(self, records: list[bytes], now: int) -> tuple[Any, bytes, bytes, bytes, bytes]:
+        """Run a batch; returns the C ``sb_result`` (its counts; valid until the next call) and
+        the batch's four outputs as ``bytes``: fills, statuses, status users, event kinds."""
+        if _IN_PLACE:  # a list or tuple of bytes is read where it is, events written into bytes
+            out = self._out
+            rc = lib.sb_process_pylist(self._e, id(records), now, id(out))
             if rc != -3:
                 if rc != 0:
                     raise MemoryError("order book out of memory")
-                return lib.sb_last(self._e)
+                return lib.sb_last(self._e), out[0], out[1], out[2], out[3]
         n = len(records)
         joined = b"\0".join(records)
         rc = lib.sb_process(self._e, joined, len(joined), ffi.NULL, n, now)
@@ -55,12 +63,9 @@ class CBook:
             rc = lib.sb_process(self._e, joined, len(joined), lens, n, now)
         if rc != 0:
             raise MemoryError("order book out of memory")
-        return lib.sb_last(self._e)
-
-    @staticmethod
-    def take(ptr: Any, length: int) -> bytes:
-        """Copy ``length`` bytes from a C ``char *`` (``ffi.unpack``: one call, no buffer object)."""
-        return ffi.unpack(ptr, length) if length else b""
+        r = lib.sb_last(self._e)
+        return r, _take(r.fills, r.fills_len), _take(r.statuses, r.statuses_len), \
+            _take(r.users, r.users_len), _take(r.kinds, r.n_events)
 
     def set_json_fast(self, on: bool) -> None:
         """Switch the JSON reader's fast path (router key order); results never differ."""

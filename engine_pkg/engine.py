@@ -1,8 +1,8 @@
 """The in-process matching engine of SPEC section 10: ``Engine.process(records)``.
 
-All matching, JSON parsing and JSON writing happen in C (``engine_pkg/csrc``); this module
-copies one C batch result into a few ``bytes`` buffers (a constant number of C-level operations
-per batch, never a Python loop per order).  The event lists of :class:`BatchResult` are real
+All matching, JSON parsing and JSON writing happen in C (``engine_pkg/csrc``), which writes a
+batch's events into a few ``bytes`` buffers (a constant number of C-level operations per batch,
+never a Python loop per order); this module wraps them.  The event lists of :class:`BatchResult` are real
 ``list`` objects (SPEC section 10: "lists of bytes") whose items are split from those buffers
 only when a consumer first reads them (one ``bytes.split``); ``raw`` gives the whole buffer.
 """
@@ -204,12 +204,11 @@ class Engine:
     def process(self, records: list[bytes]) -> BatchResult:
         """Apply a batch of JSON order commands; return the events they caused."""
         book = self._book
-        r = book.process(records, int(self._clock()))
-        take = CBook.take
+        r, fills_raw, statuses_raw, users_raw, kinds = book.process(records, int(self._clock()))
         n_statuses = r.n_statuses
-        fills = EventList(take(r.fills, r.fills_len), r.n_fills)
-        statuses = EventList(take(r.statuses, r.statuses_len), n_statuses)
-        users = UserList(take(r.users, r.users_len), n_statuses, bool(r.users_escaped))
+        fills = EventList(fills_raw, r.n_fills)
+        statuses = EventList(statuses_raw, n_statuses)
+        users = UserList(users_raw, n_statuses, bool(r.users_escaped))
         if r.n_books > len(self._symbols):
             self._symbols.extend(book.book_symbol(i) for i in range(len(self._symbols), r.n_books))
         syms = self._symbols
@@ -225,7 +224,6 @@ class Engine:
                 idx, why = int(r.dropped[2 * i]), DROP_REASONS.get(int(r.dropped[2 * i + 1]), "?")
                 dropped.append((idx, why))
                 log.warning("event=order_command_dropped record=%d why=\"%s\" data=%.200r", idx, why, records[idx])
-        kinds = take(r.kinds, r.n_events)
         return BatchResult(fills, statuses, users, touched, dropped, kinds)
 
     # -- reading the books -------------------------------------------------------------

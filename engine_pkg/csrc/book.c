@@ -200,6 +200,9 @@ typedef struct {
 typedef struct {
     char *b;
     size_t n, cap;
+    sb_out_grow grow; /* NULL: the engine's own realloc'ed memory; else the caller's (sb_out_set) */
+    void *ctx;
+    int k;
 } Buf;
 
 /* One record of the batch being processed: where it is, and where its decoded strings go in
@@ -224,6 +227,7 @@ struct sb_engine {
     uint32_t gen;
     /* output of the current batch */
     Buf fills, stats, uids, kinds, snap;
+    Buf own[4]; /* the engine's own output buffers while the caller's are in use (sb_out_set) */
     uint32_t nf, ns;
     int uesc;
     int64_t tc_v;    /* the last event time written, and its digits (tc_n = 0: none yet) */
@@ -325,7 +329,7 @@ static int buf_reserve(Buf *b, size_t extra) {
     if (LIKELY(b->n + extra <= b->cap)) return 0;
     size_t nc = b->cap ? b->cap : 4096;
     while (nc < b->n + extra) nc *= 2;
-    char *q = realloc(b->b, nc);
+    char *q = b->grow ? b->grow(b->ctx, b->k, nc) : realloc(b->b, nc);
     if (!q) return -1;
     b->b = q;
     b->cap = nc;
@@ -532,6 +536,7 @@ sb_engine *sb_new(void) {
 
 void sb_free(sb_engine *e) {
     if (!e) return;
+    sb_out_reset(e); /* never free the caller's memory */
     for (uint32_t i = 0; i < e->nochunk; i++) big_free(e->ochunk[i], (size_t)OCH * sizeof(Order));
     free(e->ochunk);
     st_free(&e->ids);
@@ -1686,6 +1691,37 @@ static int run_batch(sb_engine *e, uint32_t m, int64_t now) {
 }
 
 const sb_result *sb_last(sb_engine *e) { return &e->res; }
+
+static Buf *out_buf(sb_engine *e, int k) {
+    switch (k) {
+    case 0: return &e->fills;
+    case 1: return &e->stats;
+    case 2: return &e->uids;
+    default: return &e->kinds;
+    }
+}
+
+void sb_out_set(sb_engine *e, int k, char *buf, size_t cap, sb_out_grow grow, void *ctx) {
+    if (k < 0 || k > 3 || !grow) return;
+    Buf *b = out_buf(e, k);
+    if (!b->grow) e->own[k] = *b;
+    b->b = buf;
+    b->n = 0;
+    b->cap = cap;
+    b->grow = grow;
+    b->ctx = ctx;
+    b->k = k;
+}
+
+void sb_out_reset(sb_engine *e) {
+    for (int k = 0; k < 4; k++) {
+        Buf *b = out_buf(e, k);
+        if (b->grow) {
+            *b = e->own[k];
+            b->n = 0;
+        }
+    }
+}
 void sb_set_json_fast(sb_engine *e, int on) { e->json_slow = !on; }
 
 static int jval_same(const jval *a, const jval *b) {

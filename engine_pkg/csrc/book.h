@@ -61,6 +61,18 @@ int sb_process(sb_engine *e, const char *buf, size_t len, const uint32_t *lens, 
 int sb_process_vec(sb_engine *e, const char *const *recs, const size_t *lens, uint32_t n, int64_t now);
 const sb_result *sb_last(sb_engine *e);
 
+/* Event output straight into memory the caller owns (the CPython glue writes each batch's
+ * events into the bytes objects Python receives, instead of copying the engine's buffers
+ * after the batch).  sb_out_set(e, k, buf, cap, grow, ctx): output k (0 fills, 1 statuses,
+ * 2 status users, 3 event kinds) of the next batch goes to buf[0..cap); when it needs more
+ * room, grow(ctx, k, newcap) returns a buffer of at least newcap bytes that holds the bytes
+ * written so far, or NULL (out of memory: the batch stops and returns -1).  A NULL grow or
+ * a k out of range is ignored.  sb_out_reset(e) goes back to the engine's own buffers: call it
+ * after the batch; sb_last()'s lengths stay right, its four output pointers must not be read. */
+typedef char *(*sb_out_grow)(void *ctx, int k, size_t newcap);
+void sb_out_set(sb_engine *e, int k, char *buf, size_t cap, sb_out_grow grow, void *ctx);
+void sb_out_reset(sb_engine *e);
+
 /* The JSON reader's fast path for the router's canonical key order (on by default; off sends
  * every record through the general reader -- the results are identical, tests compare them).
  * sb_json_check parses one record both ways: 1 the fast path took it and read exactly what the

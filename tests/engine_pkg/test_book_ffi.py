@@ -36,7 +36,7 @@ def outcome(eng: Engine, batch: Any) -> tuple[Any, ...]:
 
 def test_a_list_of_bytes_is_read_in_place() -> None:
     eng = Engine(clock=lambda: 7)
-    assert lib.sb_process_pylist(eng._book._e, id(BATCH), 7) == 0
+    assert lib.sb_process_pylist(eng._book._e, id(BATCH), 7, id(eng._book._out)) == 0
     r = lib.sb_last(eng._book._e)
     # ACCEPTED, ACCEPTED, the maker's PARTIALLY_FILLED, the taker's FILLED; the last two records
     # are unreadable (a raw NUL is not JSON) and the NUL does not split the fourth in two
@@ -56,7 +56,7 @@ def test_a_list_of_bytes_is_read_in_place() -> None:
 def test_other_shapes_are_refused_in_place_and_joined(shape: Any) -> None:
     eng = Engine(clock=lambda: 7)
     batch = shape(BATCH)
-    assert lib.sb_process_pylist(eng._book._e, id(batch), 7) == -3  # nothing done
+    assert lib.sb_process_pylist(eng._book._e, id(batch), 7, id(eng._book._out)) == -3  # nothing done
     assert lib.sb_book_count(eng._book._e) == 0
 
 
@@ -103,3 +103,33 @@ def test_in_place_and_joined_batches_give_identical_results(
     assert in_place.snapshot() == joined.snapshot()
     for s in SYMBOLS:
         assert in_place.depth(s, 20) == joined.depth(s, 20)
+
+
+def test_outputs_written_in_place_grow_past_the_last_batchs_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each output starts a quarter bigger than the last batch's (+1 KiB); a batch that writes
+    far more grows the bytes objects mid-batch and must still give exactly the joined path's
+    events."""
+    asks = [cmd(action="ADD", symbol="AAA", order_id=f"a{i}", user_id=f"s{i}", is_buy=False, price=200 + i,
+                quantity=1) for i in range(400)]
+    sweep = cmd(action="ADD", symbol="AAA", order_id="m", user_id="buyer", is_buy=True, quantity=400, type="MARKET")
+    batches = [[BUY], asks, [sweep]]
+    joined = joined_engine(monkeypatch)
+    want = [outcome(joined, b) for b in batches]
+    monkeypatch.setattr(book_ffi, "_IN_PLACE", True)
+    in_place = Engine(clock=lambda: 7)
+    got = [outcome(in_place, b) for b in batches]
+    assert got == want
+    # every fill, each maker's FILLED, the taker's ACCEPTED and FILLED
+    assert len(got[2][0]) == 400 + 400 + 2
+    # and after it, a small batch's buffer is cut to its exact size
+    late = cmd(action="ADD", symbol="AAA", order_id="late", user_id="u9", is_buy=False, price=999, quantity=1)
+    raw = in_place.process([late]).statuses.raw
+    assert type(raw) is bytes and raw.startswith(b'{"e":"order","user_id":"u9"') and raw.count(b"\n") == 1
+    assert raw.endswith(b'"seq":803}\n')
+
+
+def test_a_wrong_output_list_is_refused() -> None:
+    eng = Engine(clock=lambda: 7)
+    for out in ([b""] * 3, (b"",) * 4, None):
+        assert lib.sb_process_pylist(eng._book._e, id(BATCH), 7, id(out)) == -3
+    assert lib.sb_book_count(eng._book._e) == 0
