@@ -4,6 +4,9 @@
  * (malformed JSON of every kind, plus valid commands that mutate into each other); then the
  * engine is snapshotted, restored into a fresh engine, and both must snapshot identically;
  * finally the raw input is also offered to sb_restore as a (usually malformed) snapshot.
+ * The batch also runs in a second engine whose outputs go to caller-owned buffers (sb_out_set,
+ * as the CPython glue does with bytes objects) that start at one byte and grow to exactly the
+ * size asked: its events must be byte-identical, and ASan sees any write past a buffer.
  * Crashes, leaks and undefined behaviour are reported by the sanitizers.
  */
 #include <stdint.h>
@@ -11,6 +14,32 @@
 #include <string.h>
 
 #include "book.h"
+
+static char *grow_exact(void *ctx, int k, size_t newcap) {
+    char **bufs = ctx;
+    char *q = realloc(bufs[k], newcap);
+    if (q) bufs[k] = q;
+    return q;
+}
+
+/* The batch through caller-owned outputs in a fresh engine: the same bytes as r, or abort. */
+static void check_caller_outputs(const char *flat, size_t m, const uint32_t *lens, uint32_t n, const sb_result *r) {
+    sb_engine *h = sb_new();
+    char *bufs[4] = {malloc(1), malloc(1), malloc(1), malloc(1)};
+    for (int k = 0; k < 4; k++) sb_out_set(h, k, bufs[k], 1, grow_exact, bufs);
+    int rc = sb_process(h, flat, m, lens, n, 42);
+    const sb_result *q = sb_last(h);
+    size_t len[4] = {q->fills_len, q->statuses_len, q->users_len, q->n_events};
+    sb_out_reset(h);
+    if (rc == 0) {
+        const char *want[4] = {r->fills, r->statuses, r->users, r->kinds};
+        size_t wlen[4] = {r->fills_len, r->statuses_len, r->users_len, r->n_events};
+        for (int k = 0; k < 4; k++)
+            if (len[k] != wlen[k] || (len[k] && memcmp(bufs[k], want[k], len[k]) != 0)) abort();
+    }
+    for (int k = 0; k < 4; k++) free(bufs[k]);
+    sb_free(h);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     sb_engine *e = sb_new();
@@ -40,6 +69,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (size_t i = 0; i < r->fills_len; i++) acc += (unsigned char)r->fills[i];
     for (size_t i = 0; i < r->statuses_len; i++) acc += (unsigned char)r->statuses[i];
     for (size_t i = 0; i < r->users_len; i++) acc += (unsigned char)r->users[i];
+    check_caller_outputs(flat, m, lens, n, r);
     uint64_t depth[2 * 16];
     for (uint32_t b = 0; b < sb_book_count(e); b++) {
         sb_depth(e, b, 0, 16, depth);
