@@ -41,7 +41,8 @@ class CBook:
         self._e = ffi.gc(e, lib.sb_free)
         self._depth_cap = 0
         self._depth_buf: Any = None
-        self._out: list[bytes] = [b""] * 4  # the glue's outputs of the last batch
+        # the glue puts each batch's four outputs here (the last batch's stay until the next)
+        self._out: list[bytes] = [b""] * 4
 
     # -- batch processing --------------------------------------------------------------
     def process(self, records: list[bytes], now: int) -> tuple[Any, bytes, bytes, bytes, bytes]:

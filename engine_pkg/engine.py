@@ -1,10 +1,11 @@
 """The in-process matching engine of SPEC section 10: ``Engine.process(records)``.
 
 All matching, JSON parsing and JSON writing happen in C (``engine_pkg/csrc``), which writes a
-batch's events into a few ``bytes`` buffers (a constant number of C-level operations per batch,
-never a Python loop per order); this module wraps them.  The event lists of :class:`BatchResult` are real
-``list`` objects (SPEC section 10: "lists of bytes") whose items are split from those buffers
-only when a consumer first reads them (one ``bytes.split``); ``raw`` gives the whole buffer.
+batch's events into a few ``bytes`` objects (a constant number of C-level operations per batch,
+never a Python loop per order); this module wraps them.  The event lists of :class:`BatchResult`
+are real ``list`` objects (SPEC section 10: "lists of bytes") whose items are split from those
+buffers only when a consumer first reads them (one ``bytes.split``); ``raw`` gives the whole
+buffer.
 """
 
 from __future__ import annotations

@@ -32,7 +32,8 @@
  *                has just read instead of probing the table.  A table grows
  *                incrementally: a 4x bigger table takes new entries while the old one is
  *                migrated 8 slots per insert (lookups try both), so no insert pays a full
- *                rehash; growing 4x, not 2x, moves a third as many slots over a table's life.  Orders refer to users by index, so self-trade and owner checks
+ *                rehash; growing 4x, not 2x, moves a third as many slots over a table's
+ *                life.  Orders refer to users by index, so self-trade and owner checks
  *                are integer compares.  The id table maps every id of an ADD that passed
  *                validation to its open order, or to NONE once the order is closed; ids are
  *                never forgotten (duplicate detection, kept in snapshots).
@@ -186,7 +187,7 @@ typedef struct {
  * filled from empty moves a third as many slots (1/4 + 1/16 + ... of its size, not 1/2 + 1/4
  * + ...), spends a twelfth instead of a quarter of its inserts with an old table that every
  * missed lookup also probes, and runs at load 1/8..1/2 instead of 1/4..1/2 (shorter probes).
- * Engine.process on the 1M-order workloads: +6% (docs/benchmarks.md, eighth session); the
+ * Engine.process on the 1M-order workloads: +5-10% (docs/benchmarks.md, eighth session); the
  * price is up to twice the slots, e.g. 32 MiB instead of 16 MiB for 1M ids. */
 #define ST_GROW 4
 typedef struct {
@@ -1740,6 +1741,7 @@ void sb_out_reset(sb_engine *e) {
         }
     }
 }
+
 void sb_set_json_fast(sb_engine *e, int on) { e->json_slow = !on; }
 
 static int jval_same(const jval *a, const jval *b) {
