@@ -7,7 +7,8 @@ orders.  Throughput figures are per CPU-second of the measuring thread/process, 
 shared machine does not distort them (wall-clock figures are printed beside them).
 
 Engine.process and the liquibook loop are measured the same way, each in its own fresh child
-process (``--child``), --runs times (median printed): "fresh" times a new engine/book in a new
+process (``--child``), --runs times (default 5; the median is printed, so that one or two
+children caught by a stall of this shared VM do not set it): "fresh" times a new engine/book in a new
 process (its memory is faulted in as it grows, as for an engine that just started); "warm" then
 times a second new engine/book in the same process (the allocator reuses the first one's
 memory). The ratio to liquibook is given for both; each fresh run is also its own process so
@@ -17,7 +18,7 @@ Two liquibook loops run: the ratio's reference builds each ``SimpleOrder`` from 
 values and adds it (Engine.process is likewise timed from each order's bytes to its events);
 the other only adds orders built before the timer starts, a stricter reference printed beside.
 
-    python -m tools.bench.bench_book [--orders N] [--batch 500] [--runs 3] [--quick]
+    python -m tools.bench.bench_book [--orders N] [--batch 500] [--runs 5] [--quick]
 """
 
 from __future__ import annotations
@@ -251,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--orders", type=int, default=1_000_000, help="orders per workload (default 1,000,000)")
     ap.add_argument("--batch", type=int, default=500, help="Engine.process batch size (default 500)")
     ap.add_argument("--quick", action="store_true", help="100,000 orders: a smoke run")
-    ap.add_argument("--runs", type=int, default=3, help="fresh processes per contender and workload (default 3)")
+    ap.add_argument("--runs", type=int, default=5, help="fresh processes per contender and workload (default 5)")
     ap.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     ap.add_argument("--child", nargs=2, metavar=("engine|liquibook|liquibook-build", "A|B"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
