@@ -68,6 +68,11 @@ class CBook:
         return r, _take(r.fills, r.fills_len), _take(r.statuses, r.statuses_len), \
             _take(r.users, r.users_len), _take(r.kinds, r.n_events)
 
+    @staticmethod
+    def trim_cache() -> None:
+        """Unmap the memory freed engines left for the next ones (csrc/book.c's map_cache)."""
+        lib.sb_cache_trim()
+
     def set_json_fast(self, on: bool) -> None:
         """Switch the JSON reader's fast path (router key order); results never differ."""
         lib.sb_set_json_fast(self._e, 1 if on else 0)

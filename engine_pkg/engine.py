@@ -261,7 +261,8 @@ class Engine:
         fresh = CBook()
         fresh.restore(data)
         fresh.set_active(self._active)
-        self._book = fresh
+        self._book = fresh  # the old book is freed here; its memory goes to the C cache...
+        CBook.trim_cache()  # ...which a long-lived engine would never take back: unmap it
         self._symbols = []
         self.symbols()
 

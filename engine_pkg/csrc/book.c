@@ -70,6 +70,7 @@
 #include <stdlib.h>
 #include <string.h>
 #if defined(__linux__)
+#include <pthread.h>
 #include <sys/mman.h>
 #endif
 
@@ -282,15 +283,91 @@ static inline uint32_t hash_bytes(const char *p, uint32_t n) {
     return (uint32_t)h;
 }
 
-/* Zeroed memory for the big randomly-accessed arrays (id-table slots, order-pool chunks).
- * From 2 MiB up it is a 2 MiB-aligned anonymous mapping advised for transparent huge pages:
- * one TLB entry per 2 MiB instead of per 4 KiB, so a random probe into a 32 MiB table costs a
- * cache miss but no page walk.  Pages are still faulted in lazily (no up-front zeroing stall). */
+/* Memory for the big randomly-accessed arrays (id-table slots, order-pool chunks, big arenas'
+ * slabs), zeroed unless the caller writes every byte it reads (order-pool chunks).  From 2 MiB
+ * up it is a 2 MiB-aligned anonymous mapping advised for transparent huge pages: one TLB entry
+ * per 2 MiB instead of per 4 KiB, so a random probe into a 32 MiB table costs a cache miss but
+ * no page walk.  Pages are still faulted in lazily (no up-front zeroing stall).
+ *
+ * The mappings of a freed engine are kept for the next one (map_cache: process-wide, at most
+ * MAP_CACHE_MAX bytes, reused at the exact same size, LIFO): a process that makes engine after
+ * engine (replays, tests, restores, a benchmark's warm run) gets memory that is already faulted
+ * in, as malloc hands a freed block back, instead of the kernel faulting and zeroing it again
+ * (an order-pool chunk needs no zeroing at all).  A table an engine outgrows is unmapped at
+ * once: nothing of a living engine's is kept.  sb_cache_trim() unmaps the cache.  A mutex
+ * guards it: cffi calls C without the GIL, so engines in two threads may free and grow at once. */
 #define HUGE_SZ ((size_t)2 << 20)
-static void *big_zalloc(size_t n) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+#define MAP_CACHE_MAX ((size_t)256 << 20)
+#define MAP_CACHE_N 256
+static struct {
+    pthread_mutex_t mu;
+    void *p[MAP_CACHE_N];
+    size_t len[MAP_CACHE_N];
+    int n;
+    size_t bytes;
+} map_cache = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void *map_cache_take(size_t len) {
+    void *r = NULL;
+    pthread_mutex_lock(&map_cache.mu);
+    for (int i = map_cache.n - 1; i >= 0; i--) {
+        if (map_cache.len[i] != len) continue;
+        r = map_cache.p[i];
+        map_cache.n--;
+        map_cache.p[i] = map_cache.p[map_cache.n];
+        map_cache.len[i] = map_cache.len[map_cache.n];
+        map_cache.bytes -= len;
+        break;
+    }
+    pthread_mutex_unlock(&map_cache.mu);
+    return r;
+}
+
+static int map_cache_put(void *p, size_t len) {
+    int kept = 0;
+    pthread_mutex_lock(&map_cache.mu);
+    if (map_cache.n < MAP_CACHE_N && map_cache.bytes + len <= MAP_CACHE_MAX) {
+        map_cache.p[map_cache.n] = p;
+        map_cache.len[map_cache.n++] = len;
+        map_cache.bytes += len;
+        kept = 1;
+    }
+    pthread_mutex_unlock(&map_cache.mu);
+    return kept;
+}
+#endif
+
+size_t sb_cache_bytes(void) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    pthread_mutex_lock(&map_cache.mu);
+    size_t b = map_cache.bytes;
+    pthread_mutex_unlock(&map_cache.mu);
+    return b;
+#else
+    return 0;
+#endif
+}
+
+void sb_cache_trim(void) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    pthread_mutex_lock(&map_cache.mu);
+    for (int i = 0; i < map_cache.n; i++) munmap(map_cache.p[i], map_cache.len[i]);
+    map_cache.n = 0;
+    map_cache.bytes = 0;
+    pthread_mutex_unlock(&map_cache.mu);
+#endif
+}
+
+static void *big_alloc(size_t n, int zero) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
     if (n >= HUGE_SZ) {
         size_t len = (n + HUGE_SZ - 1) & ~(HUGE_SZ - 1);
+        void *r = map_cache_take(len);
+        if (r) {
+            if (zero) memset(r, 0, len);
+            return r;
+        }
         char *p = mmap(NULL, len + HUGE_SZ, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED) return NULL;
         char *a = (char *)(((uintptr_t)p + HUGE_SZ - 1) & ~(uintptr_t)(HUGE_SZ - 1));
@@ -300,14 +377,18 @@ static void *big_zalloc(size_t n) {
         return a;
     }
 #endif
-    return calloc(1, n);
+    return zero ? calloc(1, n) : malloc(n);
 }
 
-static void big_free(void *p, size_t n) {
+static void *big_zalloc(size_t n) { return big_alloc(n, 1); }
+
+/* keep: the engine is being freed, its mapping may go to map_cache for the next engine. */
+static void big_free(void *p, size_t n, int keep) {
     if (!p) return;
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
     if (n >= HUGE_SZ) {
-        munmap(p, (n + HUGE_SZ - 1) & ~(HUGE_SZ - 1));
+        size_t len = (n + HUGE_SZ - 1) & ~(HUGE_SZ - 1);
+        if (!keep || !map_cache_put(p, len)) munmap(p, len);
         return;
     }
 #endif
@@ -406,12 +487,12 @@ static int st_init(StrTab *t, uint32_t slots) {
     return 0;
 }
 
-static void st_free(StrTab *t) {
-    big_free(t->s, ((size_t)t->mask + 1) * sizeof(Slot));
-    if (t->old) big_free(t->old, ((size_t)t->omask + 1) * sizeof(Slot));
+static void st_free(StrTab *t, int keep) {
+    big_free(t->s, ((size_t)t->mask + 1) * sizeof(Slot), keep);
+    if (t->old) big_free(t->old, ((size_t)t->omask + 1) * sizeof(Slot), keep);
     for (uint32_t i = 0; i < t->a.nch; i++) {
         if (i < AR_SLAB) free(t->a.ch[i]);
-        else if (i % AR_SLAB == 0) big_free(t->a.ch[i], (size_t)ACH * AR_SLAB);
+        else if (i % AR_SLAB == 0) big_free(t->a.ch[i], (size_t)ACH * AR_SLAB, keep);
     }
     free(t->a.ch);
     memset(t, 0, sizeof *t);
@@ -474,7 +555,7 @@ static void st_migrate(StrTab *t, uint32_t k) {
         if (sl->off) st_place(t->s, t->mask, sl);
     }
     if (t->mpos > t->omask) {
-        big_free(t->old, ((size_t)t->omask + 1) * sizeof(Slot));
+        big_free(t->old, ((size_t)t->omask + 1) * sizeof(Slot), 0);
         t->old = NULL;
     }
 }
@@ -538,12 +619,12 @@ sb_engine *sb_new(void) {
 void sb_free(sb_engine *e) {
     if (!e) return;
     sb_out_reset(e); /* never free the caller's memory */
-    for (uint32_t i = 0; i < e->nochunk; i++) big_free(e->ochunk[i], (size_t)OCH * sizeof(Order));
+    for (uint32_t i = 0; i < e->nochunk; i++) big_free(e->ochunk[i], (size_t)OCH * sizeof(Order), 1);
     free(e->ochunk);
-    st_free(&e->ids);
-    st_free(&e->users);
-    st_free(&e->syms);
-    st_free(&e->active);
+    st_free(&e->ids, 1);
+    st_free(&e->users, 1);
+    st_free(&e->syms, 1);
+    st_free(&e->active, 1);
     free(e->ucount);
     free(e->uoff);
     for (uint32_t i = 0; i < e->nbooks; i++) {
@@ -619,7 +700,7 @@ uint64_t sb_book_seq(sb_engine *e, uint32_t book) { return book < e->nbooks ? e-
 uint64_t sb_open_orders(sb_engine *e) { return e->open; }
 
 void sb_active_clear(sb_engine *e, int restrict_active) {
-    st_free(&e->active);
+    st_free(&e->active, 0);
     st_init(&e->active, 64);
     e->restrict_active = restrict_active;
     e->sym_last1 = 0;
@@ -692,7 +773,9 @@ static uint32_t order_chunk(sb_engine *e) {
         e->ochunk = q;
         e->ochcap = nc;
     }
-    Order *c = big_zalloc((size_t)OCH * sizeof(Order));
+    /* not zeroed: an order's fields are all written when it is allocated (core_add, restore),
+     * and its gen is only ever compared with itself (a handle), so any start value serves */
+    Order *c = big_alloc((size_t)OCH * sizeof(Order), 0);
     if (!c) return NONE;
     e->ochunk[e->nochunk++] = c;
     return 0;

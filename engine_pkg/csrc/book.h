@@ -73,6 +73,11 @@ typedef char *(*sb_out_grow)(void *ctx, int k, size_t newcap);
 void sb_out_set(sb_engine *e, int k, char *buf, size_t cap, sb_out_grow grow, void *ctx);
 void sb_out_reset(sb_engine *e);
 
+/* The mappings freed engines left for the next ones (book.c's map_cache, at most 256 MiB):
+ * sb_cache_bytes() how many bytes it holds, sb_cache_trim() unmaps them. */
+size_t sb_cache_bytes(void);
+void sb_cache_trim(void);
+
 /* The JSON reader's fast path for the router's canonical key order (on by default; off sends
  * every record through the general reader -- the results are identical, tests compare them).
  * sb_json_check parses one record both ways: 1 the fast path took it and read exactly what the

@@ -133,3 +133,34 @@ def test_a_wrong_output_list_is_refused() -> None:
     for out in ([b""] * 3, (b"",) * 4, None):
         assert lib.sb_process_pylist(eng._book._e, id(BATCH), 7, id(out)) == -3
     assert lib.sb_book_count(eng._book._e) == 0
+
+
+def test_a_freed_engines_memory_serves_the_next_engine_unchanged() -> None:
+    """sb_free keeps an engine's big mappings for the next engine (map_cache in book.c): the
+    order pool comes back with the old orders' bytes in it, unzeroed, and must not change a
+    single event, and the cache gives them out once."""
+    lib.sb_cache_trim()
+    batch = [cmd(action="ADD", symbol="AAA", order_id=f"o{i}", user_id=f"u{i % 7}", is_buy=i % 2 == 0,
+                 price=100 + (i * 7919) % 9, quantity=1 + i % 5) for i in range(3000)]
+    batch += [cmd(action="CANCEL", symbol="AAA", order_id=f"o{i}", user_id=f"u{i % 7}") for i in range(0, 3000, 3)]
+    first = Engine(clock=lambda: 7)
+    want = outcome(first, batch)
+    del first
+    kept = lib.sb_cache_bytes()
+    assert kept >= 4 << 20  # at least the first order-pool chunk (65,536 orders of 64 bytes)
+    second = Engine(clock=lambda: 7)
+    assert outcome(second, batch) == want
+    assert lib.sb_cache_bytes() < kept  # taken, not copied
+    del second
+    lib.sb_cache_trim()
+    assert lib.sb_cache_bytes() == 0
+
+
+def test_restore_leaves_no_freed_memory_behind() -> None:
+    eng = Engine(clock=lambda: 7)
+    eng.process([BUY])
+    snap = eng.snapshot()
+    lib.sb_cache_trim()
+    eng.restore(snap)  # the replaced book's memory would sit in the cache for good
+    assert lib.sb_cache_bytes() == 0
+    assert eng.depth("AAA") == {"b": [[100, 5]], "a": []}
