@@ -283,11 +283,15 @@ static inline uint32_t hash_bytes(const char *p, uint32_t n) {
     return (uint32_t)h;
 }
 
-/* Memory for the big randomly-accessed arrays (id-table slots, order-pool chunks, big arenas'
- * slabs), zeroed unless the caller writes every byte it reads (order-pool chunks).  From 2 MiB
- * up it is a 2 MiB-aligned anonymous mapping advised for transparent huge pages: one TLB entry
- * per 2 MiB instead of per 4 KiB, so a random probe into a 32 MiB table costs a cache miss but
- * no page walk.  Pages are still faulted in lazily (no up-front zeroing stall).
+/* Memory for the big arrays (id-table slots, order-pool chunks, big arenas' slabs), zeroed
+ * unless the caller writes every byte it reads (order-pool chunks).  From 2 MiB up it is a
+ * 2 MiB-aligned anonymous mapping, advised for transparent huge pages where `huge` asks: one
+ * TLB entry per 2 MiB instead of per 4 KiB, so a random probe into a 32 MiB table costs a cache
+ * miss but no page walk.  Pages are still faulted in lazily (no up-front zeroing stall).  The
+ * order pool, allocated front to back, is not advised: with the kernel's THP defrag at
+ * "madvise" a huge-page fault compacts memory synchronously when no free 2 MiB page is at hand,
+ * and the pool was the largest advised region, so a fresh engine ran at 3 M orders/s in those
+ * minutes and at 5 M/s otherwise; without its advice, 4.8-5.1 M/s in the same minutes.
  *
  * The mappings of a freed engine are kept for the next one (map_cache: process-wide, at most
  * MAP_CACHE_MAX bytes, reused at the exact same size, LIFO): a process that makes engine after
@@ -303,7 +307,7 @@ static inline uint32_t hash_bytes(const char *p, uint32_t n) {
 static struct {
     pthread_mutex_t mu;
     void *p[MAP_CACHE_N];
-    size_t len[MAP_CACHE_N];
+    size_t len[MAP_CACHE_N]; /* the mapping's size (a multiple of 2 MiB), | 1 if huge-page advised */
     int n;
     size_t bytes;
 } map_cache = {.mu = PTHREAD_MUTEX_INITIALIZER};
@@ -317,7 +321,7 @@ static void *map_cache_take(size_t len) {
         map_cache.n--;
         map_cache.p[i] = map_cache.p[map_cache.n];
         map_cache.len[i] = map_cache.len[map_cache.n];
-        map_cache.bytes -= len;
+        map_cache.bytes -= len & ~(size_t)1;
         break;
     }
     pthread_mutex_unlock(&map_cache.mu);
@@ -327,10 +331,10 @@ static void *map_cache_take(size_t len) {
 static int map_cache_put(void *p, size_t len) {
     int kept = 0;
     pthread_mutex_lock(&map_cache.mu);
-    if (map_cache.n < MAP_CACHE_N && map_cache.bytes + len <= MAP_CACHE_MAX) {
+    if (map_cache.n < MAP_CACHE_N && map_cache.bytes + (len & ~(size_t)1) <= MAP_CACHE_MAX) {
         map_cache.p[map_cache.n] = p;
         map_cache.len[map_cache.n++] = len;
-        map_cache.bytes += len;
+        map_cache.bytes += len & ~(size_t)1;
         kept = 1;
     }
     pthread_mutex_unlock(&map_cache.mu);
@@ -352,18 +356,18 @@ size_t sb_cache_bytes(void) {
 void sb_cache_trim(void) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
     pthread_mutex_lock(&map_cache.mu);
-    for (int i = 0; i < map_cache.n; i++) munmap(map_cache.p[i], map_cache.len[i]);
+    for (int i = 0; i < map_cache.n; i++) munmap(map_cache.p[i], map_cache.len[i] & ~(size_t)1);
     map_cache.n = 0;
     map_cache.bytes = 0;
     pthread_mutex_unlock(&map_cache.mu);
 #endif
 }
 
-static void *big_alloc(size_t n, int zero) {
+static void *big_alloc(size_t n, int zero, int huge) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
     if (n >= HUGE_SZ) {
         size_t len = (n + HUGE_SZ - 1) & ~(HUGE_SZ - 1);
-        void *r = map_cache_take(len);
+        void *r = map_cache_take(len | (size_t)(huge != 0)); /* keyed by size and advice */
         if (r) {
             if (zero) memset(r, 0, len);
             return r;
@@ -373,22 +377,23 @@ static void *big_alloc(size_t n, int zero) {
         char *a = (char *)(((uintptr_t)p + HUGE_SZ - 1) & ~(uintptr_t)(HUGE_SZ - 1));
         if (a > p) munmap(p, (size_t)(a - p));
         if (a + len < p + len + HUGE_SZ) munmap(a + len, (size_t)(p + len + HUGE_SZ - (a + len)));
-        madvise(a, len, MADV_HUGEPAGE);
+        if (huge) madvise(a, len, MADV_HUGEPAGE);
         return a;
     }
 #endif
     return zero ? calloc(1, n) : malloc(n);
 }
 
-static void *big_zalloc(size_t n) { return big_alloc(n, 1); }
+static void *big_zalloc(size_t n) { return big_alloc(n, 1, 1); }
 
-/* keep: the engine is being freed, its mapping may go to map_cache for the next engine. */
-static void big_free(void *p, size_t n, int keep) {
+/* keep: the engine is being freed, its mapping may go to map_cache for the next engine;
+ * huge: as it was allocated. */
+static void big_free(void *p, size_t n, int keep, int huge) {
     if (!p) return;
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
     if (n >= HUGE_SZ) {
         size_t len = (n + HUGE_SZ - 1) & ~(HUGE_SZ - 1);
-        if (!keep || !map_cache_put(p, len)) munmap(p, len);
+        if (!keep || !map_cache_put(p, len | (size_t)(huge != 0))) munmap(p, len);
         return;
     }
 #endif
@@ -488,11 +493,11 @@ static int st_init(StrTab *t, uint32_t slots) {
 }
 
 static void st_free(StrTab *t, int keep) {
-    big_free(t->s, ((size_t)t->mask + 1) * sizeof(Slot), keep);
-    if (t->old) big_free(t->old, ((size_t)t->omask + 1) * sizeof(Slot), keep);
+    big_free(t->s, ((size_t)t->mask + 1) * sizeof(Slot), keep, 1);
+    if (t->old) big_free(t->old, ((size_t)t->omask + 1) * sizeof(Slot), keep, 1);
     for (uint32_t i = 0; i < t->a.nch; i++) {
         if (i < AR_SLAB) free(t->a.ch[i]);
-        else if (i % AR_SLAB == 0) big_free(t->a.ch[i], (size_t)ACH * AR_SLAB, keep);
+        else if (i % AR_SLAB == 0) big_free(t->a.ch[i], (size_t)ACH * AR_SLAB, keep, 1);
     }
     free(t->a.ch);
     memset(t, 0, sizeof *t);
@@ -555,7 +560,7 @@ static void st_migrate(StrTab *t, uint32_t k) {
         if (sl->off) st_place(t->s, t->mask, sl);
     }
     if (t->mpos > t->omask) {
-        big_free(t->old, ((size_t)t->omask + 1) * sizeof(Slot), 0);
+        big_free(t->old, ((size_t)t->omask + 1) * sizeof(Slot), 0, 1);
         t->old = NULL;
     }
 }
@@ -619,7 +624,7 @@ sb_engine *sb_new(void) {
 void sb_free(sb_engine *e) {
     if (!e) return;
     sb_out_reset(e); /* never free the caller's memory */
-    for (uint32_t i = 0; i < e->nochunk; i++) big_free(e->ochunk[i], (size_t)OCH * sizeof(Order), 1);
+    for (uint32_t i = 0; i < e->nochunk; i++) big_free(e->ochunk[i], (size_t)OCH * sizeof(Order), 1, 0);
     free(e->ochunk);
     st_free(&e->ids, 1);
     st_free(&e->users, 1);
@@ -774,8 +779,9 @@ static uint32_t order_chunk(sb_engine *e) {
         e->ochcap = nc;
     }
     /* not zeroed: an order's fields are all written when it is allocated (core_add, restore),
-     * and its gen is only ever compared with itself (a handle), so any start value serves */
-    Order *c = big_alloc((size_t)OCH * sizeof(Order), 0);
+     * and its gen is only ever compared with itself (a handle), so any start value serves;
+     * not advised for huge pages (see big_alloc) */
+    Order *c = big_alloc((size_t)OCH * sizeof(Order), 0, 0);
     if (!c) return NONE;
     e->ochunk[e->nochunk++] = c;
     return 0;
