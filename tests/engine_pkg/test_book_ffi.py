@@ -164,3 +164,28 @@ def test_restore_leaves_no_freed_memory_behind() -> None:
     eng.restore(snap)  # the replaced book's memory would sit in the cache for good
     assert lib.sb_cache_bytes() == 0
     assert eng.depth("AAA") == {"b": [[100, 5]], "a": []}
+
+
+def test_engines_made_and_freed_in_threads_share_the_cache_safely() -> None:
+    """cffi runs sb_new/sb_free without the GIL: engines of several threads take and give back
+    cached mappings at once (book.c guards map_cache with a mutex), and every engine's events
+    stay those of an engine made alone."""
+    import threading
+
+    batch = [cmd(action="ADD", symbol="AAA", order_id=f"t{i}", user_id=f"u{i % 5}", is_buy=i % 2 == 1,
+                 price=50 + i % 7, quantity=1 + i % 3) for i in range(500)]
+    want = outcome(Engine(clock=lambda: 7), batch)
+    results: list[Any] = []
+
+    def work() -> None:
+        for _ in range(15):
+            results.append(outcome(Engine(clock=lambda: 7), batch))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 60
+    assert all(r == want for r in results)
+    assert lib.sb_cache_bytes() <= 256 << 20
