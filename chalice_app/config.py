@@ -70,6 +70,7 @@ class ENV:
     ENGINE_HTTP_PORT = "ENGINE_HTTP_PORT"
     ENGINE_ID = "ENGINE_ID"
     ENGINE_LEASE_TTL_MS = "ENGINE_LEASE_TTL_MS"
+    ENGINE_PARSE_THREAD = "ENGINE_PARSE_THREAD"
     ENGINE_POLL_FLOOR_MS = "ENGINE_POLL_FLOOR_MS"
     ENGINE_POLL_HOT_MS = "ENGINE_POLL_HOT_MS"
     ENGINE_POLL_IDLE_MAX_MS = "ENGINE_POLL_IDLE_MAX_MS"
@@ -179,6 +180,18 @@ def _cluster_mode(env: Mapping[str, str]) -> str:
     return mode
 
 
+#: ENGINE_PARSE_THREAD words: `auto` (unset) lets the engine decide by the CPUs it may use.
+_PARSE_THREAD_WORDS = {"auto": None, "1": True, "true": True, "yes": True, "on": True,
+                       "0": False, "false": False, "no": False, "off": False}
+
+
+def _parse_thread(env: Mapping[str, str]) -> bool | None:
+    raw = (env.get(ENV.ENGINE_PARSE_THREAD) or "auto").strip().lower()
+    if raw not in _PARSE_THREAD_WORDS:
+        raise ValueError(f"ENGINE_PARSE_THREAD must be auto, on or off, not {raw!r}")
+    return _PARSE_THREAD_WORDS[raw]
+
+
 #: Engine defaults next to an emulator (AWS_ENDPOINT_URL_KINESIS set); the AWS defaults are the
 #: `Settings` field defaults below.
 EMULATED_ENGINE_DEFAULTS: Mapping[str, object] = {
@@ -215,6 +228,8 @@ def _engine_settings(env: Mapping[str, str]) -> dict:
                                            float(default("engine_snapshot_seconds")), float),
         "engine_lease_ttl_ms": whole(ENV.ENGINE_LEASE_TTL_MS, "engine_lease_ttl_ms"),
         "engine_id": env.get(ENV.ENGINE_ID, default("engine_id")),
+        # None: a second thread parses big batches when the process may use two CPUs or more
+        "engine_parse_thread": _parse_thread(env),
         # /health, /metrics, /book: loopback only next to an emulator (a laptop), else every interface
         "engine_http_host": env.get(ENV.ENGINE_HTTP_HOST) or default("engine_http_host"),
     }
@@ -297,6 +312,7 @@ class Settings:
     engine_snapshot_seconds: float = 30.0
     engine_lease_ttl_ms: int = 10000
     engine_id: str = ""
+    engine_parse_thread: bool | None = None
     engine_http_host: str = "0.0.0.0"
     # Kinesis triggers of the Chalice app (issue 9; FILLS_/STATUS_TRIGGER_BATCH_SIZE and
     # FILLS_/STATUS_TRIGGER_STARTING_POSITION, set per stage in .chalice/config.json).

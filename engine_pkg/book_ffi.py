@@ -73,6 +73,11 @@ class CBook:
         """Unmap the memory freed engines left for the next ones (csrc/book.c's map_cache)."""
         lib.sb_cache_trim()
 
+    def set_parse_thread(self, min_batch: int) -> None:
+        """Parse batches of at least ``min_batch`` records on a second thread (0: never); the
+        events are identical either way (csrc/book.c, "the parse thread")."""
+        lib.sb_set_parse_thread(self._e, min_batch)
+
     def set_json_fast(self, on: bool) -> None:
         """Switch the JSON reader's fast path (router key order); results never differ."""
         lib.sb_set_json_fast(self._e, 1 if on else 0)

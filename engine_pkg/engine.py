@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -23,6 +24,18 @@ log = logging.getLogger(__name__)
 
 _SIDE_BID = 0
 _SIDE_ASK = 1
+
+#: Batches of at least this many records are parsed on the engine's second thread (when it has
+#: one): below it, waking the thread costs more than it saves.
+PARSE_THREAD_MIN_BATCH = 64
+
+
+def _parse_thread_default() -> bool:
+    """The parse thread pays when the process may run on two CPUs or more."""
+    try:
+        return len(os.sched_getaffinity(0)) >= 2
+    except AttributeError:  # not Linux
+        return (os.cpu_count() or 1) >= 2
 
 
 def _now_ms() -> int:
@@ -176,21 +189,37 @@ class Engine:
     ``clock`` returns milliseconds; it stamps commands without a ``ts`` (read once per batch).
     ``active_symbols``: ``None`` (default) treats every well-formed symbol as active; otherwise
     commands for other symbols are rejected with ``UNKNOWN_SYMBOL`` (see :meth:`set_active_symbols`).
+    ``parse_thread``: parse the JSON of batches of ``PARSE_THREAD_MIN_BATCH`` records or more
+    on a second thread while this one matches (``None``, the default: when the process may
+    run on two CPUs or more). The events never differ; only the wall time of a batch does.
     """
 
     def __init__(
         self,
         clock: Callable[[], int] | None = None,
         active_symbols: Iterable[str] | None = None,
+        parse_thread: bool | None = None,
     ) -> None:
         self._clock: Callable[[], int] = clock or _now_ms
-        self._book = CBook()
+        use = _parse_thread_default() if parse_thread is None else parse_thread
+        self._parse_min = PARSE_THREAD_MIN_BATCH if use else 0
+        self._book = self._new_book()
         self._symbols: list[str] = []
         self._active: list[str] | None = None
         if active_symbols is not None:
             self.set_active_symbols(active_symbols)
 
+    def _new_book(self) -> CBook:
+        book = CBook()
+        book.set_parse_thread(self._parse_min)
+        return book
+
     # -- configuration -----------------------------------------------------------------
+    @property
+    def parse_thread(self) -> bool:
+        """Whether big batches are parsed on a second thread."""
+        return self._parse_min > 0
+
     def set_active_symbols(self, symbols: Iterable[str] | None) -> None:
         """Restrict trading to ``symbols`` (``None``: every valid symbol is active)."""
         self._active = None if symbols is None else list(symbols)
@@ -258,7 +287,7 @@ class Engine:
 
     def restore(self, data: bytes) -> None:
         """Replace this engine's state with a snapshot (ValueError if it is malformed)."""
-        fresh = CBook()
+        fresh = self._new_book()
         fresh.restore(data)
         fresh.set_active(self._active)
         self._book = fresh  # the old book is freed here; its memory goes to the C cache...
@@ -272,8 +301,9 @@ class Engine:
         data: bytes,
         clock: Callable[[], int] | None = None,
         active_symbols: Iterable[str] | None = None,
+        parse_thread: bool | None = None,
     ) -> Engine:
         """A new engine restored from ``data``."""
-        eng = cls(clock=clock, active_symbols=active_symbols)
+        eng = cls(clock=clock, active_symbols=active_symbols, parse_thread=parse_thread)
         eng.restore(data)
         return eng

@@ -73,6 +73,9 @@
 #include <pthread.h>
 #include <sys/mman.h>
 #endif
+#include <stdatomic.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "sb_json.h"
 
@@ -214,6 +217,10 @@ typedef struct {
     size_t n, soff;
 } BatchRec;
 
+typedef struct Parsed Parsed;
+typedef struct ParseWorker ParseWorker;
+static void pw_stop(ParseWorker *w);
+
 struct sb_engine {
     Order **ochunk; /* order pool: chunk directory */
     uint32_t nochunk, ochcap, ofree, onext;
@@ -249,6 +256,13 @@ struct sb_engine {
     int json_slow; /* 1: every record through the general reader (tests compare both paths) */
     uint64_t events;
     int oom;
+    uint32_t par_min;   /* batches of at least this many records (0: none) use the parse thread */
+    ParseWorker *pw;    /* that thread, started by the first batch that uses it */
+    Parsed *pa;         /* the batch's parsed records when it runs (one per record) */
+    uint32_t pacap;
+    uint64_t pbatch;    /* the last batch number given to the parse thread: the engine's, not the
+                         * thread's, so that a new thread (after a fork, or off and on again)
+                         * never takes an old slot's `ready` for one of its own batches */
 };
 
 static inline uint64_t rd64(const void *p) {
@@ -646,6 +660,8 @@ void sb_free(sb_engine *e) {
     free(e->dropped);
     free(e->scratch);
     free(e->rec);
+    if (e->pw) pw_stop(e->pw);
+    free(e->pa);
     free(e);
 }
 
@@ -1426,15 +1442,17 @@ static void drop(sb_engine *e, uint32_t rec, uint32_t why) {
 }
 
 /* A parsed record waiting in sb_process's pipeline. */
-typedef struct {
+struct Parsed {
+    _Atomic uint64_t ready; /* parse-thread mode: the batch number once jc..finds are written */
     jcmd jc;
     int ok;       /* the record is one readable JSON object */
     uint32_t oh;  /* hash of its order_id (when it is a usable string) */
     uint32_t uh;  /* hash of its user_id (likewise) */
-    int finds;    /* a CANCEL/REPLACE with a usable order_id: the pipeline prefetches its order */
+    uint8_t hashed; /* bit 0: oh is set, bit 1: uh is set */
+    uint8_t finds;  /* a CANCEL/REPLACE with a usable order_id: the pipeline prefetches its order */
     uint64_t aoff; /* arena offset of its order_id's entry, found by stage 2 (0 = none) */
     uint32_t ord;  /* the open order that entry named at stage 3 (NONE: none) */
-} Parsed;
+} __attribute__((aligned(64)));
 
 static int run_json(sb_engine *e, const Parsed *pr, uint32_t idx, int64_t now) {
     if (!pr->ok) {
@@ -1593,34 +1611,42 @@ static void begin_batch(sb_engine *e) {
     e->oom = 0;
 }
 
-/* Parse record i (into its pipeline slot) and prefetch the id-table slot its order id hashes to. */
-static inline void pipe_parse(sb_engine *e, Parsed *pr, const char *rec, size_t rl, char *scratch) {
+/* Parse one record into a pipeline slot: reads only the record (no engine state), so the
+ * parse thread may run it. */
+static inline void parse_rec(Parsed *pr, const char *rec, size_t rl, char *scratch, int json_slow) {
     pr->jc.scratch = scratch;
-    pr->ok = (!e->json_slow && jp_fast(rec, rl, &pr->jc)) || jp_command(rec, rl, &pr->jc);
+    pr->ok = (!json_slow && jp_fast(rec, rl, &pr->jc)) || jp_command(rec, rl, &pr->jc);
     pr->finds = 0;
     pr->aoff = 0;
     pr->ord = NONE;
+    pr->oh = pr->uh = 0;
+    pr->hashed = 0;
+    if (!pr->ok) return;
     const jval *ov = &pr->jc.f[K_ORDER_ID];
-    if (pr->ok && ov->kind == JV_STR && ov->n >= 1 && ov->n <= MAX_ID) {
+    if (ov->kind == JV_STR && ov->n >= 1 && ov->n <= MAX_ID) {
         pr->oh = hash_bytes(ov->s, ov->n);
-        prefetch(&e->ids.s[pr->oh & e->ids.mask]);
-        /* while the table grows, a miss in the new table probes the old one too */
-        if (e->ids.old) prefetch(&e->ids.old[pr->oh & e->ids.omask]);
         /* only a CANCEL/REPLACE names an order that may exist: an ADD's new id has no entry,
          * and probing for it in stages 2 to 4 cost ADD-only flow ~10% */
         const jval *av = &pr->jc.f[K_ACTION];
         pr->finds = av->kind == JV_STR && av->n >= 1 && av->s[0] != 'A';
-    } else {
-        pr->oh = 0;
+        pr->hashed = 1;
     }
-    /* the user's slot too: the users table is small but an L1/L2 miss by now */
     const jval *uv = &pr->jc.f[K_USER_ID];
-    if (pr->ok && uv->kind == JV_STR && uv->n >= 1 && uv->n <= MAX_ID) {
+    if (uv->kind == JV_STR && uv->n >= 1 && uv->n <= MAX_ID) {
         pr->uh = hash_bytes(uv->s, uv->n);
-        prefetch(&e->users.s[pr->uh & e->users.mask]);
-    } else {
-        pr->uh = 0;
+        pr->hashed |= 2;
     }
+}
+
+/* First prefetch stage: the id-table slot the record's order id hashes to, and its user's
+ * (the users table is small but an L1/L2 miss by now). */
+static inline void pipe_prefetch1(sb_engine *e, const Parsed *pr) {
+    if (pr->hashed & 1) {
+        prefetch(&e->ids.s[pr->oh & e->ids.mask]);
+        /* while the table grows, a miss in the new table probes the old one too */
+        if (e->ids.old) prefetch(&e->ids.old[pr->oh & e->ids.omask]);
+    }
+    if (pr->hashed & 2) prefetch(&e->users.s[pr->uh & e->users.mask]);
 }
 
 /* The slot whose hash is h in the new table, else in the old one (a hash match is almost
@@ -1750,33 +1776,244 @@ int sb_process_vec(sb_engine *e, const char *const *recs, const size_t *lens, ui
     return run_batch(e, n, now);
 }
 
+/* ---- the parse thread --------------------------------------------------------------------
+ * Parsing a record reads only its bytes, so a second thread can parse records ahead of the
+ * matching thread (LMAX's split of unmarshalling from business logic): the matching thread
+ * then only reads finished Parsed slots.  Both threads take records from one counter,
+ * `claim` = batch number << 32 | next record, with a compare-and-swap, so a record is
+ * parsed exactly once, and the matching thread parses a record itself whenever it would
+ * otherwise wait for it (the parse thread not yet awake, descheduled, or behind): the batch
+ * never depends on the second thread making progress.  A slot is published by storing the
+ * batch number in its `ready` with release order.  Between batches the parse thread spins
+ * for PW_SPIN_NS (batches arrive back to back under load), then sleeps on a condition
+ * variable. */
+#ifndef PW_SPIN_NS
+#define PW_SPIN_NS 200000
+#endif
+
+struct ParseWorker {
+    _Atomic uint64_t claim;   /* batch number << 32 | next unclaimed record */
+    char pad0[56];
+    /* the batch being parsed: written by the matching thread before it publishes `claim`
+     * (atomics, relaxed: a late parse thread may read them while the next batch's are written;
+     * its claim on the old batch then fails, and it reads them again) */
+    const BatchRec *_Atomic rec;
+    Parsed *_Atomic pa;
+    char *_Atomic scratch;
+    _Atomic uint32_t m;
+    _Atomic int json_slow;
+    _Atomic int sleeping, quit;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t th;
+    pid_t pid; /* the process that started the thread (a fork child has none) */
+};
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static uint64_t mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Take the next record of batch `b`, or return 0 when it has none left (or is no longer the
+ * batch being run). */
+static inline int pw_take(ParseWorker *w, uint64_t b, uint32_t m, uint32_t *idx) {
+    uint64_t v = atomic_load_explicit(&w->claim, memory_order_relaxed);
+    for (;;) {
+        if ((v >> 32) != (b & 0xFFFFFFFFu) || (uint32_t)v >= m) return 0;
+        if (atomic_compare_exchange_weak_explicit(&w->claim, &v, v + 1, memory_order_acquire,
+                                                  memory_order_relaxed)) {
+            *idx = (uint32_t)v;
+            return 1;
+        }
+    }
+}
+
+static inline void pw_parse(const BatchRec *rec, Parsed *pa, char *scratch, int slow, uint32_t i, uint64_t b) {
+    const BatchRec *br = &rec[i];
+    parse_rec(&pa[i], br->p, br->n, scratch + br->soff, slow);
+    atomic_store_explicit(&pa[i].ready, b, memory_order_release);
+}
+
+static void *pw_main(void *arg) {
+    ParseWorker *w = arg;
+    uint64_t seen = 0;
+    for (;;) {
+        uint64_t v = atomic_load_explicit(&w->claim, memory_order_acquire);
+        if ((v >> 32) == (seen & 0xFFFFFFFFu)) {
+            /* no new batch: spin a while, then sleep until the next one is published */
+            uint64_t t0 = mono_ns();
+            for (uint32_t k = 1;; k++) {
+                if (atomic_load_explicit(&w->quit, memory_order_relaxed)) return NULL;
+                v = atomic_load_explicit(&w->claim, memory_order_acquire);
+                if ((v >> 32) != (seen & 0xFFFFFFFFu)) break;
+                cpu_relax();
+                if ((k & 255) == 0 && mono_ns() - t0 > PW_SPIN_NS) {
+                    pthread_mutex_lock(&w->mu);
+                    atomic_store(&w->sleeping, 1);
+                    while (!atomic_load(&w->quit) && (atomic_load(&w->claim) >> 32) == (seen & 0xFFFFFFFFu))
+                        pthread_cond_wait(&w->cv, &w->mu);
+                    atomic_store(&w->sleeping, 0);
+                    pthread_mutex_unlock(&w->mu);
+                    t0 = mono_ns();
+                }
+            }
+        }
+        /* a new batch: its fields were written before `claim` was published (acquire above) */
+        uint64_t b = v >> 32;
+        const BatchRec *rec = atomic_load_explicit(&w->rec, memory_order_relaxed);
+        Parsed *pa = atomic_load_explicit(&w->pa, memory_order_relaxed);
+        char *scratch = atomic_load_explicit(&w->scratch, memory_order_relaxed);
+        uint32_t m = atomic_load_explicit(&w->m, memory_order_relaxed);
+        int slow = atomic_load_explicit(&w->json_slow, memory_order_relaxed);
+        seen = b;
+        uint32_t i;
+        while (pw_take(w, b, m, &i)) pw_parse(rec, pa, scratch, slow, i, b);
+    }
+}
+
+static void pw_stop(ParseWorker *w) {
+    if (w->pid == getpid()) {
+        pthread_mutex_lock(&w->mu);
+        atomic_store(&w->quit, 1);
+        pthread_cond_signal(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+        pthread_join(w->th, NULL);
+        pthread_cond_destroy(&w->cv);
+        pthread_mutex_destroy(&w->mu);
+    }
+    free(w);
+}
+
+/* The engine's parse thread, started on first use (again in a fork child, which has none);
+ * NULL if it cannot be started (the batch is then parsed inline). */
+static ParseWorker *pw_get(sb_engine *e) {
+    if (e->pw && e->pw->pid == getpid()) return e->pw;
+    if (e->pw) { /* inherited through fork: the thread is not in this process */
+        free(e->pw);
+        e->pw = NULL;
+    }
+    ParseWorker *w = aligned_alloc(64, (sizeof *w + 63) & ~(size_t)63);
+    if (!w) return NULL;
+    memset(w, 0, sizeof *w);
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    w->pid = getpid();
+    if (pthread_create(&w->th, NULL, pw_main, w) != 0) {
+        pthread_cond_destroy(&w->cv);
+        pthread_mutex_destroy(&w->mu);
+        free(w);
+        return NULL;
+    }
+    e->pw = w;
+    return w;
+}
+
+void sb_set_parse_thread(sb_engine *e, uint32_t min_batch) {
+    e->par_min = min_batch;
+    if (!min_batch && e->pw) {
+        pw_stop(e->pw);
+        e->pw = NULL;
+    }
+}
+
+/* Room for m parsed records (64-byte aligned: one thread writes a slot while the other reads
+ * its neighbour; zeroed: no `ready` may hold a batch number by chance). */
+static int pa_reserve(sb_engine *e, uint32_t m) {
+    if (m <= e->pacap) return 0;
+    uint64_t nc = e->pacap ? e->pacap : 512;
+    while (nc < m) nc *= 2;
+    Parsed *q = aligned_alloc(64, (size_t)nc * sizeof(Parsed));
+    if (!q) return -1;
+    memset(q, 0, (size_t)nc * sizeof(Parsed));
+    free(e->pa);
+    e->pa = q;
+    e->pacap = (uint32_t)(nc < UINT32_MAX ? nc : UINT32_MAX);
+    return 0;
+}
+
+/* Record i of batch b, parsed: by the parse thread, or here if it has not got to it. */
+static inline Parsed *pw_need(sb_engine *e, ParseWorker *w, uint32_t i, uint32_t m, uint64_t b) {
+    Parsed *pr = &e->pa[i];
+    while (atomic_load_explicit(&pr->ready, memory_order_acquire) != b) {
+        uint32_t k;
+        if (pw_take(w, b, m, &k)) pw_parse(e->rec, e->pa, e->scratch, e->json_slow, k, b);
+        else cpu_relax(); /* the parse thread has record i in hand */
+    }
+    return pr;
+}
+
+/* After a batch stopped early: no record is taken any more, and the ones the parse thread
+ * took are finished (it reads the batch's records, which the caller may free next). */
+static void pw_close(ParseWorker *w, Parsed *pa, uint32_t m, uint64_t b) {
+    uint64_t v = atomic_exchange(&w->claim, ((b & 0xFFFFFFFFu) << 32) | m);
+    uint32_t taken = (v >> 32) == (b & 0xFFFFFFFFu) ? (uint32_t)v : 0;
+    if (taken > m) taken = m;
+    for (uint32_t i = 0; i < taken; i++)
+        while (atomic_load_explicit(&pa[i].ready, memory_order_acquire) != b) cpu_relax();
+}
+
 /* The pipeline over e->rec[0..m), then the batch result. */
 static int run_batch(sb_engine *e, uint32_t m, int64_t now) {
     Parsed ring[PIPE];
     int rc = 0;
-    for (uint32_t i = 0; i < m + PIPE - 1; i++) {
-        if (i + RPF < m) {
-            /* the record parsed RPF iterations from now: its bytes are read once, cold (a
-             * Python bytes object's lines were a third of jp_fast's samples) */
-            const BatchRec *br = &e->rec[i + RPF];
-            for (size_t off = 0; off < br->n; off += 64) prefetch(br->p + off);
-            if (br->n) prefetch(br->p + br->n - 1);
+    ParseWorker *w = NULL;
+    uint64_t b = 0;
+    if (e->par_min && m >= e->par_min && pa_reserve(e, m) == 0 && (w = pw_get(e))) {
+        atomic_store_explicit(&w->rec, e->rec, memory_order_relaxed);
+        atomic_store_explicit(&w->pa, e->pa, memory_order_relaxed);
+        atomic_store_explicit(&w->scratch, e->scratch, memory_order_relaxed);
+        atomic_store_explicit(&w->m, m, memory_order_relaxed);
+        atomic_store_explicit(&w->json_slow, e->json_slow, memory_order_relaxed);
+        b = ++e->pbatch;
+        if ((b & 0xFFFFFFFFu) == 0) b = ++e->pbatch; /* claim's batch field 0 means "none yet" */
+        atomic_store(&w->claim, (b & 0xFFFFFFFFu) << 32);
+        if (atomic_load(&w->sleeping)) {
+            pthread_mutex_lock(&w->mu);
+            pthread_cond_signal(&w->cv);
+            pthread_mutex_unlock(&w->mu);
         }
+    }
+    Parsed *pa = e->pa;
+#define SLOT(i) (w ? &pa[i] : &ring[(i) & (PIPE - 1)])
+    uint32_t i = 0;
+    for (; i < m + PIPE - 1; i++) {
         if (i < m) {
-            const BatchRec *br = &e->rec[i];
-            pipe_parse(e, &ring[i & (PIPE - 1)], br->p, br->n, e->scratch + br->soff);
+            if (w) {
+                pipe_prefetch1(e, pw_need(e, w, i, m, b));
+            } else {
+                if (i + RPF < m) {
+                    /* the record parsed RPF iterations from now: its bytes are read once, cold
+                     * (a Python bytes object's lines were a third of jp_fast's samples) */
+                    const BatchRec *br = &e->rec[i + RPF];
+                    for (size_t off = 0; off < br->n; off += 64) prefetch(br->p + off);
+                    if (br->n) prefetch(br->p + br->n - 1);
+                }
+                const BatchRec *br = &e->rec[i];
+                Parsed *pr = &ring[i & (PIPE - 1)];
+                parse_rec(pr, br->p, br->n, e->scratch + br->soff, e->json_slow);
+                pipe_prefetch1(e, pr);
+            }
         }
-        if (i >= PF2 && i - PF2 < m) pipe_prefetch2(e, &ring[(i - PF2) & (PIPE - 1)]);
-        if (i >= PF3 && i - PF3 < m) pipe_prefetch3(e, &ring[(i - PF3) & (PIPE - 1)]);
-        if (i >= PF4 && i - PF4 < m) pipe_prefetch4(e, &ring[(i - PF4) & (PIPE - 1)]);
+        if (i >= PF2 && i - PF2 < m) pipe_prefetch2(e, SLOT(i - PF2));
+        if (i >= PF3 && i - PF3 < m) pipe_prefetch3(e, SLOT(i - PF3));
+        if (i >= PF4 && i - PF4 < m) pipe_prefetch4(e, SLOT(i - PF4));
         if (i >= PIPE - 1) {
             uint32_t j = i - (PIPE - 1);
-            if (run_json(e, &ring[j & (PIPE - 1)], j, now) != 0 || e->oom) {
+            if (run_json(e, SLOT(j), j, now) != 0 || e->oom) {
                 rc = -1;
                 break;
             }
         }
     }
+#undef SLOT
+    if (w && rc) pw_close(w, pa, m, b);
     for (uint32_t i = 0; i < e->ntouched; i++) e->touched[2 * i + 1] = e->books[e->touched[2 * i]].seq;
     sb_result *r = &e->res;
     r->fills = e->fills.b;

@@ -83,6 +83,10 @@ void sb_cache_trim(void);
  * sb_json_check parses one record both ways: 1 the fast path took it and read exactly what the
  * general reader reads, 0 the fast path declined it, -1 they differ (a bug), -2 out of memory. */
 void sb_set_json_fast(sb_engine *e, int on);
+/* A second thread that parses the records of a batch ahead of matching them, for batches of at
+ * least min_batch records (0, the default: never; the thread is started by the first such
+ * batch and stopped by 0 or sb_free).  The events are identical either way. */
+void sb_set_parse_thread(sb_engine *e, uint32_t min_batch);
 int sb_json_check(const char *buf, size_t len);
 uint64_t sb_dropped_total(sb_engine *e);
 

@@ -157,7 +157,7 @@ class ShardWorker(threading.Thread):
         self.stop_event = threading.Event()
         self.lease_valid_until = time.monotonic() + svc.leases.valid_for
         self._batch_clock = 0
-        self.engine = Engine(clock=self._clock)
+        self.engine = Engine(clock=self._clock, parse_thread=svc.settings.engine_parse_thread)
         self.ticker = TickerBook(svc.settings.market_tz, svc.load_prev)
         self.checkpoint: str | None = None
         self.start_type = "TRIM_HORIZON"
@@ -221,7 +221,7 @@ class ShardWorker(threading.Thread):
                 self.engine.restore(snap.engine)
         except (CorruptSnapshot, ValueError) as exc:
             log.error("event=snapshot_corrupt shard=%s error=%s action=read_from_trim_horizon", self.shard_id, exc)
-            self.engine = Engine(clock=self._clock)
+            self.engine = Engine(clock=self._clock, parse_thread=self.svc.settings.engine_parse_thread)
             snap = None
         if snap is not None:
             self.checkpoint = snap.seq

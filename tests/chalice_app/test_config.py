@@ -74,6 +74,15 @@ def test_ops_servers_listen_on_loopback_next_to_the_emulators_and_everywhere_on_
     assert StreamerOptions.from_settings(local).http_host == "127.0.0.1"
 
 
+def test_engine_parse_thread_is_auto_on_or_off():
+    assert Settings.from_env({}).engine_parse_thread is None
+    assert Settings.from_env({"ENGINE_PARSE_THREAD": "auto"}).engine_parse_thread is None
+    for word, want in (("on", True), ("TRUE", True), ("1", True), ("off", False), (" no ", False), ("0", False)):
+        assert Settings.from_env({"ENGINE_PARSE_THREAD": word}).engine_parse_thread is want
+    with pytest.raises(ValueError, match=r"^ENGINE_PARSE_THREAD must be auto, on or off, not 'sometimes'$"):
+        Settings.from_env({"ENGINE_PARSE_THREAD": "sometimes"})
+
+
 #: every numeric variable and the `Settings` field it sets (VALKEY_PORT goes into depth_cache_url)
 NUMERIC = {
     "ENGINE_HTTP_PORT": "engine_http_port", "STREAMER_HTTP_PORT": "streamer_http_port",

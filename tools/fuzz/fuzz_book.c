@@ -6,7 +6,8 @@
  * finally the raw input is also offered to sb_restore as a (usually malformed) snapshot.
  * The batch also runs in a second engine whose outputs go to caller-owned buffers (sb_out_set,
  * as the CPython glue does with bytes objects) that start at one byte and grow to exactly the
- * size asked: its events must be byte-identical, and ASan sees any write past a buffer.
+ * size asked, and whose records are parsed by its parse thread (sb_set_parse_thread, every
+ * batch): its events must be byte-identical, and ASan sees any write past a buffer.
  * Crashes, leaks and undefined behaviour are reported by the sanitizers.
  */
 #include <stdint.h>
@@ -22,9 +23,11 @@ static char *grow_exact(void *ctx, int k, size_t newcap) {
     return q;
 }
 
-/* The batch through caller-owned outputs in a fresh engine: the same bytes as r, or abort. */
+/* The batch through caller-owned outputs and the parse thread in a fresh engine: the same bytes
+ * as r, or abort. */
 static void check_caller_outputs(const char *flat, size_t m, const uint32_t *lens, uint32_t n, const sb_result *r) {
     sb_engine *h = sb_new();
+    sb_set_parse_thread(h, 1);
     char *bufs[4] = {malloc(1), malloc(1), malloc(1), malloc(1)};
     for (int k = 0; k < 4; k++) sb_out_set(h, k, bufs[k], 1, grow_exact, bufs);
     int rc = sb_process(h, flat, m, lens, n, 42);
