@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import mmap
 import os
 import platform
 import statistics
@@ -199,6 +200,7 @@ def child(what: str, workload: str, n: int, batch: int) -> dict:
     """One contender in this (fresh) process: a fresh run, then a warm run on a second object."""
     cmds = gen(n, workload == "B")
     if what in LIQUIBOOK_LOOPS:
+        prime_memory()
         fresh = bench_liquibook(cmds, build=what == "liquibook-build")
         if isinstance(fresh, str):
             return {"error": fresh}
@@ -208,11 +210,37 @@ def child(what: str, workload: str, n: int, batch: int) -> dict:
     recs = to_json(cmds)
     del cmds
     pt = what == "engine"
+    prime_memory()
     fresh_cpu, fresh_wall, events = bench_engine(recs, batch, iterate=False, parse_thread=pt)
     warm_cpu, warm_wall, _ = bench_engine(recs, batch, iterate=False, parse_thread=pt)
     it_cpu, it_wall, _ = bench_engine(recs, batch, iterate=True, parse_thread=pt)
     return {"fresh": fresh_wall, "fresh_cpu": fresh_cpu, "warm": warm_wall, "warm_cpu": warm_cpu,
             "iter": it_wall, "iter_cpu": it_cpu, "events": events}
+
+
+#: MiB the child touches and frees just before its fresh run (prime_memory).
+PRIME_MB = 384
+
+
+def prime_memory() -> None:
+    """Touch PRIME_MB MiB of huge pages, then free them, just before a fresh run.
+
+    This VM (a Firecracker guest with virtio-balloon free page reporting) hands free 2 MiB
+    blocks back to the hypervisor about two seconds after they are freed; the first touch of
+    such a block faults in the host as well, and costs several times a re-touch.  A child whose
+    fresh run started within two seconds of the previous child's exit reused that child's
+    blocks, the others got reported ones: fresh runs of the same build differed by 30-45%
+    depending on which contender ran before (docs/benchmarks.md, ninth session).  Each fresh
+    run (every contender alike) now starts on blocks this process has just freed, as a process
+    would on a host that backs all of its memory."""
+    n = PRIME_MB << 20
+    # private anonymous memory, as the engine's (mmap's default, shared memory, takes no huge pages)
+    m = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        m.madvise(mmap.MADV_HUGEPAGE)
+    for off in range(0, n, 4096):
+        m[off] = 1
+    m.close()
 
 
 def run_children(what: str, workload: str, n: int, batch: int) -> dict:
