@@ -57,6 +57,12 @@
  *   keeps priority only for the same price and a size that does not grow; otherwise the order
  *   leaves its level, may trade as a taker, and rests at the back of its new level.
  *
+ * THREADS
+ *   An engine is used by one thread at a time.  With sb_set_parse_thread, batches of at least
+ *   min_batch records are parsed by a second thread of the engine's own while the calling thread
+ *   matches them (see "the parse thread" below): parsing reads only the records, so the two share
+ *   nothing but each record's Parsed slot and a claim counter, and the events are identical.
+ *   The mappings of freed engines (map_cache) are shared by every engine under a mutex. *
  * EVENTS
  *   sb_process parses each JSON command with the fast reader for the router's canonical key
  *   order (jp_fast), or, when it declines, the strict general reader of sb_json.h (both read
@@ -73,6 +79,7 @@
 #include <pthread.h>
 #include <sys/mman.h>
 #endif
+#include <signal.h>
 #include <stdatomic.h>
 #include <time.h>
 #include <unistd.h>
@@ -1913,7 +1920,14 @@ static ParseWorker *pw_get(sb_engine *e) {
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     w->pid = getpid();
-    if (pthread_create(&w->th, NULL, pw_main, w) != 0) {
+    /* the thread takes no signals: they stay with the process's own threads (CPython's
+     * handlers expect to run there) */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int err = pthread_create(&w->th, NULL, pw_main, w);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (err != 0) {
         pthread_cond_destroy(&w->cv);
         pthread_mutex_destroy(&w->mu);
         free(w);

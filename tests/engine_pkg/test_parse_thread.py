@@ -6,6 +6,7 @@ whoever parsed each record, and the thread must come and go with the engine.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -87,8 +88,13 @@ def test_the_thread_starts_with_the_first_big_batch_and_ends_with_the_engine() -
     eng = Engine(clock=lambda: 7, parse_thread=True)
     eng.process(crossing_flow(PARSE_THREAD_MIN_BATCH - 1))
     assert tasks() == before  # a small batch is parsed inline: no thread yet
+    ids = set(os.listdir("/proc/self/task"))
     eng.process(crossing_flow(PARSE_THREAD_MIN_BATCH))
     assert tasks() == before + 1
+    (new,) = set(os.listdir("/proc/self/task")) - ids
+    status = Path(f"/proc/self/task/{new}/status").read_text()
+    blocked = int(next(line for line in status.splitlines() if line.startswith("SigBlk:")).split()[1], 16)
+    assert blocked & (1 << (signal.SIGINT - 1)) and blocked & (1 << (signal.SIGTERM - 1))  # signals stay with Python
     eng.process(crossing_flow(3 * PARSE_THREAD_MIN_BATCH))
     assert tasks() == before + 1  # one thread an engine, reused batch after batch
     del eng
