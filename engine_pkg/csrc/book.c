@@ -62,7 +62,8 @@
  *   min_batch records are parsed by a second thread of the engine's own while the calling thread
  *   matches them (see "the parse thread" below): parsing reads only the records, so the two share
  *   nothing but each record's Parsed slot and a claim counter, and the events are identical.
- *   The mappings of freed engines (map_cache) are shared by every engine under a mutex. *
+ *   The mappings of freed engines (map_cache) are shared by every engine under a mutex.
+ *
  * EVENTS
  *   sb_process parses each JSON command with the fast reader for the router's canonical key
  *   order (jp_fast), or, when it declines, the strict general reader of sb_json.h (both read
