@@ -71,7 +71,7 @@
  *   events of SPEC section 3 / 3a as JSON into growable output buffers (grown before each
  *   event, amortised).  sb_core_cmd runs the same matching code with event writing disabled.
  */
-#define _DEFAULT_SOURCE /* mmap's MAP_ANONYMOUS, madvise */
+#define _GNU_SOURCE /* mmap's MAP_ANONYMOUS, madvise, pthread_setname_np */
 #include "book.h"
 
 #include <stdlib.h>
@@ -1928,6 +1928,9 @@ static ParseWorker *pw_get(sb_engine *e) {
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int err = pthread_create(&w->th, NULL, pw_main, w);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+#if defined(__linux__)
+    if (err == 0) pthread_setname_np(w->th, "sb-parse"); /* as `top -H` and /proc show it */
+#endif
     if (err != 0) {
         pthread_cond_destroy(&w->cv);
         pthread_mutex_destroy(&w->mu);
