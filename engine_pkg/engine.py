@@ -15,6 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from chalice_app.messages import DEPTH_LEVELS
@@ -30,12 +31,34 @@ _SIDE_ASK = 1
 PARSE_THREAD_MIN_BATCH = 64
 
 
-def _parse_thread_default() -> bool:
-    """The parse thread pays when the process may run on two CPUs or more."""
+def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """How many CPUs the process's cgroup lets it use (cgroup v2 ``cpu.max``, else v1's CFS
+    quota), or None when there is no limit (a container's ``--cpus``, an ECS task's CPU)."""
     try:
-        return len(os.sched_getaffinity(0)) >= 2
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    for ctl in ("cpu", "cpu,cpuacct"):
+        try:
+            quota_us = int((root / ctl / "cpu.cfs_quota_us").read_text())
+            period_us = int((root / ctl / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            continue
+        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
+    return None
+
+
+def _parse_thread_default() -> bool:
+    """The parse thread pays when the process may run on two whole CPUs or more: its CPU
+    affinity, and its cgroup's CPU limit if it has one (on one CPU the thread's spinning takes
+    turns with the matching thread; docs/engine.md)."""
+    try:
+        cpus: float = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return (os.cpu_count() or 1) >= 2
+        cpus = os.cpu_count() or 1
+    limit = cgroup_cpu_limit()
+    return min(cpus, limit if limit is not None else cpus) >= 2
 
 
 def _now_ms() -> int:
@@ -191,7 +214,8 @@ class Engine:
     commands for other symbols are rejected with ``UNKNOWN_SYMBOL`` (see :meth:`set_active_symbols`).
     ``parse_thread``: parse the JSON of batches of ``PARSE_THREAD_MIN_BATCH`` records or more
     on a second thread while this one matches (``None``, the default: when the process may
-    run on two CPUs or more). The events never differ; only the wall time of a batch does.
+    run on two CPUs or more, by its affinity and its cgroup's CPU limit). The events never
+    differ; only the wall time of a batch does.
     """
 
     def __init__(

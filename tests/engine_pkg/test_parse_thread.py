@@ -164,11 +164,39 @@ def test_a_fork_child_parses_with_a_thread_of_its_own() -> None:
 
 
 def test_the_default_follows_the_cpus_the_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine, "cgroup_cpu_limit", lambda: None)
     monkeypatch.setattr(engine.os, "sched_getaffinity", lambda _pid: {0, 1})
     assert Engine().parse_thread
     monkeypatch.setattr(engine.os, "sched_getaffinity", lambda _pid: {0})
     assert not Engine().parse_thread
     assert Engine(parse_thread=True).parse_thread
+    # a container held to 1.5 CPUs on a 2-CPU host: no thread; given 2, one
+    monkeypatch.setattr(engine.os, "sched_getaffinity", lambda _pid: {0, 1})
+    monkeypatch.setattr(engine, "cgroup_cpu_limit", lambda: 1.5)
+    assert not Engine().parse_thread
+    monkeypatch.setattr(engine, "cgroup_cpu_limit", lambda: 2.0)
+    assert Engine().parse_thread
+
+
+@pytest.mark.parametrize(
+    ("files", "want"),
+    [
+        pytest.param({"cpu.max": "150000 100000\n"}, 1.5, id="v2 limited"),
+        pytest.param({"cpu.max": "max 100000\n"}, None, id="v2 unlimited"),
+        pytest.param({"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 2.0,
+                     id="v1 limited"),
+        pytest.param({"cpu,cpuacct/cpu.cfs_quota_us": "-1\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n"}, None,
+                     id="v1 unlimited"),
+        pytest.param({"cpu.max": "garbage"}, None, id="unreadable"),
+        pytest.param({}, None, id="no cgroup files"),
+    ],
+)
+def test_the_cgroup_cpu_limit_is_read_from_v2_or_v1(tmp_path: Path, files: dict[str, str],
+                                                    want: float | None) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert engine.cgroup_cpu_limit(tmp_path) == want
 
 
 def test_thread_sanitizer_finds_no_race(tmp_path: Path) -> None:
