@@ -1985,31 +1985,35 @@ static void pw_close(ParseWorker *w, Parsed *pa, uint32_t m, uint64_t b) {
         while (atomic_load_explicit(&pa[i].ready, memory_order_acquire) != b) cpu_relax();
 }
 
+/* Hand the batch's m records to the parse thread (waking it if it sleeps); returns the batch
+ * number its slots will carry. */
+static uint64_t pw_publish(sb_engine *e, ParseWorker *w, uint32_t m) {
+    atomic_store_explicit(&w->rec, e->rec, memory_order_relaxed);
+    atomic_store_explicit(&w->pa, e->pa, memory_order_relaxed);
+    atomic_store_explicit(&w->scratch, e->scratch, memory_order_relaxed);
+    atomic_store_explicit(&w->m, m, memory_order_relaxed);
+    atomic_store_explicit(&w->json_slow, e->json_slow, memory_order_relaxed);
+    uint64_t b = ++e->pbatch;
+    if ((b & 0xFFFFFFFFu) == 0) b = ++e->pbatch; /* claim's batch field 0 means "none yet" */
+    atomic_store(&w->claim, (b & 0xFFFFFFFFu) << 32);
+    if (atomic_load(&w->sleeping)) {
+        pthread_mutex_lock(&w->mu);
+        pthread_cond_signal(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+    }
+    return b;
+}
+
 /* The pipeline over e->rec[0..m), then the batch result. */
 static int run_batch(sb_engine *e, uint32_t m, int64_t now) {
     Parsed ring[PIPE];
     int rc = 0;
     ParseWorker *w = NULL;
     uint64_t b = 0;
-    if (e->par_min && m >= e->par_min && pa_reserve(e, m) == 0 && (w = pw_get(e))) {
-        atomic_store_explicit(&w->rec, e->rec, memory_order_relaxed);
-        atomic_store_explicit(&w->pa, e->pa, memory_order_relaxed);
-        atomic_store_explicit(&w->scratch, e->scratch, memory_order_relaxed);
-        atomic_store_explicit(&w->m, m, memory_order_relaxed);
-        atomic_store_explicit(&w->json_slow, e->json_slow, memory_order_relaxed);
-        b = ++e->pbatch;
-        if ((b & 0xFFFFFFFFu) == 0) b = ++e->pbatch; /* claim's batch field 0 means "none yet" */
-        atomic_store(&w->claim, (b & 0xFFFFFFFFu) << 32);
-        if (atomic_load(&w->sleeping)) {
-            pthread_mutex_lock(&w->mu);
-            pthread_cond_signal(&w->cv);
-            pthread_mutex_unlock(&w->mu);
-        }
-    }
+    if (e->par_min && m >= e->par_min && pa_reserve(e, m) == 0 && (w = pw_get(e))) b = pw_publish(e, w, m);
     Parsed *pa = e->pa;
 #define SLOT(i) (w ? &pa[i] : &ring[(i) & (PIPE - 1)])
-    uint32_t i = 0;
-    for (; i < m + PIPE - 1; i++) {
+    for (uint32_t i = 0; i < m + PIPE - 1; i++) {
         if (i < m) {
             if (w) {
                 pipe_prefetch1(e, pw_need(e, w, i, m, b));
